@@ -1,0 +1,358 @@
+//! Readers for each publisher format, down to (text, label, group) rows.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{Example, LoadStats};
+use crate::error::{Error, Result};
+use crate::manifest::{DataConfig, DataKind, MultiLabelPolicy, NegativePolicy};
+
+pub struct RawRows {
+    pub rows: Vec<Example>,
+    pub stats: LoadStats,
+}
+
+/// The label negatives get when `data.negatives = "keep"`.
+pub const NEGATIVE_LABEL: &str = "none";
+
+fn json_error(path: &Path, e: &serde_json::Error) -> Error {
+    let hint = if e.is_eof() {
+        "the file ends in the middle of a value: it is truncated. Download it again (`synthcti data pull`)"
+    } else {
+        "fix the file or download it again (`synthcti data pull`)"
+    };
+    Error::data(format!(
+        "{} is not valid JSON at line {}, column {}: {e}; {hint}",
+        path.display(),
+        e.line(),
+        e.column()
+    ))
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::data(format!("cannot read {}: {e}", path.display())))
+}
+
+pub fn read(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
+    let label = cfg
+        .label
+        .clone()
+        .unwrap_or_else(|| cfg.kind.default_label().into());
+    let text = cfg
+        .text_field
+        .clone()
+        .unwrap_or_else(|| cfg.kind.default_text().into());
+    let group = cfg
+        .group_field
+        .clone()
+        .unwrap_or_else(|| "doc_title".into());
+    match cfg.kind {
+        DataKind::TramSingle => {
+            let v: Value =
+                serde_json::from_slice(&read_bytes(path)?).map_err(|e| json_error(path, &e))?;
+            let arr = v.as_array().ok_or_else(|| {
+                Error::data(format!(
+                    "{} should be a JSON array of {{\"text\",\"label\",\"doc_title\"}} objects (TRAM single_label.json), but its top level is not an array",
+                    path.display()
+                ))
+            })?;
+            objects_to_rows(cfg, path, arr.iter().map(|o| (0, o)), &text, &label, &group)
+        }
+        DataKind::Jsonl | DataKind::TramMulti => {
+            let bytes = read_bytes(path)?;
+            let s = String::from_utf8(bytes)
+                .map_err(|e| Error::data(format!("{} is not UTF-8: {e}", path.display())))?;
+            let mut objs = Vec::new();
+            for (i, line) in s.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(line).map_err(|e| {
+                    Error::data(format!(
+                        "{} line {}: not a JSON object ({e}){}",
+                        path.display(),
+                        i + 1,
+                        if e.is_eof() {
+                            "; the line is cut short: is the file truncated?"
+                        } else {
+                            ""
+                        }
+                    ))
+                })?;
+                objs.push((i + 1, v));
+            }
+            objects_to_rows(
+                cfg,
+                path,
+                objs.iter().map(|(i, o)| (*i, o)),
+                &text,
+                &label,
+                &group,
+            )
+        }
+        DataKind::TramBootstrap => read_bootstrap(cfg, path),
+        DataKind::CtiToMitre | DataKind::Csv => read_csv(cfg, path, &text, &label, &group),
+    }
+}
+
+/// Turn a label value (string, list of strings, or null) into zero or more labels.
+fn labels_of(v: Option<&Value>) -> Option<Vec<String>> {
+    match v? {
+        Value::String(s) if s.trim().is_empty() => Some(vec![]),
+        Value::String(s) => Some(vec![s.trim().to_string()]),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(|s| s.trim().to_string()))
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+        Value::Null => Some(vec![]),
+        Value::Number(n) => Some(vec![n.to_string()]),
+        _ => None,
+    }
+}
+
+fn fields_of(o: &Value) -> String {
+    o.as_object()
+        .map(|m| {
+            m.keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "(not an object)".into())
+}
+
+/// Shared by JSON and CSV formats: apply negative and multi-label policies.
+fn push_row(
+    cfg: &DataConfig,
+    stats: &mut LoadStats,
+    rows: &mut Vec<Example>,
+    text: &str,
+    mut labels: Vec<String>,
+    group: Option<String>,
+) {
+    stats.rows_read += 1;
+    let text = text.trim();
+    if text.is_empty() {
+        stats.empty_texts += 1;
+        return;
+    }
+    labels.dedup();
+    let label = match labels.len() {
+        0 => match cfg.negatives {
+            NegativePolicy::Drop => {
+                stats.negatives_dropped += 1;
+                return;
+            }
+            NegativePolicy::Keep => NEGATIVE_LABEL.to_string(),
+        },
+        1 => labels.remove(0),
+        _ => match cfg.multi_label {
+            MultiLabelPolicy::Drop => {
+                stats.multi_label_dropped += 1;
+                return;
+            }
+            MultiLabelPolicy::First => labels.remove(0),
+        },
+    };
+    rows.push(Example {
+        text: text.to_string(),
+        label,
+        group,
+    });
+}
+
+fn objects_to_rows<'a>(
+    cfg: &DataConfig,
+    path: &Path,
+    objs: impl Iterator<Item = (usize, &'a Value)>,
+    text_f: &str,
+    label_f: &str,
+    group_f: &str,
+) -> Result<RawRows> {
+    let mut stats = LoadStats::default();
+    let mut rows = Vec::new();
+    for (n, (line, o)) in objs.enumerate() {
+        let place = if line > 0 {
+            format!("{} line {line}", path.display())
+        } else {
+            format!("{} item {n}", path.display())
+        };
+        let Some(obj) = o.as_object() else {
+            return Err(Error::data(format!("{place}: expected a JSON object")));
+        };
+        let Some(text) = obj.get(text_f).and_then(|t| t.as_str()) else {
+            return Err(Error::data(format!(
+                "{place}: text field `{text_f}` not found; the fields there are {}. Set `data.text_field`",
+                fields_of(o)
+            )));
+        };
+        if !obj.contains_key(label_f) {
+            return Err(Error::data(format!(
+                "{place}: label field `{label_f}` not found; the fields there are {}. Set `data.label` to one of them",
+                fields_of(o)
+            )));
+        }
+        let labels = labels_of(obj.get(label_f)).ok_or_else(|| {
+            Error::data(format!(
+                "{place}: label field `{label_f}` must be a string or a list of strings"
+            ))
+        })?;
+        let group = obj
+            .get(group_f)
+            .and_then(|g| g.as_str())
+            .map(str::to_string);
+        push_row(cfg, &mut stats, &mut rows, text, labels, group);
+    }
+    Ok(RawRows { rows, stats })
+}
+
+fn read_bootstrap(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
+    let v: Value = serde_json::from_slice(&read_bytes(path)?).map_err(|e| json_error(path, &e))?;
+    let sentences = v.get("sentences").and_then(|s| s.as_array()).ok_or_else(|| {
+        Error::data(format!(
+            "{} should be a TRAM report object with a `sentences` array (bootstrap-training-data.json); it has {}",
+            path.display(),
+            fields_of(&v)
+        ))
+    })?;
+    let group = v.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    let mut stats = LoadStats::default();
+    let mut rows = Vec::new();
+    for (i, s) in sentences.iter().enumerate() {
+        let text = s
+            .get("text")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| Error::data(format!("{} sentences[{i}]: no `text`", path.display())))?;
+        let labels: Vec<String> = s
+            .get("mappings")
+            .and_then(|m| m.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("attack_id")?.as_str().map(|x| x.trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        push_row(cfg, &mut stats, &mut rows, text, labels, group.clone());
+    }
+    Ok(RawRows { rows, stats })
+}
+
+/// Find an unterminated quoted field: returns the 1-based line where it opens.
+fn unterminated_quote(bytes: &[u8]) -> Option<usize> {
+    let mut line = 1;
+    let mut in_quotes = false;
+    let mut open_line = 0;
+    let mut at_field_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            }
+        } else if b == b'"' && at_field_start {
+            in_quotes = true;
+            open_line = line;
+        }
+        if b == b'\n' {
+            line += 1;
+        }
+        at_field_start = !in_quotes && (b == b',' || b == b'\n' || (at_field_start && b == b'\r'));
+        i += 1;
+    }
+    in_quotes.then_some(open_line)
+}
+
+fn read_csv(
+    cfg: &DataConfig,
+    path: &Path,
+    text_f: &str,
+    label_f: &str,
+    group_f: &str,
+) -> Result<RawRows> {
+    let bytes = read_bytes(path)?;
+    if let Some(line) = unterminated_quote(&bytes) {
+        return Err(Error::data(format!(
+            "{} line {line}: a quoted field opens here and never closes (a broken quote); every `\"` inside a quoted field must be doubled as `\"\"`",
+            path.display()
+        )));
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes.as_slice());
+    let headers = rdr
+        .headers()
+        .map_err(|e| {
+            Error::data(format!(
+                "{}: cannot read the header row: {e}",
+                path.display()
+            ))
+        })?
+        .clone();
+    let col = |name: &str, what: &str, key: &str| -> Result<usize> {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            Error::data(format!(
+                "{}: {what} column `{name}` not found; the header has {}. Set `{key}` to one of them",
+                path.display(),
+                headers
+                    .iter()
+                    .map(|h| format!("`{h}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    };
+    let ti = col(text_f, "text", "data.text_field")?;
+    let li = col(label_f, "label", "data.label")?;
+    let gi = headers.iter().position(|h| h == group_f);
+    let mut stats = LoadStats::default();
+    let mut rows = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            Error::data(format!(
+                "{} line {line}: malformed CSV row ({e}); check the quoting of that row",
+                path.display()
+            ))
+        })?;
+        let labels: Vec<String> = rec
+            .get(li)
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| vec![l.to_string()])
+            .unwrap_or_default();
+        let group = gi.and_then(|g| rec.get(g)).map(str::to_string);
+        push_row(
+            cfg,
+            &mut stats,
+            &mut rows,
+            rec.get(ti).unwrap_or(""),
+            labels,
+            group,
+        );
+    }
+    Ok(RawRows { rows, stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_an_unterminated_quote() {
+        assert_eq!(unterminated_quote(b"a,b\n1,\"ok\"\n"), None);
+        assert_eq!(unterminated_quote(b"a,b\n1,\"he said \"\"hi\"\"\"\n"), None);
+        assert_eq!(unterminated_quote(b"a,b\n1,\"multi\nline\"\n"), None);
+        assert_eq!(unterminated_quote(b"a,b\n1,ok\n2,\"broken\n3,x\n"), Some(3));
+        // A stray quote inside an unquoted field is literal, as in RFC 4180 readers.
+        assert_eq!(unterminated_quote(b"a,b\n1,5\" disk\n"), None);
+    }
+}

@@ -1,0 +1,270 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use synthcti::cache::{Cache, default_cache_dir};
+use synthcti::data::pull;
+use synthcti::manifest::{self, SetArg};
+use synthcti::pipeline::{self, RunOptions};
+use synthcti::{Error, ErrorKind, report};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  internal error (a bug, or an I/O failure outside the cache and data folders)
+  2  usage or manifest error: bad flag, unknown key, wrong type, value out of range
+  3  data error: a dataset file is missing, malformed, or empty after filtering
+  4  the run finished but one or more cells failed (--keep-going) or were skipped (--fail-fast)
+  5  cache error: the cache folder cannot be written or locked
+  6  download error: a file could not be fetched or its checksum does not match
+
+Environment:
+  SYNTHCTI_DATA_DIR   data folder (same as `data.dir`)
+  SYNTHCTI_CACHE_DIR  stage cache folder (default: the user's cache dir + /synthcti)
+  SYNTHCTI_<KEY>      any manifest key, `__` for nesting: SYNTHCTI_SPLIT__SEED=7";
+
+/// Reproduce and extend SynthCTI: classify CTI sentences into MITRE ATT&CK techniques, with and
+/// without synthetic data, from a declarative TOML manifest.
+#[derive(Parser)]
+#[command(name = "synthcti", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every cell of a manifest's grid and write the comparison tables.
+    ///
+    /// Each stage (load, split, train, evaluate) runs once per distinct input through the
+    /// content-addressed cache: running the same manifest again trains nothing.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Dry run: list every cell, every stage's cache key, and whether it is cached.
+    #[command(after_help = EXIT_CODES)]
+    Plan(PlanArgs),
+    /// Rebuild summary.md, summary.csv and per_class.csv of a run folder from its cells.
+    #[command(after_help = EXIT_CODES)]
+    Report {
+        /// A run folder, such as results/tram/20261129-101500
+        run_dir: PathBuf,
+    },
+    /// Datasets: download the publishers' files.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// The experiment manifest (TOML), such as experiments/tram.toml
+    manifest: PathBuf,
+    /// Override a manifest key: --set split.seed=7, --set 'experiment.seeds=[1,2,3]'.
+    /// Values are TOML; applied after the file and SYNTHCTI_* variables.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Stage cache folder [env: SYNTHCTI_CACHE_DIR] [default: user cache dir/synthcti]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    m: ManifestArgs,
+    /// Results folder [default: <experiment.output_dir>/<experiment>/<run-id>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Cells trained at the same time
+    #[arg(long, short = 'j', default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Go on with the other cells when one fails (the default); exit 4 at the end
+    #[arg(long, conflicts_with = "fail_fast")]
+    keep_going: bool,
+    /// Stop starting cells after the first failure
+    #[arg(long)]
+    fail_fast: bool,
+    /// Print only the final table and the run folder
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    m: ManifestArgs,
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download the publishers' files at pinned commits and verify their sha256.
+    ///
+    /// Files: TRAM single_label.json and bootstrap-training-data.json (commit f29793d8),
+    /// CTI-to-MITRE dataset.csv and dataset_tram.csv (commit c7ff78db), and ATT&CK
+    /// enterprise-attack.json (tag ATT&CK-v18.1, not pinned by checksum).
+    Pull {
+        /// Data folder to fill [default: SYNTHCTI_DATA_DIR, else ./data]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Only these sets: tram, cti-to-mitre, attack (repeatable)
+        #[arg(long, value_name = "SET")]
+        only: Vec<String>,
+        /// Fetch from a mirror with the data folder's layout instead of the publishers
+        #[arg(long, value_name = "URL", env = "SYNTHCTI_DATA_MIRROR")]
+        mirror: Option<String>,
+    },
+}
+
+fn open_cache(dir: Option<PathBuf>) -> Result<Cache, Error> {
+    Cache::open(dir.unwrap_or_else(default_cache_dir))
+}
+
+fn load_manifest(a: &ManifestArgs) -> Result<manifest::Manifest, Error> {
+    let sets = a
+        .set
+        .iter()
+        .map(|s| SetArg::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    manifest::load(&a.manifest, &sets)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Run(a) => {
+            let m = load_manifest(&a.m)?;
+            let cache = open_cache(a.m.cache_dir.clone())?;
+            let out = pipeline::run(
+                &m,
+                &cache,
+                &RunOptions {
+                    out: a.out,
+                    jobs: a.jobs,
+                    fail_fast: a.fail_fast,
+                    quiet: a.quiet,
+                },
+            )?;
+            println!("{}", report::terminal_table(&out.results));
+            for (name, why) in &out.failed {
+                println!("FAILED {name}: {why}");
+            }
+            println!("results: {}", out.run_dir.display());
+            if out.failed.is_empty() {
+                Ok(0)
+            } else {
+                Ok(ErrorKind::CellsFailed.exit_code())
+            }
+        }
+        Command::Plan(a) => {
+            let m = load_manifest(&a.m)?;
+            let cache = open_cache(a.m.cache_dir.clone())?;
+            let plan = pipeline::plan(&m, &cache)?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("plan serializes")
+                );
+            } else {
+                println!(
+                    "experiment {} ({} cells)\ndata  {}\ncache {}",
+                    plan.experiment,
+                    plan.cells.len(),
+                    plan.data_file,
+                    plan.cache_dir
+                );
+                for c in &plan.cells {
+                    println!(
+                        "\n{}  [{} seed {} augment {}]",
+                        c.cell, c.classifier, c.seed, c.augment
+                    );
+                    println!("  params {}", c.params);
+                    for s in &c.stages {
+                        println!(
+                            "  {:<9} {}  {}",
+                            s.stage,
+                            &s.key[..16],
+                            if s.cached { "cached" } else { "to run" }
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Report { run_dir } => {
+            let (results, failed) = report::rebuild(&run_dir)?;
+            println!("{}", report::terminal_table(&results));
+            for (name, why) in &failed {
+                println!("FAILED {name}: {why}");
+            }
+            println!(
+                "rewrote {}/summary.md, summary.csv, per_class.csv",
+                run_dir.display()
+            );
+            Ok(0)
+        }
+        Command::Data(DataCommand::Pull { dir, only, mirror }) => {
+            let dir = dir
+                .or_else(|| std::env::var_os("SYNTHCTI_DATA_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("data"));
+            let known = pull::sets();
+            for o in &only {
+                if !known.contains(&o.as_str()) {
+                    return Err(Error::config(format!(
+                        "--only {o}: unknown set; valid: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+            let mut failures = Vec::new();
+            for r in pull::FILES
+                .iter()
+                .filter(|r| only.is_empty() || only.iter().any(|o| o == r.set))
+            {
+                match pull::pull_one(r, &dir, mirror.as_deref()) {
+                    Ok(pull::Pulled::AlreadyPresent) => {
+                        println!("ok        {} (already present, sha256 verified)", r.dest)
+                    }
+                    Ok(pull::Pulled::Downloaded {
+                        sha256,
+                        verified: true,
+                    }) => {
+                        println!("verified  {} sha256 {sha256}", r.dest)
+                    }
+                    Ok(pull::Pulled::Downloaded {
+                        sha256,
+                        verified: false,
+                    }) => println!(
+                        "fetched   {} sha256 {sha256} (no pinned checksum for this file)",
+                        r.dest
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {}", e.message);
+                        failures.push(e);
+                    }
+                }
+            }
+            match failures.into_iter().next() {
+                Some(e) => Err(Error::download(format!(
+                    "some files were not downloaded (first: {})",
+                    e.message
+                ))),
+                None => {
+                    println!("data folder: {}", dir.display());
+                    Ok(0)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1013 @@
+//! The manifest schema, in one place: raw (serde, unknown keys rejected) → validated.
+//!
+//! Layering, lowest first: the defaults written here < the manifest file < `SYNTHCTI_*`
+//! environment variables (`SYNTHCTI_SPLIT__SEED=7`; `__` nests; `SYNTHCTI_DATA_DIR` is
+//! `data.dir`) < `--set key.path=value` on the command line.
+//!
+//! Any list-valued grid field (`experiment.seeds`, every field of a `[[classifier]]` but `kind`,
+//! `augment.kind`) expands as a cartesian product into cells.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Environment variables with the `SYNTHCTI_` prefix that are settings of the tool, not manifest
+/// keys.
+pub const NON_MANIFEST_ENV: &[&str] = &["cache_dir", "log", "data_mirror"];
+
+// ---------------------------------------------------------------------------------------------
+// Grid values: a scalar or a list of them.
+
+/// A manifest value that may be one value or a list of values to sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grid<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> Grid<T> {
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            Grid::One(v) => vec![v.clone()],
+            Grid::Many(v) => v.clone(),
+        }
+    }
+    pub fn is_sweep(&self) -> bool {
+        matches!(self, Grid::Many(v) if v.len() > 1)
+    }
+}
+
+impl<T: Serialize> Serialize for Grid<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Grid::One(v) => v.serialize(s),
+            Grid::Many(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Grid<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = toml::Value::deserialize(d)?;
+        match v {
+            toml::Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(D::Error::custom(
+                        "an empty list sweeps nothing; give at least one value",
+                    ));
+                }
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        T::deserialize(x)
+                            .map_err(|e| D::Error::custom(format!("list item {i}: {e}")))
+                    })
+                    .collect::<std::result::Result<Vec<T>, _>>()
+                    .map(Grid::Many)
+            }
+            other => T::deserialize(other)
+                .map(Grid::One)
+                .map_err(|e| D::Error::custom(format!("{e} (a single value or a list of them)"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw schema.
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    pub experiment: Experiment,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub split: SplitConfig,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    #[serde(default = "default_classifiers")]
+    pub classifier: Vec<ClassifierConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment: results go to `<output_dir>/<name>/<run-id>/`.
+    pub name: String,
+    /// Training seeds; a list sweeps them.
+    #[serde(default = "default_seeds")]
+    pub seeds: Grid<u64>,
+    /// Where runs are written (default `results`), relative to the current folder.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+}
+
+fn default_seeds() -> Grid<u64> {
+    Grid::One(42)
+}
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("results")
+}
+fn default_classifiers() -> Vec<ClassifierConfig> {
+    vec![ClassifierConfig::default()]
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// TRAM `single_label.json`: `[{"text","label","doc_title"}]`.
+    TramSingle,
+    /// TRAM `bootstrap-training-data.json`: a report object with `sentences[].mappings[]`.
+    TramBootstrap,
+    /// TRAM multi-label JSONL (`labels_tram50`; rows without labels are negatives).
+    TramMulti,
+    /// CTI-to-MITRE `dataset.csv` (`label_tec` or `label_subtec`).
+    CtiToMitre,
+    /// A user's JSON Lines file.
+    Jsonl,
+    /// A user's CSV file with a header row.
+    Csv,
+}
+
+impl DataKind {
+    pub fn default_file(self) -> Option<&'static str> {
+        match self {
+            DataKind::TramSingle => Some("tram/single_label.json"),
+            DataKind::TramBootstrap => Some("tram/bootstrap-training-data.json"),
+            DataKind::TramMulti => Some("tram/multi_label_reconstructed.jsonl"),
+            DataKind::CtiToMitre => Some("cti-to-mitre/dataset.csv"),
+            DataKind::Jsonl | DataKind::Csv => None,
+        }
+    }
+    pub fn default_label(self) -> &'static str {
+        match self {
+            DataKind::TramSingle | DataKind::Jsonl | DataKind::Csv => "label",
+            DataKind::TramBootstrap => "attack_id",
+            DataKind::TramMulti => "labels_tram50",
+            DataKind::CtiToMitre => "label_tec",
+        }
+    }
+    pub fn default_text(self) -> &'static str {
+        match self {
+            DataKind::CtiToMitre => "sentence",
+            _ => "text",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::TramSingle => "tram-single",
+            DataKind::TramBootstrap => "tram-bootstrap",
+            DataKind::TramMulti => "tram-multi",
+            DataKind::CtiToMitre => "cti-to-mitre",
+            DataKind::Jsonl => "jsonl",
+            DataKind::Csv => "csv",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep the first of identical (text, label) rows.
+    Drop,
+    /// Keep every row.
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// Drop every row of a text that carries more than one label.
+    Drop,
+    /// Keep the most frequent label of the text (ties: drop).
+    Majority,
+    /// Keep all rows as they are.
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativePolicy {
+    /// Rows without a label are dropped.
+    Drop,
+    /// Rows without a label become the class `none`.
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiLabelPolicy {
+    /// Rows with several labels are dropped.
+    Drop,
+    /// Keep the first label of such rows.
+    First,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub kind: DataKind,
+    /// Data folder; else `SYNTHCTI_DATA_DIR`; else `../shared/data` or `data`, whichever exists.
+    pub dir: Option<PathBuf>,
+    /// The dataset file, relative to the data folder (a default exists for publisher formats).
+    pub file: Option<String>,
+    /// Label field, or granularity for CTI-to-MITRE (`label_tec` / `label_subtec`).
+    pub label: Option<String>,
+    /// Text field (JSONL / CSV).
+    pub text_field: Option<String>,
+    /// Group field for grouped splits (default `doc_title` where the format has it).
+    pub group_field: Option<String>,
+    /// Classes with fewer examples than this (after dedup) are dropped.
+    pub min_examples: usize,
+    pub duplicates: DuplicatePolicy,
+    pub conflicts: ConflictPolicy,
+    pub negatives: NegativePolicy,
+    pub multi_label: MultiLabelPolicy,
+    /// ATT&CK STIX bundle for revoked-ID mapping: a path in the data folder, `auto` or `none`.
+    pub attack: String,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            kind: DataKind::TramSingle,
+            dir: None,
+            file: None,
+            label: None,
+            text_field: None,
+            group_field: None,
+            min_examples: 2,
+            duplicates: DuplicatePolicy::Drop,
+            conflicts: ConflictPolicy::Drop,
+            negatives: NegativePolicy::Drop,
+            multi_label: MultiLabelPolicy::Drop,
+            attack: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitMethod {
+    Stratified,
+    Grouped,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmallClassPolicy {
+    /// Drop classes too small to appear in both train and test, with a warning.
+    Drop,
+    /// Keep them, in the train split only.
+    TrainOnly,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    pub method: SplitMethod,
+    /// Fraction of all examples in the test split, in (0, 1).
+    pub test_fraction: f64,
+    /// Fraction of the remaining train examples held out for validation, in [0, 1).
+    pub validation_fraction: f64,
+    pub seed: u64,
+    pub small_classes: SmallClassPolicy,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            method: SplitMethod::Stratified,
+            test_fraction: 0.2,
+            validation_fraction: 0.1,
+            seed: 42,
+            small_classes: SmallClassPolicy::Drop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentKind {
+    /// Real data only.
+    None,
+}
+
+impl AugmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AugmentKind::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    pub kind: Grid<AugmentKind>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            kind: Grid::One(AugmentKind::None),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierKind {
+    Fasttext,
+}
+
+impl ClassifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClassifierKind::Fasttext => "fasttext",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeight {
+    None,
+    Balanced,
+}
+
+/// A `[[classifier]]` table; every field but `kind` may be a list to sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierConfig {
+    pub kind: ClassifierKind,
+    /// Embedding dimension.
+    pub dim: Grid<usize>,
+    /// Longest word n-gram (1 = unigrams only).
+    pub word_ngrams: Grid<usize>,
+    /// Shortest character n-gram (0 with `maxn = 0` disables them).
+    pub minn: Grid<usize>,
+    /// Longest character n-gram.
+    pub maxn: Grid<usize>,
+    /// Hash buckets shared by word and character n-grams.
+    pub buckets: Grid<usize>,
+    /// Maximum epochs (early stopping may end sooner).
+    pub epochs: Grid<usize>,
+    pub lr: Grid<f64>,
+    pub batch_size: Grid<usize>,
+    /// Epochs without a better validation macro-F1 before stopping (0: never stop early).
+    pub patience: Grid<usize>,
+    pub class_weight: Grid<ClassWeight>,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            kind: ClassifierKind::Fasttext,
+            dim: Grid::One(64),
+            word_ngrams: Grid::One(2),
+            minn: Grid::One(2),
+            maxn: Grid::One(5),
+            buckets: Grid::One(1 << 18),
+            epochs: Grid::One(30),
+            lr: Grid::One(0.01),
+            batch_size: Grid::One(32),
+            patience: Grid::One(4),
+            class_weight: Grid::One(ClassWeight::Balanced),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form.
+
+/// One fastText-style configuration, every field concrete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FastTextParams {
+    pub dim: usize,
+    pub word_ngrams: usize,
+    pub minn: usize,
+    pub maxn: usize,
+    pub buckets: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub patience: usize,
+    pub class_weight: ClassWeight,
+}
+
+/// One cell of the grid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub name: String,
+    pub classifier: ClassifierKind,
+    pub params: FastTextParams,
+    pub seed: u64,
+    pub augment: AugmentKind,
+}
+
+/// A manifest that passed validation: every path exists, every number is in range.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub source: PathBuf,
+    pub raw: RawManifest,
+    pub data_dir: PathBuf,
+    pub cells: Vec<CellSpec>,
+}
+
+/// A `--set key.path=value` override.
+#[derive(Debug, Clone)]
+pub struct SetArg {
+    pub key: String,
+    pub value: Value,
+    pub raw: String,
+}
+
+impl SetArg {
+    pub fn parse(s: &str) -> Result<Self> {
+        let (key, val) = s.split_once('=').ok_or_else(|| {
+            Error::config(format!(
+                "--set {s}: expected KEY=VALUE, for example `--set split.seed=7` or `--set 'experiment.seeds=[1,2,3]'`"
+            ))
+        })?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+            return Err(Error::config(format!(
+                "--set {s}: `{key}` is not a key path; write dotted keys such as `classifier.dim`"
+            )));
+        }
+        // Parse the value as TOML (numbers, booleans, lists, inline tables); bare words stay strings.
+        let value: Value = match toml::from_str::<toml::Table>(&format!("v = {val}")) {
+            Ok(t) => {
+                let v = t
+                    .get("v")
+                    .cloned()
+                    .unwrap_or(toml::Value::String(val.into()));
+                Value::serialize(v).map_err(|e| Error::config(format!("--set {s}: {e}")))?
+            }
+            Err(_) => Value::from(val.to_string()),
+        };
+        Ok(Self {
+            key: key.to_string(),
+            value,
+            raw: s.to_string(),
+        })
+    }
+}
+
+impl Provider for SetArg {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("command-line `--set {}`", self.raw))
+    }
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        // `classifier.dim=…` applies to every [[classifier]] table.
+        let dict = figment::util::nest(&self.key, self.value.clone())
+            .into_dict()
+            .expect("nest gives a dict");
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn env_provider() -> Env {
+    Env::prefixed("SYNTHCTI_")
+        .filter(|k| !NON_MANIFEST_ENV.contains(&k.as_str().to_ascii_lowercase().as_str()))
+        .map(|k| {
+            if k == "data_dir" {
+                "data.dir".into()
+            } else {
+                k.as_str().replace("__", ".").into()
+            }
+        })
+        .lowercase(true)
+}
+
+/// Keys that hold arrays of tables (`[[classifier]]`).
+const TABLE_ARRAYS: &[&str] = &["classifier"];
+
+/// `--set classifier.dim=32` sets `dim` in every `[[classifier]]` table, `--set classifier.1.dim=32`
+/// in the second one only. Figment cannot address into arrays, so such overrides are applied to
+/// the file's array here and passed on as one override of the whole array.
+fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetArg>> {
+    let mut out = Vec::new();
+    let mut arrays: BTreeMap<String, Vec<toml::Value>> = BTreeMap::new();
+    for s in sets {
+        let mut parts = s.key.splitn(2, '.');
+        let head = parts.next().unwrap_or_default();
+        let rest = parts.next();
+        let Some(rest) = rest.filter(|_| TABLE_ARRAYS.contains(&head)) else {
+            out.push(s.clone());
+            continue;
+        };
+        let arr = arrays
+            .entry(head.to_string())
+            .or_insert_with(|| match file.get(head) {
+                Some(toml::Value::Array(a)) => a.clone(),
+                _ => vec![toml::Value::Table(toml::Table::from_iter([(
+                    "kind".to_string(),
+                    toml::Value::String("fasttext".into()),
+                )]))],
+            });
+        let value: toml::Value = s
+            .value
+            .deserialize()
+            .map_err(|e| Error::config(format!("--set {}: {e}", s.raw)))?;
+        let (targets, path): (Vec<usize>, &str) = match rest.split_once('.') {
+            Some((i, p)) if i.parse::<usize>().is_ok() => (vec![i.parse().expect("checked")], p),
+            _ if rest.parse::<usize>().is_ok() => {
+                return Err(Error::config(format!(
+                    "--set {}: name a key inside the table, such as `{head}.{rest}.dim=32`",
+                    s.raw
+                )));
+            }
+            _ => ((0..arr.len()).collect(), rest),
+        };
+        for i in targets {
+            let Some(toml::Value::Table(t)) = arr.get_mut(i) else {
+                return Err(Error::config(format!(
+                    "--set {}: there is no [[{head}]] number {i} (the manifest has {}; counting from 0)",
+                    s.raw,
+                    arr.len()
+                )));
+            };
+            let mut cur = t;
+            let keys: Vec<&str> = path.split('.').collect();
+            for k in &keys[..keys.len() - 1] {
+                cur = cur
+                    .entry(k.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| {
+                        Error::config(format!("--set {}: `{k}` is not a table", s.raw))
+                    })?;
+            }
+            cur.insert(keys[keys.len() - 1].to_string(), value.clone());
+        }
+        out.push(SetArg {
+            key: head.to_string(),
+            value: Value::serialize(toml::Value::Array(arr.clone()))
+                .map_err(|e| Error::config(format!("--set {}: {e}", s.raw)))?,
+            raw: s.raw.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Describe where a key's value came from: the manifest, an env var, or a --set.
+fn origin(fig: &Figment, path: &str, manifest: &Path) -> String {
+    match fig.find_metadata(path) {
+        Some(meta) => describe_meta(meta, path),
+        None => format!("{}", manifest.display()),
+    }
+}
+
+fn describe_meta(meta: &Metadata, path: &str) -> String {
+    match &meta.source {
+        Some(figment::Source::File(p)) => format!("{}", p.display()),
+        _ => {
+            if meta.name.contains("environment") {
+                let var = if path == "data.dir" {
+                    "SYNTHCTI_DATA_DIR".to_string()
+                } else {
+                    format!("SYNTHCTI_{}", path.replace('.', "__").to_ascii_uppercase())
+                };
+                format!("environment variable {var}")
+            } else {
+                meta.name.to_string()
+            }
+        }
+    }
+}
+
+fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
+    let mut lines = Vec::new();
+    for err in e {
+        let key = err.path.join(".");
+        let place = match &err.metadata {
+            Some(m) => describe_meta(m, &key),
+            None => manifest.display().to_string(),
+        };
+        let what = match &err.kind {
+            figment::error::Kind::UnknownField(field, expected) => format!(
+                "unknown key `{field}`; valid keys here: {}",
+                expected
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            figment::error::Kind::MissingField(field) => {
+                format!("missing key `{field}`; add it to the manifest")
+            }
+            other => other.to_string(),
+        };
+        if key.is_empty() {
+            lines.push(format!("error in {place}: {what}"));
+        } else {
+            lines.push(format!("error in {place}, key `{key}`: {what}"));
+        }
+    }
+    Error::config(lines.join("\n"))
+}
+
+/// Read, layer and validate a manifest. Nothing is written and nothing runs before this passes.
+pub fn load(path: &Path, sets: &[SetArg]) -> Result<Manifest> {
+    if !path.is_file() {
+        return Err(Error::config(format!(
+            "manifest {} not found; pass the path of a TOML manifest such as experiments/tram.toml",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("cannot read manifest {}: {e}", path.display())))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(Error::config(format!(
+            "{} is not valid TOML: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )));
+    }
+    let table: toml::Table = text.parse().expect("checked above");
+    let sets = apply_sets_to_tables(&table, sets)?;
+    let mut fig = Figment::new().merge(Toml::file(path)).merge(env_provider());
+    for s in &sets {
+        fig = fig.merge(s.clone());
+    }
+    let raw: RawManifest = fig.extract().map_err(|e| format_figment_error(e, path))?;
+    validate(path, &fig, raw)
+}
+
+fn range_err(fig: &Figment, manifest: &Path, key: &str, msg: String) -> Error {
+    Error::config(format!(
+        "error in {}, key `{key}`: {msg}",
+        origin(fig, key, manifest)
+    ))
+}
+
+/// Check every number is in range and every path exists; expand the grid.
+pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest> {
+    let e = |key: &str, msg: String| range_err(fig, path, key, msg);
+    let x = &raw.experiment;
+    if x.name.trim().is_empty() || x.name.contains(['/', '\\']) || x.name.starts_with('.') {
+        return Err(e(
+            "experiment.name",
+            format!(
+                "`{}` cannot name a results folder; use letters, digits, `-` or `_`",
+                x.name
+            ),
+        ));
+    }
+    let s = &raw.split;
+    if !(s.test_fraction > 0.0 && s.test_fraction < 1.0) {
+        return Err(e(
+            "split.test_fraction",
+            format!(
+                "{} is out of range; it must be > 0 and < 1, e.g. 0.2",
+                s.test_fraction
+            ),
+        ));
+    }
+    if !(s.validation_fraction >= 0.0 && s.validation_fraction < 1.0) {
+        return Err(e(
+            "split.validation_fraction",
+            format!(
+                "{} is out of range; it must be >= 0 and < 1 (0 disables early stopping), e.g. 0.1",
+                s.validation_fraction
+            ),
+        ));
+    }
+    let d = &raw.data;
+    if d.min_examples == 0 {
+        return Err(e("data.min_examples", "must be at least 1".into()));
+    }
+    if matches!(d.kind, DataKind::Jsonl | DataKind::Csv) && d.file.is_none() {
+        return Err(e(
+            "data.file",
+            format!(
+                "a `{}` dataset needs `data.file`, the path of your file relative to the data folder (or absolute)",
+                d.kind.as_str()
+            ),
+        ));
+    }
+    if d.kind == DataKind::CtiToMitre
+        && let Some(l) = &d.label
+        && l != "label_tec"
+        && l != "label_subtec"
+    {
+        return Err(e(
+            "data.label",
+            format!(
+                "`{l}` is not a CTI-to-MITRE label field; valid: `label_tec` (188 techniques) or `label_subtec` (566 labels)"
+            ),
+        ));
+    }
+    if d.kind == DataKind::TramBootstrap
+        && let Some(l) = &d.label
+        && l != "attack_id"
+    {
+        return Err(e(
+            "data.label",
+            format!(
+                "`{l}`: TRAM bootstrap labels come from `sentences[].mappings[].attack_id`; leave `data.label` unset or `attack_id`"
+            ),
+        ));
+    }
+    let data_dir = resolve_data_dir(d.dir.as_deref());
+    if !data_dir.is_dir() {
+        return Err(Error::data(format!(
+            "data folder {} does not exist; set `data.dir` in the manifest or SYNTHCTI_DATA_DIR, or run `synthcti data pull --dir {}`",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+
+    for (ci, c) in raw.classifier.iter().enumerate() {
+        let k = |f: &str| format!("classifier.{ci}.{f}");
+        let pos = |name: &str, g: &Grid<usize>, lo: usize, hi: usize| -> Result<()> {
+            for v in g.values() {
+                if v < lo || v > hi {
+                    return Err(e(
+                        &k(name),
+                        format!("{v} is out of range; it must be between {lo} and {hi}"),
+                    ));
+                }
+            }
+            Ok(())
+        };
+        pos("dim", &c.dim, 1, 4096)?;
+        pos("word_ngrams", &c.word_ngrams, 1, 5)?;
+        pos("minn", &c.minn, 0, 10)?;
+        pos("maxn", &c.maxn, 0, 10)?;
+        pos("buckets", &c.buckets, 16, 1 << 24)?;
+        pos("epochs", &c.epochs, 1, 10_000)?;
+        pos("batch_size", &c.batch_size, 1, 65_536)?;
+        pos("patience", &c.patience, 0, 10_000)?;
+        for lr in c.lr.values() {
+            if !(lr > 0.0 && lr < 10.0) {
+                return Err(e(
+                    &k("lr"),
+                    format!("{lr} is out of range; it must be > 0 and < 10"),
+                ));
+            }
+        }
+        for minn in c.minn.values() {
+            for maxn in c.maxn.values() {
+                if maxn != 0 && (minn == 0 || minn > maxn) {
+                    return Err(e(
+                        &k("minn"),
+                        format!(
+                            "minn = {minn} with maxn = {maxn}: need 1 <= minn <= maxn, or maxn = 0 to disable character n-grams"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if raw.classifier.is_empty() {
+        return Err(e(
+            "classifier",
+            "no classifier; add a [[classifier]] table with `kind = \"fasttext\"`".into(),
+        ));
+    }
+    let cells = expand(&raw);
+    Ok(Manifest {
+        source: path.to_path_buf(),
+        data_dir,
+        raw,
+        cells,
+    })
+}
+
+/// The data folder: `data.dir`, else `SYNTHCTI_DATA_DIR` (already layered into `data.dir`), else
+/// `../shared/data` or `./data`.
+pub fn resolve_data_dir(dir: Option<&Path>) -> PathBuf {
+    match dir {
+        Some(d) => d.to_path_buf(),
+        None => crate::data::default_data_dir(),
+    }
+}
+
+/// Expand the grid into cells: classifiers × their swept fields × augment kinds × seeds.
+pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
+    let mut cells = Vec::new();
+    for c in &raw.classifier {
+        let mut combos: Vec<(FastTextParams, Vec<(String, String)>)> = Vec::new();
+        let base = FastTextParams {
+            dim: 0,
+            word_ngrams: 0,
+            minn: 0,
+            maxn: 0,
+            buckets: 0,
+            epochs: 0,
+            lr: 0.0,
+            batch_size: 0,
+            patience: 0,
+            class_weight: ClassWeight::None,
+        };
+        combos.push((base, Vec::new()));
+        macro_rules! axis {
+            ($field:ident, $short:expr) => {{
+                let vals = c.$field.values();
+                let sweep = c.$field.is_sweep();
+                let mut next = Vec::new();
+                for (p, tags) in &combos {
+                    for v in &vals {
+                        let mut p = p.clone();
+                        p.$field = v.clone();
+                        let mut tags = tags.clone();
+                        if sweep {
+                            tags.push((
+                                $short.to_string(),
+                                fmt_tag(&serde_json::to_value(v).unwrap()),
+                            ));
+                        }
+                        next.push((p, tags));
+                    }
+                }
+                combos = next;
+            }};
+        }
+        axis!(dim, "dim");
+        axis!(word_ngrams, "wng");
+        axis!(minn, "minn");
+        axis!(maxn, "maxn");
+        axis!(buckets, "b");
+        axis!(epochs, "ep");
+        axis!(lr, "lr");
+        axis!(batch_size, "bs");
+        axis!(patience, "pat");
+        axis!(class_weight, "cw");
+        for augment in raw.augment.kind.values() {
+            for seed in raw.experiment.seeds.values() {
+                for (p, tags) in &combos {
+                    let mut name = c.kind.as_str().to_string();
+                    for (k, v) in tags {
+                        name.push_str(&format!("-{k}{v}"));
+                    }
+                    if raw.augment.kind.is_sweep() {
+                        name.push_str(&format!("-{}", augment.as_str()));
+                    }
+                    name.push_str(&format!("-s{seed}"));
+                    let h = crate::hash::blake3_hex(
+                        crate::hash::canonical_json(&serde_json::json!({
+                            "kind": c.kind, "params": p, "seed": seed, "augment": augment
+                        }))
+                        .as_bytes(),
+                    );
+                    name.push('-');
+                    name.push_str(&h[..6]);
+                    cells.push(CellSpec {
+                        name,
+                        classifier: c.kind,
+                        params: p.clone(),
+                        seed,
+                        augment,
+                    });
+                }
+            }
+        }
+    }
+    // The same configuration listed twice is one cell.
+    let mut seen = std::collections::BTreeSet::new();
+    cells.retain(|c| seen.insert(c.name.clone()));
+    cells
+}
+
+fn fmt_tag(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for CellSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// The resolved manifest as TOML (after defaults and overrides).
+pub fn resolved_toml(m: &Manifest) -> String {
+    let mut doc = toml::to_string_pretty(&m.raw).unwrap_or_default();
+    doc.insert_str(
+        0,
+        &format!(
+            "# resolved from {} (defaults < file < SYNTHCTI_* < --set)\n# data folder: {}\n\n",
+            m.source.display(),
+            m.data_dir.display()
+        ),
+    );
+    doc
+}
+
+/// Parameters grouped for display: key → value strings, in a stable order.
+pub fn cell_table(c: &CellSpec) -> BTreeMap<&'static str, String> {
+    let p = &c.params;
+    BTreeMap::from([
+        ("dim", p.dim.to_string()),
+        ("word_ngrams", p.word_ngrams.to_string()),
+        ("char_ngrams", format!("{}-{}", p.minn, p.maxn)),
+        ("buckets", p.buckets.to_string()),
+        ("epochs", p.epochs.to_string()),
+        ("lr", p.lr.to_string()),
+        ("seed", c.seed.to_string()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("m.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn base(dir: &Path) -> String {
+        format!(
+            "[experiment]\nname = \"t\"\n[data]\ndir = \"{}\"\n",
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn lists_expand_as_a_cartesian_product() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &(base(dir.path())
+                + "[[classifier]]\nkind = \"fasttext\"\ndim = [16, 32]\nlr = [0.1, 0.01, 0.001]\n"),
+        );
+        let m = load(&p, &[]).unwrap();
+        assert_eq!(m.cells.len(), 6);
+        assert!(m.cells.iter().all(|c| c.name.starts_with("fasttext-dim")));
+        let names: std::collections::BTreeSet<_> = m.cells.iter().map(|c| &c.name).collect();
+        assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn set_overrides_file_and_parses_toml_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), &base(dir.path()));
+        let m = load(
+            &p,
+            &[
+                SetArg::parse("split.seed=7").unwrap(),
+                SetArg::parse("experiment.seeds=[1,2]").unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(m.raw.split.seed, 7);
+        assert_eq!(m.cells.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_valid_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &(base(dir.path()) + "[split]\ntset_fraction = 0.2\n"),
+        );
+        let err = load(&p, &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.message.contains("m.toml"), "{}", err.message);
+        assert!(err.message.contains("tset_fraction"), "{}", err.message);
+        assert!(err.message.contains("`test_fraction`"), "{}", err.message);
+    }
+
+    #[test]
+    fn out_of_range_fraction_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["-0.1", "1.5", "0", "1"] {
+            let p = write(
+                dir.path(),
+                &(base(dir.path()) + &format!("[split]\ntest_fraction = {bad}\n")),
+            );
+            let err = load(&p, &[]).unwrap_err();
+            assert!(
+                err.message.contains("split.test_fraction"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("> 0 and < 1"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn set_arg_without_equals_is_an_error() {
+        assert!(SetArg::parse("split.seed").is_err());
+        assert!(SetArg::parse("a..b=1").is_err());
+        let s = SetArg::parse("data.kind=tram-multi").unwrap();
+        assert_eq!(s.value.as_str(), Some("tram-multi"));
+    }
+}

@@ -1,0 +1,391 @@
+//! The fastText-style classifier in burn: hashed word and character n-grams → embedding bag
+//! (mean) → linear layer, softmax cross-entropy (optionally class-balanced), Adam, early stopping
+//! on the validation split's macro-F1, seeded.
+//!
+//! Only buckets that occur in the training texts get an embedding row: a bucket never seen in
+//! training would keep its random initial vector, so it is dropped at prediction time instead.
+//! This keeps the table (and Adam's state) as small as the data allows.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{Initializer, Module};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::Scored;
+use crate::error::{Error, Result};
+use crate::features::Featurizer;
+use crate::hash::SplitMix64;
+use crate::manifest::{ClassWeight, FastTextParams};
+use crate::metrics;
+
+/// Bump when training changes in a way that changes the model.
+pub const TRAIN_VERSION: u32 = 1;
+
+#[derive(Module, Debug)]
+pub struct FastText {
+    embedding: Embedding,
+    output: Linear,
+}
+
+impl FastText {
+    fn new(rows: usize, dim: usize, classes: usize, device: &Device) -> Self {
+        let a = 1.0 / dim as f64;
+        Self {
+            embedding: EmbeddingConfig::new(rows, dim)
+                .with_initializer(Initializer::Uniform { min: -a, max: a })
+                .init(device),
+            output: LinearConfig::new(dim, classes).init(device),
+        }
+    }
+
+    /// ids: [batch, len] rows into the table; mask: [batch, len] 1 for a feature, 0 for padding.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<2> {
+        let emb = self.embedding.forward(ids); // [B, L, D]
+        let m = mask.clone().unsqueeze_dim::<3>(2); // [B, L, 1]
+        let summed: Tensor<2> = (emb * m).sum_dim(1).squeeze_dim(1); // [B, D]
+        let count = mask.sum_dim(1).clamp_min(1.0); // [B, 1]
+        self.output.forward(summed / count)
+    }
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_macro_f1: Option<f64>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainLog {
+    pub epochs: Vec<EpochLog>,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    pub rows: usize,
+    pub parameters: usize,
+}
+
+/// What is stored beside the weights so a model can be loaded and used again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub params: FastTextParams,
+    pub classes: Vec<String>,
+    /// Bucket ids that have a row; row = 1 + position (row 0 is padding).
+    pub vocab: Vec<u32>,
+}
+
+pub struct Trained {
+    pub model: FastText,
+    pub meta: ModelMeta,
+    pub log: TrainLog,
+}
+
+struct Encoder {
+    feat: Featurizer,
+    rows: HashMap<u32, u32>,
+}
+
+impl Encoder {
+    fn encode(&self, text: &str) -> Doc {
+        to_doc(
+            self.feat
+                .features(text)
+                .into_iter()
+                .filter_map(|b| self.rows.get(&b).copied())
+                .collect(),
+        )
+    }
+}
+
+fn featurizer(p: &FastTextParams) -> Featurizer {
+    Featurizer {
+        word_ngrams: p.word_ngrams,
+        minn: p.minn,
+        maxn: p.maxn,
+        buckets: p.buckets,
+    }
+}
+
+/// A text as distinct rows with their counts: the bag's mean weights each row by its count.
+type Doc = Vec<(u32, f32)>;
+
+fn to_doc(mut rows: Vec<u32>) -> Doc {
+    rows.sort_unstable();
+    let mut doc: Doc = Vec::with_capacity(rows.len());
+    for r in rows {
+        match doc.last_mut() {
+            Some((last, n)) if *last == r => *n += 1.0,
+            _ => doc.push((r, 1.0)),
+        }
+    }
+    doc
+}
+
+/// ids [batch, len] and weights [batch, len] (the counts; 0 for padding).
+fn batch_tensors(docs: &[&Doc], device: &Device) -> (Tensor<2, Int>, Tensor<2>) {
+    let len = docs.iter().map(|d| d.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![0i64; docs.len() * len];
+    let mut mask = vec![0f32; docs.len() * len];
+    for (b, d) in docs.iter().enumerate() {
+        for (j, &(r, n)) in d.iter().enumerate() {
+            ids[b * len + j] = r as i64;
+            mask[b * len + j] = n;
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(ids, [docs.len(), len]), device),
+        Tensor::from_data(TensorData::new(mask, [docs.len(), len]), device),
+    )
+}
+
+/// Class scores for encoded docs, in batches, on a plain (non-autodiff) model.
+fn predict_encoded(model: &FastText, docs: &[Doc], device: &Device, top_k: usize) -> Vec<Scored> {
+    let mut out = Vec::with_capacity(docs.len());
+    // Sort by length so padding stays small; restore order after.
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| docs[i].len());
+    let mut scored: Vec<Option<Scored>> = vec![None; docs.len()];
+    for chunk in order.chunks(256) {
+        let refs: Vec<&Doc> = chunk.iter().map(|&i| &docs[i]).collect();
+        let (ids, mask) = batch_tensors(&refs, device);
+        let probs = softmax(model.forward(ids, mask), 1);
+        let [b, c] = probs.dims();
+        let v: Vec<f32> = probs.into_data().try_to_vec::<f32>().expect("f32 scores");
+        for (row, &i) in chunk.iter().enumerate().take(b) {
+            let s = &v[row * c..(row + 1) * c];
+            let mut idx: Vec<usize> = (0..c).collect();
+            idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+            let top: Vec<(usize, f32)> = idx.iter().take(top_k).map(|&k| (k, s[k])).collect();
+            scored[i] = Some(Scored { pred: idx[0], top });
+        }
+    }
+    out.extend(scored.into_iter().map(|s| s.expect("every doc scored")));
+    out
+}
+
+/// Shuffle, then sort windows of 32 batches by length so a batch pads little, and shuffle the
+/// batches: nearly the randomness of plain shuffling at a fraction of the padding.
+fn length_bucketed_batches(
+    rng: &mut SplitMix64,
+    order: &mut [usize],
+    docs: &[Doc],
+    batch_size: usize,
+) -> Vec<Vec<usize>> {
+    rng.shuffle(order);
+    let mut batches = Vec::new();
+    for window in order.chunks_mut(batch_size * 32) {
+        window.sort_by_key(|&i| docs[i].len());
+        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
+/// Train on (text, class index) pairs; `validation` drives early stopping when non-empty.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    params: &FastTextParams,
+    seed: u64,
+    classes: &[String],
+    train: &[(&str, usize)],
+    validation: &[(&str, usize)],
+    device: &Device,
+    mut progress: impl FnMut(usize, usize, f64),
+) -> Result<Trained> {
+    let started = Instant::now();
+    if train.is_empty() {
+        return Err(Error::data("no training examples"));
+    }
+    let feat = featurizer(params);
+    let train_feats: Vec<Vec<u32>> = train.iter().map(|(t, _)| feat.features(t)).collect();
+    let mut vocab: Vec<u32> = train_feats.iter().flatten().copied().collect();
+    vocab.sort_unstable();
+    vocab.dedup();
+    let rows: HashMap<u32, u32> = vocab
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (b, i as u32 + 1))
+        .collect();
+    let enc = Encoder { feat, rows };
+    let train_docs: Vec<Doc> = train_feats
+        .into_iter()
+        .map(|f| to_doc(f.into_iter().map(|b| enc.rows[&b]).collect()))
+        .collect();
+    let val_docs: Vec<Doc> = validation.iter().map(|(t, _)| enc.encode(t)).collect();
+    let val_gold: Vec<usize> = validation.iter().map(|(_, y)| *y).collect();
+
+    let n_classes = classes.len();
+    let mut counts = vec![0usize; n_classes];
+    for (_, y) in train {
+        counts[*y] += 1;
+    }
+    let weights: Vec<f32> = match params.class_weight {
+        ClassWeight::None => vec![1.0; n_classes],
+        ClassWeight::Balanced => counts
+            .iter()
+            .map(|&c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    train.len() as f32 / (n_classes as f32 * c as f32)
+                }
+            })
+            .collect(),
+    };
+
+    let ad = device.clone().autodiff();
+    ad.seed(seed);
+    let mut model = FastText::new(vocab.len() + 1, params.dim, n_classes, &ad);
+    let parameters = (vocab.len() + 1) * params.dim + params.dim * n_classes + n_classes;
+    let mut optim = AdamConfig::new().init();
+    let mut rng = SplitMix64::new(seed);
+    let mut order: Vec<usize> = (0..train_docs.len()).collect();
+    let mut best: Option<(f64, usize, FastText)> = None;
+    let mut log = Vec::new();
+    let mut since_best = 0;
+    let mut stopped_early = false;
+    let steps_per_epoch = train_docs.len().div_ceil(params.batch_size);
+    let total_steps = steps_per_epoch * params.epochs;
+    let mut step = 0usize;
+
+    for epoch in 1..=params.epochs {
+        let t0 = Instant::now();
+        let batches = length_bucketed_batches(&mut rng, &mut order, &train_docs, params.batch_size);
+        let mut loss_sum = 0.0;
+        for chunk in &batches {
+            let refs: Vec<&Doc> = chunk.iter().map(|&i| &train_docs[i]).collect();
+            let (ids, mask) = batch_tensors(&refs, &ad);
+            let ys: Vec<i64> = chunk.iter().map(|&i| train[i].1 as i64).collect();
+            let ws: Vec<f32> = chunk.iter().map(|&i| weights[train[i].1]).collect();
+            let ys = Tensor::<1, Int>::from_data(TensorData::new(ys, [chunk.len()]), &ad);
+            let ws = Tensor::<1>::from_data(TensorData::new(ws, [chunk.len()]), &ad);
+            let logits = model.forward(ids, mask);
+            let logp = log_softmax(logits, 1);
+            let picked: Tensor<1> = logp.gather(1, ys.unsqueeze_dim(1)).squeeze_dim(1);
+            let loss = -(picked * ws.clone()).sum() / ws.sum().clamp_min(1e-12);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            // Linear decay to 10% of the rate over the planned steps, as fastText does.
+            let lr = params.lr * (1.0 - 0.9 * step as f64 / total_steps.max(1) as f64);
+            model = optim.step(lr, model, grads);
+            step += 1;
+            progress(
+                step,
+                total_steps,
+                loss_sum / ((step - (epoch - 1) * steps_per_epoch) * params.batch_size) as f64,
+            );
+        }
+        let val_f1 = if val_docs.is_empty() {
+            None
+        } else {
+            let valid = model.valid();
+            let preds: Vec<usize> = predict_encoded(&valid, &val_docs, device, 1)
+                .into_iter()
+                .map(|s| s.pred)
+                .collect();
+            Some(metrics::macro_f1(&val_gold, &preds, n_classes))
+        };
+        log.push(EpochLog {
+            epoch,
+            train_loss: loss_sum / train_docs.len() as f64,
+            validation_macro_f1: val_f1,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        match val_f1 {
+            Some(f1) => {
+                if best.as_ref().is_none_or(|(b, _, _)| f1 > *b) {
+                    best = Some((f1, epoch, model.clone()));
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if params.patience > 0 && since_best >= params.patience {
+                        stopped_early = epoch < params.epochs;
+                        break;
+                    }
+                }
+            }
+            None => best = Some((0.0, epoch, model.clone())),
+        }
+    }
+    let (_, best_epoch, best_model) = best.expect("at least one epoch ran");
+    Ok(Trained {
+        model: best_model.valid(),
+        meta: ModelMeta {
+            params: params.clone(),
+            classes: classes.to_vec(),
+            vocab,
+        },
+        log: TrainLog {
+            epochs: log,
+            best_epoch,
+            stopped_early,
+            train_seconds: started.elapsed().as_secs_f64(),
+            rows: enc.rows.len() + 1,
+            parameters,
+        },
+    })
+}
+
+impl Trained {
+    pub fn predict(&self, texts: &[&str], device: &Device, top_k: usize) -> Vec<Scored> {
+        let enc = Encoder {
+            feat: featurizer(&self.meta.params),
+            rows: self
+                .meta
+                .vocab
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| (b, i as u32 + 1))
+                .collect(),
+        };
+        let docs: Vec<Doc> = texts.iter().map(|t| enc.encode(t)).collect();
+        predict_encoded(&self.model, &docs, device, top_k)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk")).overwrite(true);
+        self.model
+            .save_into(&mut store)
+            .map_err(|e| Error::internal(format!("saving the model: {e}")))?;
+        let meta = serde_json::to_vec(&self.meta).map_err(|e| Error::internal(e.to_string()))?;
+        std::fs::write(dir.join("model.json"), meta)
+            .map_err(|e| Error::internal(format!("saving the model: {e}")))?;
+        let log =
+            serde_json::to_vec_pretty(&self.log).map_err(|e| Error::internal(e.to_string()))?;
+        std::fs::write(dir.join("train_log.json"), log)
+            .map_err(|e| Error::internal(format!("saving the training log: {e}")))?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let bad = |e: String| Error::cache(format!("loading the model in {}: {e}", dir.display()));
+        let meta: ModelMeta = serde_json::from_slice(
+            &std::fs::read(dir.join("model.json")).map_err(|e| bad(e.to_string()))?,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let log: TrainLog = serde_json::from_slice(
+            &std::fs::read(dir.join("train_log.json")).map_err(|e| bad(e.to_string()))?,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let mut model = FastText::new(
+            meta.vocab.len() + 1,
+            meta.params.dim,
+            meta.classes.len(),
+            device,
+        );
+        let mut store = BurnpackStore::from_file(dir.join("model.bpk"));
+        model
+            .load_from(&mut store)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Self { model, meta, log })
+    }
+}

@@ -1,0 +1,230 @@
+//! Tables over the grid: terminal (tabled), `summary.md`, `summary.csv`, `per_class.csv`.
+
+use std::path::Path;
+
+use tabled::settings::Style;
+use tabled::{Table, Tabled};
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::pipeline::CellResult;
+
+pub const SUMMARY_COLUMNS: &[&str] = &[
+    "cell",
+    "dataset",
+    "classifier",
+    "augment",
+    "seed",
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "train_size",
+    "test_size",
+    "train_seconds",
+    "best_epoch",
+    "dim",
+    "word_ngrams",
+    "minn",
+    "maxn",
+    "buckets",
+    "lr",
+    "status",
+];
+
+fn row(r: &CellResult) -> Vec<String> {
+    let p = &r.cell.params;
+    vec![
+        r.cell.name.clone(),
+        r.dataset.clone(),
+        r.cell.classifier.as_str().into(),
+        r.cell.augment.as_str().into(),
+        r.cell.seed.to_string(),
+        format!("{:.4}", r.metrics.accuracy),
+        format!("{:.4}", r.metrics.macro_f1),
+        format!("{:.4}", r.metrics.micro_f1),
+        format!("{:.4}", r.metrics.weighted_f1),
+        r.train_size.to_string(),
+        r.test_size.to_string(),
+        format!("{:.2}", r.train_seconds),
+        r.best_epoch.to_string(),
+        p.dim.to_string(),
+        p.word_ngrams.to_string(),
+        p.minn.to_string(),
+        p.maxn.to_string(),
+        p.buckets.to_string(),
+        p.lr.to_string(),
+        "ok".into(),
+    ]
+}
+
+pub fn summary_csv(results: &[CellResult], failed: &[(String, String)]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(SUMMARY_COLUMNS).expect("csv");
+    for r in results {
+        w.write_record(row(r)).expect("csv");
+    }
+    for (name, _) in failed {
+        let mut rec = vec![String::new(); SUMMARY_COLUMNS.len()];
+        rec[0] = name.clone();
+        *rec.last_mut().expect("columns") = "failed".into();
+        w.write_record(rec).expect("csv");
+    }
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
+}
+
+pub fn per_class_csv(results: &[CellResult]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "cell",
+        "class",
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "predicted",
+    ])
+    .expect("csv");
+    for r in results {
+        for c in &r.metrics.per_class {
+            w.write_record([
+                r.cell.name.clone(),
+                c.class.clone(),
+                format!("{:.4}", c.precision),
+                format!("{:.4}", c.recall),
+                format!("{:.4}", c.f1),
+                c.support.to_string(),
+                c.predicted.to_string(),
+            ])
+            .expect("csv");
+        }
+    }
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
+}
+
+#[derive(Tabled)]
+struct TermRow {
+    cell: String,
+    classifier: String,
+    augment: String,
+    seed: u64,
+    accuracy: String,
+    #[tabled(rename = "macro-F1")]
+    macro_f1: String,
+    #[tabled(rename = "micro-F1")]
+    micro_f1: String,
+    #[tabled(rename = "weighted-F1")]
+    weighted_f1: String,
+    #[tabled(rename = "train s")]
+    train_seconds: String,
+}
+
+fn term_rows(results: &[CellResult]) -> Vec<TermRow> {
+    results
+        .iter()
+        .map(|r| TermRow {
+            cell: r.cell.name.clone(),
+            classifier: r.cell.classifier.as_str().into(),
+            augment: r.cell.augment.as_str().into(),
+            seed: r.cell.seed,
+            accuracy: format!("{:.4}", r.metrics.accuracy),
+            macro_f1: format!("{:.4}", r.metrics.macro_f1),
+            micro_f1: format!("{:.4}", r.metrics.micro_f1),
+            weighted_f1: format!("{:.4}", r.metrics.weighted_f1),
+            train_seconds: format!("{:.2}", r.train_seconds),
+        })
+        .collect()
+}
+
+pub fn terminal_table(results: &[CellResult]) -> String {
+    Table::new(term_rows(results))
+        .with(Style::rounded())
+        .to_string()
+}
+
+pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String {
+    let mut s = String::new();
+    if let Some(r) = results.first() {
+        s.push_str(&format!(
+            "# {} — {}\n\ntrain {} / test {} examples; macro-F1 over the classes in the test split.\n\n",
+            r.experiment, r.dataset, r.train_size, r.test_size
+        ));
+    }
+    s.push_str(
+        &Table::new(term_rows(results))
+            .with(Style::markdown())
+            .to_string(),
+    );
+    s.push('\n');
+    if !failed.is_empty() {
+        s.push_str("\n## Failed cells\n\n");
+        for (name, why) in failed {
+            s.push_str(&format!("- `{name}`: {}\n", why.replace('\n', " ")));
+        }
+    }
+    for r in results {
+        if r.metrics.most_confused.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "\n## Most confused pairs — `{}`\n\n| gold | predicted | count |\n|---|---|---|\n",
+            r.cell.name
+        ));
+        for c in r.metrics.most_confused.iter().take(5) {
+            s.push_str(&format!("| {} | {} | {} |\n", c.gold, c.pred, c.count));
+        }
+    }
+    s
+}
+
+/// Write every summary file into a run folder.
+pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]) -> Result<()> {
+    let w = |name: &str, body: String| {
+        std::fs::write(dir.join(name), body).io_ctx(ErrorKind::Internal, || {
+            format!("cannot write {}", dir.join(name).display())
+        })
+    };
+    w("summary.csv", summary_csv(results, failed))?;
+    w("summary.md", summary_md(results, failed))?;
+    w("per_class.csv", per_class_csv(results))?;
+    Ok(())
+}
+
+/// `synthcti report RUN_DIR`: rebuild the tables from the cells on disk.
+pub fn rebuild(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<(String, String)>)> {
+    let cells = run_dir.join("cells");
+    let rd = std::fs::read_dir(&cells).map_err(|e| {
+        Error::config(format!(
+            "{} is not a run folder ({}: {e}); pass a folder written by `synthcti run`, such as results/<experiment>/<run-id>",
+            run_dir.display(),
+            cells.display()
+        ))
+    })?;
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for dir in names {
+        let name = dir
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let m = dir.join("metrics.json");
+        if m.is_file() {
+            let bytes =
+                std::fs::read(&m).io_ctx(ErrorKind::Internal, || m.display().to_string())?;
+            let r: CellResult = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::data(format!(
+                    "{} is not a metrics.json written by synthcti: {e}",
+                    m.display()
+                ))
+            })?;
+            results.push(r);
+        } else {
+            let why = std::fs::read_to_string(dir.join("error.txt"))
+                .unwrap_or_else(|_| "no metrics.json".into());
+            failed.push((name, why));
+        }
+    }
+    write_all(run_dir, &results, &failed)?;
+    Ok((results, failed))
+}
