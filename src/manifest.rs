@@ -374,14 +374,14 @@ impl Default for ClassifierConfig {
     fn default() -> Self {
         Self {
             kind: ClassifierKind::Fasttext,
-            dim: Grid::One(64),
+            dim: Grid::One(32),
             word_ngrams: Grid::One(2),
             minn: Grid::One(2),
             maxn: Grid::One(5),
             buckets: Grid::One(1 << 18),
             epochs: Grid::One(30),
-            lr: Grid::One(0.01),
-            batch_size: Grid::One(32),
+            lr: Grid::One(0.05),
+            batch_size: Grid::One(128),
             patience: Grid::One(4),
             class_weight: Grid::One(ClassWeight::Balanced),
         }

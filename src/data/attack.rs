@@ -159,15 +159,20 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    fn shared_bundle() -> Option<std::path::PathBuf> {
+    fn shared_bundle() -> std::path::PathBuf {
         let p =
             crate::data::default_data_dir().join("attack/enterprise-attack-techniques-18.1.json");
-        p.is_file().then_some(p)
+        assert!(
+            p.is_file(),
+            "test data {} not found: set SYNTHCTI_DATA_DIR",
+            p.display()
+        );
+        p
     }
 
     #[test]
     fn parses_the_real_bundle() {
-        let Some(p) = shared_bundle() else { return };
+        let p = shared_bundle();
         let c = Catalog::load(&p).unwrap();
         assert_eq!(c.techniques.len(), 835);
         let t = c.get("T1003.001").unwrap();

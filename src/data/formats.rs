@@ -240,8 +240,10 @@ fn read_bootstrap(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
     Ok(RawRows { rows, stats })
 }
 
-/// Find an unterminated quoted field: returns the 1-based line where it opens.
-fn unterminated_quote(bytes: &[u8]) -> Option<usize> {
+/// Find a broken quote: a quoted field that never closes, or whose closing quote is followed by
+/// something other than a delimiter or a line end (its quote was closed by a later row's quote).
+/// Returns the 1-based line where that field opens.
+fn broken_quote(bytes: &[u8]) -> Option<usize> {
     let mut line = 1;
     let mut in_quotes = false;
     let mut open_line = 0;
@@ -255,6 +257,9 @@ fn unterminated_quote(bytes: &[u8]) -> Option<usize> {
                     i += 1;
                 } else {
                     in_quotes = false;
+                    if !matches!(bytes.get(i + 1), None | Some(b',' | b'\n' | b'\r')) {
+                        return Some(open_line);
+                    }
                 }
             }
         } else if b == b'"' && at_field_start {
@@ -278,9 +283,9 @@ fn read_csv(
     group_f: &str,
 ) -> Result<RawRows> {
     let bytes = read_bytes(path)?;
-    if let Some(line) = unterminated_quote(&bytes) {
+    if let Some(line) = broken_quote(&bytes) {
         return Err(Error::data(format!(
-            "{} line {line}: a quoted field opens here and never closes (a broken quote); every `\"` inside a quoted field must be doubled as `\"\"`",
+            "{} line {line}: a quoted field opens here and is not closed where the field ends (a broken quote); close it, and double every `\"` inside a quoted field as `\"\"`",
             path.display()
         )));
     }
@@ -319,7 +324,7 @@ fn read_csv(
         let rec = rec.map_err(|e| {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
             Error::data(format!(
-                "{} line {line}: malformed CSV row ({e}); check the quoting of that row",
+                "{} line {line}: malformed CSV row ({e}); check that row's fields and quoting",
                 path.display()
             ))
         })?;
@@ -347,12 +352,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_an_unterminated_quote() {
-        assert_eq!(unterminated_quote(b"a,b\n1,\"ok\"\n"), None);
-        assert_eq!(unterminated_quote(b"a,b\n1,\"he said \"\"hi\"\"\"\n"), None);
-        assert_eq!(unterminated_quote(b"a,b\n1,\"multi\nline\"\n"), None);
-        assert_eq!(unterminated_quote(b"a,b\n1,ok\n2,\"broken\n3,x\n"), Some(3));
+    fn finds_a_broken_quote() {
+        assert_eq!(broken_quote(b"a,b\n1,\"ok\"\n"), None);
+        assert_eq!(broken_quote(b"a,b\n1,\"he said \"\"hi\"\"\"\n"), None);
+        assert_eq!(broken_quote(b"a,b\n1,\"multi\nline\"\n"), None);
+        assert_eq!(broken_quote(b"a,b\n1,ok\n2,\"broken\n3,x\n"), Some(3));
+        // Closed by a later row's quote: the closing quote is followed by text.
+        assert_eq!(broken_quote(b"a,b\n2,\"broken\n3,\"x\" y\n"), Some(2));
         // A stray quote inside an unquoted field is literal, as in RFC 4180 readers.
-        assert_eq!(unterminated_quote(b"a,b\n1,5\" disk\n"), None);
+        assert_eq!(broken_quote(b"a,b\n1,5\" disk\n"), None);
     }
 }

@@ -181,21 +181,26 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
         }
     }
 
-    // Exact duplicates and conflicting labels, keyed on the trimmed text.
+    // Exact duplicates and conflicting labels, keyed on the text with runs of whitespace
+    // collapsed (the same sentence copied with a different line break is the same sentence).
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|r| r.text.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     let mut by_text: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        by_text.entry(r.text.as_str()).or_default().push(i);
+    for (i, k) in keys.iter().enumerate() {
+        by_text.entry(k.as_str()).or_default().push(i);
     }
     let mut keep = vec![true; rows.len()];
     for idxs in by_text.values() {
         if idxs.len() < 2 {
             continue;
         }
+        stats.exact_duplicates += idxs.len() - 1;
         let mut labels: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for &i in idxs {
             labels.entry(rows[i].label.as_str()).or_default().push(i);
         }
-        stats.exact_duplicates += idxs.len() - labels.len();
         let mut survivors: Vec<usize> = idxs.clone();
         if labels.len() > 1 {
             stats.conflicting_texts += 1;
@@ -280,16 +285,19 @@ mod tests {
         }
     }
 
-    fn shared(rel: &str) -> Option<PathBuf> {
+    fn shared(rel: &str) -> PathBuf {
         let p = default_data_dir().join(rel);
-        p.is_file().then_some(p)
+        assert!(
+            p.is_file(),
+            "test data {} not found: set SYNTHCTI_DATA_DIR to the shared data folder",
+            p.display()
+        );
+        p
     }
 
     #[test]
     fn tram_single_label_matches_the_published_counts() {
-        let Some(p) = shared("tram/single_label.json") else {
-            return;
-        };
+        let p = shared("tram/single_label.json");
         let keep_all = DataConfig {
             duplicates: DuplicatePolicy::Keep,
             conflicts: ConflictPolicy::Keep,
@@ -300,10 +308,32 @@ mod tests {
         assert_eq!(d.stats.rows_read, 5089);
         assert_eq!(d.examples.len(), 5089);
         assert_eq!(d.stats.classes, 50);
+        // The data README's figures: 23 texts with conflicting labels; 278 rows repeat an
+        // earlier text (273 when whitespace differences count as different texts).
         assert_eq!(d.stats.conflicting_texts, 23);
+        assert_eq!(d.stats.exact_duplicates, 278);
         assert_eq!(d.class_counts()["T1557.001"], 4);
         assert_eq!(d.class_counts()["T1027"], 685);
         assert!(d.examples[0].group.is_some());
+    }
+
+    #[test]
+    fn cti_to_mitre_matches_the_published_counts() {
+        let p = shared("cti-to-mitre/dataset.csv");
+        let keep_all = DataConfig {
+            duplicates: DuplicatePolicy::Keep,
+            conflicts: ConflictPolicy::Keep,
+            min_examples: 1,
+            ..cfg(DataKind::CtiToMitre)
+        };
+        let d = load(&keep_all, &p, None).unwrap();
+        assert_eq!(d.stats.rows_read, 12945);
+        assert_eq!(d.stats.classes, 188);
+        let sub = DataConfig {
+            label: Some("label_subtec".into()),
+            ..keep_all
+        };
+        assert_eq!(load(&sub, &p, None).unwrap().stats.classes, 566);
     }
 
     #[test]
@@ -321,7 +351,7 @@ mod tests {
         let p = dir.path().join("s.json");
         std::fs::write(&p, rows).unwrap();
         let d = load(&cfg(DataKind::TramSingle), &p, None).unwrap();
-        assert_eq!(d.stats.exact_duplicates, 1);
+        assert_eq!(d.stats.exact_duplicates, 2);
         assert_eq!(d.stats.duplicates_dropped, 1);
         assert_eq!(d.stats.conflicting_texts, 1);
         assert_eq!(d.stats.conflict_rows_dropped, 2);
@@ -336,9 +366,7 @@ mod tests {
 
     #[test]
     fn revoked_ids_are_mapped_through_the_catalog() {
-        let Some(p) = shared("attack/enterprise-attack-techniques-18.1.json") else {
-            return;
-        };
+        let p = shared("attack/enterprise-attack-techniques-18.1.json");
         let cat = Catalog::load(&p).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.json");
