@@ -30,7 +30,7 @@ pub fn default_cache_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     dirs::cache_dir()
-        .unwrap_or_else(|| std::env::temp_dir())
+        .unwrap_or_else(std::env::temp_dir)
         .join("synthcti")
 }
 

@@ -1,18 +1,24 @@
-//! One error type for the whole tool, and the exit codes it maps to.
-//!
-//! Exit codes (documented once, here and in the README):
-//!
-//! | code | meaning |
-//! |------|---------|
-//! | 0    | success |
-//! | 1    | internal error (a bug, or an I/O failure outside the cache and data folders) |
-//! | 2    | usage or manifest error: bad flag, unknown key, wrong type, value out of range |
-//! | 3    | data error: a dataset file is missing, malformed, or empty after filtering |
-//! | 4    | the run finished but one or more cells failed (`--keep-going`) or it was stopped (`--fail-fast`) |
-//! | 5    | cache error: the cache folder cannot be written or locked |
-//! | 6    | download error: a file could not be fetched or its checksum does not match |
+//! One error type for the whole tool, and the exit codes it maps to: [`ErrorKind::exit_code`]
+//! and [`EXIT_CODES_HELP`] (shown by `--help`, mirrored in the README) are the one place they are
+//! defined.
 
 use std::fmt;
+
+/// The exit codes and environment variables, as `--help` shows them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  internal error (a bug, or an I/O failure outside the cache and data folders)
+  2  usage or manifest error: bad flag, unknown key, wrong type, value out of range
+  3  data error: a dataset file is missing, malformed, or empty after filtering
+  4  the run finished but one or more cells failed (--keep-going) or were skipped (--fail-fast)
+  5  cache error: the cache folder cannot be written or locked
+  6  download error: a file could not be fetched or its checksum does not match
+
+Environment:
+  SYNTHCTI_DATA_DIR   data folder (same as `data.dir`)
+  SYNTHCTI_CACHE_DIR  stage cache folder (default: the user's cache dir + /synthcti)
+  SYNTHCTI_<KEY>      any manifest key, `__` for nesting: SYNTHCTI_SPLIT__SEED=7";
 
 /// What went wrong, coarsely; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

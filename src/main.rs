@@ -8,20 +8,7 @@ use synthcti::manifest::{self, SetArg};
 use synthcti::pipeline::{self, RunOptions};
 use synthcti::{Error, ErrorKind, report};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  internal error (a bug, or an I/O failure outside the cache and data folders)
-  2  usage or manifest error: bad flag, unknown key, wrong type, value out of range
-  3  data error: a dataset file is missing, malformed, or empty after filtering
-  4  the run finished but one or more cells failed (--keep-going) or were skipped (--fail-fast)
-  5  cache error: the cache folder cannot be written or locked
-  6  download error: a file could not be fetched or its checksum does not match
-
-Environment:
-  SYNTHCTI_DATA_DIR   data folder (same as `data.dir`)
-  SYNTHCTI_CACHE_DIR  stage cache folder (default: the user's cache dir + /synthcti)
-  SYNTHCTI_<KEY>      any manifest key, `__` for nesting: SYNTHCTI_SPLIT__SEED=7";
+const EXIT_CODES: &str = synthcti::error::EXIT_CODES_HELP;
 
 /// Reproduce and extend SynthCTI: classify CTI sentences into MITRE ATT&CK techniques, with and
 /// without synthetic data, from a declarative TOML manifest.

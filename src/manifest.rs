@@ -367,6 +367,8 @@ pub struct ClassifierConfig {
     pub batch_size: Grid<usize>,
     /// Epochs without a better validation macro-F1 before stopping (0: never stop early).
     pub patience: Grid<usize>,
+    /// How much better the validation macro-F1 must get to count as better.
+    pub min_delta: Grid<f64>,
     pub class_weight: Grid<ClassWeight>,
 }
 
@@ -383,6 +385,7 @@ impl Default for ClassifierConfig {
             lr: Grid::One(0.05),
             batch_size: Grid::One(128),
             patience: Grid::One(4),
+            min_delta: Grid::One(0.005),
             class_weight: Grid::One(ClassWeight::Balanced),
         }
     }
@@ -403,6 +406,7 @@ pub struct FastTextParams {
     pub lr: f64,
     pub batch_size: usize,
     pub patience: usize,
+    pub min_delta: f64,
     pub class_weight: ClassWeight,
 }
 
@@ -751,6 +755,14 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
         pos("epochs", &c.epochs, 1, 10_000)?;
         pos("batch_size", &c.batch_size, 1, 65_536)?;
         pos("patience", &c.patience, 0, 10_000)?;
+        for d in c.min_delta.values() {
+            if !(0.0..1.0).contains(&d) {
+                return Err(e(
+                    &k("min_delta"),
+                    format!("{d} is out of range; it must be >= 0 and < 1"),
+                ));
+            }
+        }
         for lr in c.lr.values() {
             if !(lr > 0.0 && lr < 10.0) {
                 return Err(e(
@@ -811,6 +823,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
             lr: 0.0,
             batch_size: 0,
             patience: 0,
+            min_delta: 0.0,
             class_weight: ClassWeight::None,
         };
         combos.push((base, Vec::new()));
@@ -845,6 +858,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
         axis!(lr, "lr");
         axis!(batch_size, "bs");
         axis!(patience, "pat");
+        axis!(min_delta, "md");
         axis!(class_weight, "cw");
         for augment in raw.augment.kind.values() {
             for seed in raw.experiment.seeds.values() {

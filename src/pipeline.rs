@@ -495,8 +495,9 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     };
     let queue = Mutex::new(m.cells.iter().enumerate());
     let stop = AtomicBool::new(false);
-    let results: Mutex<Vec<(usize, std::result::Result<(CellResult, bool), String>)>> =
-        Mutex::new(Vec::new());
+    // (cell index, its result and whether it trained, or why it failed)
+    type Done = (usize, std::result::Result<(CellResult, bool), String>);
+    let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
     let started = Instant::now();
     let overall = progress.bar(m.cells.len() as u64, "cells");
     std::thread::scope(|s| {

@@ -190,7 +190,10 @@ pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]
 }
 
 /// `synthcti report RUN_DIR`: rebuild the tables from the cells on disk.
-pub fn rebuild(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<(String, String)>)> {
+/// A failed cell: its name and why.
+pub type Failed = (String, String);
+
+pub fn rebuild(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<Failed>)> {
     let cells = run_dir.join("cells");
     let rd = std::fs::read_dir(&cells).map_err(|e| {
         Error::config(format!(

@@ -139,7 +139,8 @@ fn push_row(
         stats.empty_texts += 1;
         return;
     }
-    labels.dedup();
+    let mut seen = std::collections::HashSet::new();
+    labels.retain(|l| seen.insert(l.clone()));
     let label = match labels.len() {
         0 => match cfg.negatives {
             NegativePolicy::Drop => {

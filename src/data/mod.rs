@@ -210,7 +210,7 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
                 ConflictPolicy::Majority => {
                     let mut counts: Vec<(usize, &str)> =
                         labels.iter().map(|(l, v)| (v.len(), *l)).collect();
-                    counts.sort_by(|a, b| b.0.cmp(&a.0));
+                    counts.sort_by_key(|c| std::cmp::Reverse(c.0));
                     if counts[0].0 == counts[1].0 {
                         survivors.clear();
                     } else {
@@ -334,6 +334,49 @@ mod tests {
             ..keep_all
         };
         assert_eq!(load(&sub, &p, None).unwrap().stats.classes, 566);
+    }
+
+    #[test]
+    fn tram_multi_label_negatives_and_multi_label_rows() {
+        let p = shared("tram/multi_label_reconstructed.jsonl");
+        let base = DataConfig {
+            duplicates: DuplicatePolicy::Keep,
+            conflicts: ConflictPolicy::Keep,
+            min_examples: 1,
+            ..cfg(DataKind::TramMulti)
+        };
+        let d = load(&base, &p, None).unwrap();
+        assert_eq!(d.stats.rows_read, 18999);
+        assert_eq!(d.stats.negatives_dropped, 15115);
+        assert_eq!(d.stats.multi_label_dropped, 757);
+        assert_eq!(d.examples.len(), 3127);
+        let with_negatives = DataConfig {
+            negatives: crate::manifest::NegativePolicy::Keep,
+            multi_label: crate::manifest::MultiLabelPolicy::First,
+            ..base
+        };
+        let d = load(&with_negatives, &p, None).unwrap();
+        assert_eq!(d.examples.len(), 18999);
+        assert_eq!(d.class_counts()[formats::NEGATIVE_LABEL], 15115);
+    }
+
+    #[test]
+    fn tram_bootstrap_reads_the_report_object() {
+        let p = shared("tram/bootstrap-training-data.json");
+        let d = load(
+            &DataConfig {
+                duplicates: DuplicatePolicy::Keep,
+                conflicts: ConflictPolicy::Keep,
+                min_examples: 1,
+                ..cfg(DataKind::TramBootstrap)
+            },
+            &p,
+            None,
+        )
+        .unwrap();
+        assert_eq!(d.stats.rows_read, 11130);
+        assert_eq!(d.examples.len(), 11130);
+        assert_eq!(d.stats.classes, 50);
     }
 
     #[test]

@@ -302,7 +302,10 @@ pub fn train(
         });
         match val_f1 {
             Some(f1) => {
-                if best.as_ref().is_none_or(|(b, _, _)| f1 > *b) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, _, _)| f1 > *b + params.min_delta)
+                {
                     best = Some((f1, epoch, model.clone()));
                     since_best = 0;
                 } else {
