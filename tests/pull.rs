@@ -7,6 +7,22 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+/// `synthcti data pull --dir DEST --mirror URL --only SET…`
+fn pull(s: &Sandbox, dest: &std::path::Path, url: &str, sets: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "data",
+        "pull",
+        "--dir",
+        dest.to_str().unwrap(),
+        "--mirror",
+        url,
+    ];
+    for set in sets {
+        args.extend_from_slice(&["--only", set]);
+    }
+    s.cmd(&args)
+}
+
 /// A minimal static file server; answers until the test process ends.
 fn serve(root: PathBuf) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -52,18 +68,7 @@ fn pull_downloads_and_verifies_the_publishers_files() {
     let url = serve(shared_data());
     let s = Sandbox::new();
     let dest = s.path("pulled");
-    let o = s.cmd(&[
-        "data",
-        "pull",
-        "--dir",
-        dest.to_str().unwrap(),
-        "--mirror",
-        &url,
-        "--only",
-        "tram",
-        "--only",
-        "cti-to-mitre",
-    ]);
+    let o = pull(&s, &dest, &url, &["tram", "cti-to-mitre"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -79,16 +84,7 @@ fn pull_downloads_and_verifies_the_publishers_files() {
         std::fs::read(shared_data().join("tram/single_label.json")).unwrap()
     );
     // A second pull finds the files in place and downloads nothing.
-    let o = s.cmd(&[
-        "data",
-        "pull",
-        "--dir",
-        dest.to_str().unwrap(),
-        "--mirror",
-        &url,
-        "--only",
-        "tram",
-    ]);
+    let o = pull(&s, &dest, &url, &["tram"]);
     assert!(stdout(&o).contains("already present"), "{}", stdout(&o));
 }
 
@@ -102,16 +98,7 @@ fn pull_rejects_a_file_whose_checksum_does_not_match() {
     std::fs::write(fake.join("tram/single_label.json"), body).unwrap();
     let url = serve(fake);
     let dest = s.path("pulled");
-    let o = s.cmd(&[
-        "data",
-        "pull",
-        "--dir",
-        dest.to_str().unwrap(),
-        "--mirror",
-        &url,
-        "--only",
-        "tram",
-    ]);
+    let o = pull(&s, &dest, &url, &["tram"]);
     assert_eq!(o.status.code(), Some(6));
     let e = stderr(&o);
     assert!(e.contains("does not match the pinned 7f9966dd"), "{e}");

@@ -212,17 +212,7 @@ fn environment_and_set_layer_over_the_file() {
 fn report_rebuilds_the_tables_from_disk() {
     let (s, m) = small_sandbox();
     let out = s.path("results/r");
-    assert!(
-        s.cmd(&[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q"
-        ])
-        .status
-        .success()
-    );
+    s.run_ok(&m, &out, &["-q"]);
     let before = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     std::fs::remove_file(out.join("summary.csv")).unwrap();
     std::fs::remove_file(out.join("summary.md")).unwrap();
@@ -241,17 +231,7 @@ fn report_rebuilds_the_tables_from_disk() {
 fn same_seed_gives_the_same_predictions_with_separate_caches() {
     let (s, m) = small_sandbox();
     let a = s.path("results/a");
-    assert!(
-        s.cmd(&[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            a.to_str().unwrap(),
-            "-q"
-        ])
-        .status
-        .success()
-    );
+    s.run_ok(&m, &a, &["-q"]);
     let b = s.path("results/b");
     let o = bin()
         .args([
@@ -407,4 +387,39 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
         .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
         .collect();
     assert!(leftovers.is_empty(), "half-written run folders were swept");
+}
+
+#[test]
+fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
+    let s = Sandbox::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let with_data = |args: &[&str]| {
+        bin()
+            .args(args)
+            .env("SYNTHCTI_CACHE_DIR", s.path("cache"))
+            .env("SYNTHCTI_DATA_DIR", shared_data())
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap()
+    };
+    for m in ["tram", "cti-to-mitre", "smoke"] {
+        let p = root.join(format!("experiments/{m}.toml"));
+        let o = with_data(&["plan", p.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+    }
+    let out = s.path("results/smoke");
+    let o = with_data(&[
+        "run",
+        root.join("experiments/smoke.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_csv(&out.join("summary.csv"));
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["macro_f1"].parse::<f64>().unwrap() > 0.3),
+        "{rows:?}"
+    );
 }

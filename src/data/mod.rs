@@ -427,6 +427,49 @@ mod tests {
     }
 
     #[test]
+    fn user_jsonl_and_csv_with_custom_field_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("mine.jsonl");
+        std::fs::write(
+            &j,
+            "{\"sentence\":\"uses powershell\",\"ttp\":\"T1059.001\",\"report\":\"r1\"}\n\n{\"sentence\":\"beacons over https\",\"ttp\":[\"T1071.001\"],\"report\":\"r2\"}\n{\"sentence\":\"nothing here\",\"ttp\":null}\n",
+        )
+        .unwrap();
+        let c = DataConfig {
+            kind: DataKind::Jsonl,
+            text_field: Some("sentence".into()),
+            label: Some("ttp".into()),
+            group_field: Some("report".into()),
+            min_examples: 1,
+            ..Default::default()
+        };
+        let d = load(&c, &j, None).unwrap();
+        assert_eq!(d.examples.len(), 2);
+        assert_eq!(d.stats.negatives_dropped, 1);
+        assert_eq!(d.examples[1].label, "T1071.001");
+        assert_eq!(d.examples[1].group.as_deref(), Some("r2"));
+
+        let csv = dir.path().join("mine.csv");
+        std::fs::write(
+            &csv,
+            "ttp,sentence\nT1059.001,\"uses \"\"powershell\"\"\"\nT1105,downloads a tool\n",
+        )
+        .unwrap();
+        let d = load(
+            &DataConfig {
+                kind: DataKind::Csv,
+                group_field: None,
+                ..c
+            },
+            &csv,
+            None,
+        )
+        .unwrap();
+        assert_eq!(d.examples[0].text, "uses \"powershell\"");
+        assert_eq!(d.examples[1].label, "T1105");
+    }
+
+    #[test]
     fn empty_after_filtering_is_a_data_error() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s.json");

@@ -67,6 +67,19 @@ impl Sandbox {
             .output()
             .unwrap()
     }
+    /// `synthcti run MANIFEST --out OUT EXTRA…`, which must succeed.
+    pub fn run_ok(&self, manifest: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = self.cmd(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    }
     /// Files under a folder, recursively.
     pub fn files_under(&self, rel: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
