@@ -374,14 +374,15 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
             evaluate_key: stages.evaluate.key.clone(),
             metrics,
         };
-        w.write_json("metrics.json", &result)?;
-        w.write(
-            "per_class.csv",
-            report::per_class_csv(std::slice::from_ref(&result)).as_bytes(),
-        )
+        w.write_json("metrics.json", &result)
     })?;
-    let result: CellResult = eval_entry.read_json("metrics.json")?;
     let _ = eval_outcome;
+    let mut result: CellResult = eval_entry.read_json("metrics.json")?;
+    // The entry may have been made by another experiment whose grid named the same configuration
+    // differently: what it computed is shared, how this run names it is not.
+    result.cell = cell.clone();
+    result.experiment = cx.m.raw.experiment.name.clone();
+    result.dataset = dataset_label(cx.m);
     Ok((result, eval_entry, train_outcome == Outcome::Computed))
 }
 
@@ -510,7 +511,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                     let next = queue.lock().expect("queue").next();
                     let Some((i, cell)) = next else { break };
                     let r = run_cell(&cx, cell).and_then(|(res, entry, trained)| {
-                        copy_cell(&entry, &partial.join("cells").join(&cell.name))?;
+                        write_cell(&res, &entry, &partial.join("cells").join(&cell.name))?;
                         Ok((res, trained))
                     });
                     let r = match r {
@@ -598,14 +599,28 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     })
 }
 
-fn copy_cell(entry: &Entry, dest: &Path) -> Result<()> {
+/// A cell's folder in the run: its metrics and per-class table under this run's names, and the
+/// predictions as the evaluate stage wrote them.
+fn write_cell(result: &CellResult, entry: &Entry, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).io_ctx(ErrorKind::Internal, || dest.display().to_string())?;
-    for name in ["metrics.json", "per_class.csv", "predictions.jsonl"] {
-        std::fs::copy(entry.path(name), dest.join(name)).io_ctx(ErrorKind::Internal, || {
-            format!("copying {name} into {}", dest.display())
-        })?;
-    }
-    Ok(())
+    std::fs::copy(
+        entry.path("predictions.jsonl"),
+        dest.join("predictions.jsonl"),
+    )
+    .io_ctx(ErrorKind::Internal, || {
+        format!("copying predictions.jsonl into {}", dest.display())
+    })?;
+    let metrics = serde_json::to_vec_pretty(result).expect("metrics serialize");
+    std::fs::write(dest.join("metrics.json"), metrics).io_ctx(ErrorKind::Internal, || {
+        format!("writing {}/metrics.json", dest.display())
+    })?;
+    std::fs::write(
+        dest.join("per_class.csv"),
+        report::per_class_csv(std::slice::from_ref(result)),
+    )
+    .io_ctx(ErrorKind::Internal, || {
+        format!("writing {}/per_class.csv", dest.display())
+    })
 }
 
 /// The split itself, so anyone can retrain a peer on exactly the same examples.

@@ -423,3 +423,35 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
         "{rows:?}"
     );
 }
+
+/// A cached configuration keeps the name the current grid gives it.
+#[test]
+fn cached_cells_take_the_names_of_the_current_grid() {
+    let (s, m) = small_sandbox();
+    s.run_ok(&m, &s.path("results/one"), &["-q"]);
+    let out = s.path("results/two");
+    s.run_ok(&m, &out, &["-q", "--set", "classifier.dim=[16,8]"]);
+    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    assert!(log.contains("1 trained, 1 from cache"), "{log}");
+    let names: Vec<String> = read_csv(&out.join("summary.csv"))
+        .into_iter()
+        .map(|r| r["cell"].clone())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("fasttext-dim")),
+        "{names:?}"
+    );
+    for n in &names {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("cells").join(n).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["cell"]["name"], n.as_str());
+        let per_class =
+            std::fs::read_to_string(out.join("cells").join(n).join("per_class.csv")).unwrap();
+        assert!(
+            per_class.lines().skip(1).all(|l| l.starts_with(n.as_str())),
+            "{per_class}"
+        );
+    }
+}
