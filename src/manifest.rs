@@ -346,6 +346,16 @@ pub enum ClassWeight {
     Balanced,
 }
 
+/// How the n-grams of a text are weighted in the bag's mean.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weighting {
+    /// By their count in the text (fastText).
+    Count,
+    /// By count × smoothed inverse document frequency over the training texts.
+    Idf,
+}
+
 /// A `[[classifier]]` table; every field but `kind` may be a list to sweep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -370,6 +380,7 @@ pub struct ClassifierConfig {
     /// How much better the validation macro-F1 must get to count as better.
     pub min_delta: Grid<f64>,
     pub class_weight: Grid<ClassWeight>,
+    pub weighting: Grid<Weighting>,
 }
 
 impl Default for ClassifierConfig {
@@ -387,6 +398,7 @@ impl Default for ClassifierConfig {
             patience: Grid::One(4),
             min_delta: Grid::One(0.005),
             class_weight: Grid::One(ClassWeight::Balanced),
+            weighting: Grid::One(Weighting::Idf),
         }
     }
 }
@@ -408,6 +420,7 @@ pub struct FastTextParams {
     pub patience: usize,
     pub min_delta: f64,
     pub class_weight: ClassWeight,
+    pub weighting: Weighting,
 }
 
 /// One cell of the grid.
@@ -825,6 +838,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
             patience: 0,
             min_delta: 0.0,
             class_weight: ClassWeight::None,
+            weighting: Weighting::Count,
         };
         combos.push((base, Vec::new()));
         macro_rules! axis {
@@ -860,6 +874,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
         axis!(patience, "pat");
         axis!(min_delta, "md");
         axis!(class_weight, "cw");
+        axis!(weighting, "wt");
         for augment in raw.augment.kind.values() {
             for seed in raw.experiment.seeds.values() {
                 for (p, tags) in &combos {

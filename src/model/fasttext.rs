@@ -22,7 +22,7 @@ use super::Scored;
 use crate::error::{Error, Result};
 use crate::features::Featurizer;
 use crate::hash::SplitMix64;
-use crate::manifest::{ClassWeight, FastTextParams};
+use crate::manifest::{ClassWeight, FastTextParams, Weighting};
 use crate::metrics;
 
 /// Bump when training changes in a way that changes the model.
@@ -81,6 +81,9 @@ pub struct ModelMeta {
     pub classes: Vec<String>,
     /// Bucket ids that have a row; row = 1 + position (row 0 is padding).
     pub vocab: Vec<u32>,
+    /// IDF per row, when `weighting = "idf"`.
+    #[serde(default)]
+    pub idf: Option<Vec<f32>>,
 }
 
 pub struct Trained {
@@ -92,17 +95,41 @@ pub struct Trained {
 struct Encoder {
     feat: Featurizer,
     rows: HashMap<u32, u32>,
+    /// Per row (index = row), when the bag is IDF-weighted.
+    idf: Option<Vec<f32>>,
 }
 
 impl Encoder {
+    fn new(params: &FastTextParams, vocab: &[u32], idf: Option<Vec<f32>>) -> Self {
+        Self {
+            feat: featurizer(params),
+            rows: vocab
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| (b, i as u32 + 1))
+                .collect(),
+            idf,
+        }
+    }
+
     fn encode(&self, text: &str) -> Doc {
-        to_doc(
+        let mut doc = to_doc(
             self.feat
                 .features(text)
                 .into_iter()
                 .filter_map(|b| self.rows.get(&b).copied())
                 .collect(),
-        )
+        );
+        self.weigh(&mut doc);
+        doc
+    }
+
+    fn weigh(&self, doc: &mut Doc) {
+        if let Some(idf) = &self.idf {
+            for (row, w) in doc.iter_mut() {
+                *w *= idf[*row as usize];
+            }
+        }
     }
 }
 
@@ -210,16 +237,29 @@ pub fn train(
     let mut vocab: Vec<u32> = train_feats.iter().flatten().copied().collect();
     vocab.sort_unstable();
     vocab.dedup();
-    let rows: HashMap<u32, u32> = vocab
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (b, i as u32 + 1))
-        .collect();
-    let enc = Encoder { feat, rows };
-    let train_docs: Vec<Doc> = train_feats
+    let mut enc = Encoder::new(params, &vocab, None);
+    let mut train_docs: Vec<Doc> = train_feats
         .into_iter()
         .map(|f| to_doc(f.into_iter().map(|b| enc.rows[&b]).collect()))
         .collect();
+    if params.weighting == Weighting::Idf {
+        // Smoothed IDF, as scikit-learn's TfidfVectorizer: ln((1 + n) / (1 + df)) + 1.
+        let mut df = vec![0usize; vocab.len() + 1];
+        for d in &train_docs {
+            for (row, _) in d {
+                df[*row as usize] += 1;
+            }
+        }
+        let n = train_docs.len() as f32;
+        enc.idf = Some(
+            df.iter()
+                .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
+                .collect(),
+        );
+        for d in &mut train_docs {
+            enc.weigh(d);
+        }
+    }
     let val_docs: Vec<Doc> = validation.iter().map(|(t, _)| enc.encode(t)).collect();
     let val_gold: Vec<usize> = validation.iter().map(|(_, y)| *y).collect();
 
@@ -326,6 +366,7 @@ pub fn train(
             params: params.clone(),
             classes: classes.to_vec(),
             vocab,
+            idf: enc.idf.clone(),
         },
         log: TrainLog {
             epochs: log,
@@ -340,16 +381,7 @@ pub fn train(
 
 impl Trained {
     pub fn predict(&self, texts: &[&str], device: &Device, top_k: usize) -> Vec<Scored> {
-        let enc = Encoder {
-            feat: featurizer(&self.meta.params),
-            rows: self
-                .meta
-                .vocab
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| (b, i as u32 + 1))
-                .collect(),
-        };
+        let enc = Encoder::new(&self.meta.params, &self.meta.vocab, self.meta.idf.clone());
         let docs: Vec<Doc> = texts.iter().map(|t| enc.encode(t)).collect();
         predict_encoded(&self.model, &docs, device, top_k)
     }
@@ -390,5 +422,106 @@ impl Trained {
             .load_from(&mut store)
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self { model, meta, log })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::train as train_model;
+    use super::*;
+    use crate::manifest::{ClassWeight, Weighting};
+
+    fn params(weighting: Weighting) -> FastTextParams {
+        FastTextParams {
+            dim: 8,
+            word_ngrams: 2,
+            minn: 2,
+            maxn: 4,
+            buckets: 4096,
+            epochs: 20,
+            lr: 0.1,
+            batch_size: 4,
+            patience: 0,
+            min_delta: 0.0,
+            class_weight: ClassWeight::Balanced,
+            weighting,
+        }
+    }
+
+    fn toy() -> (Vec<String>, Vec<(&'static str, usize)>) {
+        let classes = vec!["T1059".to_string(), "T1105".to_string()];
+        let train = vec![
+            ("runs powershell commands", 0),
+            ("executes a powershell script", 0),
+            ("launches cmd.exe to run commands", 0),
+            ("uses the command shell", 0),
+            ("downloads a payload over http", 1),
+            ("fetches additional tools from the server", 1),
+            ("downloads a second stage", 1),
+            ("transfers a tool from its c2 server", 1),
+        ];
+        (classes, train)
+    }
+
+    #[test]
+    fn learns_a_separable_toy_task_and_round_trips_through_disk() {
+        let device = Device::flex();
+        let (classes, train) = toy();
+        for w in [Weighting::Count, Weighting::Idf] {
+            let t =
+                train_model(&params(w), 3, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
+            assert_eq!(t.meta.idf.is_some(), w == Weighting::Idf);
+            let texts = ["a powershell command", "downloads a tool from the server"];
+            let before = t.predict(&texts, &device, 2);
+            assert_eq!(before[0].pred, 0);
+            assert_eq!(before[1].pred, 1);
+            let dir = tempfile::tempdir().unwrap();
+            t.save(dir.path()).unwrap();
+            let back = Trained::load(dir.path(), &device).unwrap();
+            let after = back.predict(&texts, &device, 2);
+            for (a, b) in before.iter().zip(&after) {
+                assert_eq!(a.pred, b.pred);
+                assert!((a.top[0].1 - b.top[0].1).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_same_model() {
+        let device = Device::flex();
+        let (classes, train) = toy();
+        let p = params(Weighting::Idf);
+        let a = train_model(&p, 9, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
+        let b = train_model(&p, 9, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
+        let t = ["uses powershell"];
+        assert_eq!(a.predict(&t, &device, 2), b.predict(&t, &device, 2));
+    }
+
+    #[test]
+    fn idf_weighs_rare_ngrams_up() {
+        let p = params(Weighting::Idf);
+        let (classes, train) = toy();
+        let t = train_model(
+            &FastTextParams {
+                epochs: 1,
+                word_ngrams: 1,
+                minn: 0,
+                maxn: 0,
+                ..p
+            },
+            1,
+            &classes,
+            &train,
+            &[],
+            &Device::flex(),
+            |_, _, _| {},
+        )
+        .unwrap();
+        let idf = t.meta.idf.unwrap();
+        let enc = Encoder::new(&t.meta.params, &t.meta.vocab, None);
+        // Word unigrams only: "a" is in four training texts, "stage" in one.
+        let common = enc.encode("a")[0].0 as usize;
+        let rare = enc.encode("stage")[0].0 as usize;
+        assert!(idf[common] < idf[rare], "{} vs {}", idf[common], idf[rare]);
     }
 }
