@@ -34,15 +34,7 @@ fn read_csv(p: &Path) -> Vec<BTreeMap<String, String>> {
 fn run_writes_every_output_and_a_second_run_trains_nothing() {
     let (s, m) = small_sandbox();
     let out = s.path("results/first");
-    let o = s.cmd(&[
-        "run",
-        m.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "experiment.seeds=[1,2]",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    s.run_ok(&m, &out, &["--set", "experiment.seeds=[1,2]"]);
     for f in [
         "manifest.resolved.toml",
         "plan.json",
@@ -76,21 +68,13 @@ fn run_writes_every_output_and_a_second_run_trains_nothing() {
     assert_eq!(rows[0]["classifier"], "fasttext");
     assert_eq!(rows[0]["augment"], "none");
     assert_eq!(rows[0]["dataset"], "tram-single");
-    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    let log = run_log(&out);
     assert!(log.contains("2 trained, 0 from cache"), "{log}");
 
     // The same manifest again: every stage comes from the cache.
     let out2 = s.path("results/second");
-    let o = s.cmd(&[
-        "run",
-        m.to_str().unwrap(),
-        "--out",
-        out2.to_str().unwrap(),
-        "--set",
-        "experiment.seeds=[1,2]",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let log = std::fs::read_to_string(out2.join("run.log")).unwrap();
+    s.run_ok(&m, &out2, &["--set", "experiment.seeds=[1,2]"]);
+    let log = run_log(&out2);
     assert!(log.contains("0 trained, 2 from cache"), "{log}");
     assert_eq!(
         std::fs::read_to_string(out.join("summary.csv")).unwrap(),
@@ -345,17 +329,9 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
     );
 
     let out = s.path("results/resumed");
-    let o = s.cmd(&[
-        "run",
-        m.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "classifier.1.epochs=3",
-    ]);
     // Changing cell 2 only: cell 1 must come from the cache.
-    assert!(o.status.success(), "{}", stderr(&o));
-    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    s.run_ok(&m, &out, &["--set", "classifier.1.epochs=3"]);
+    let log = run_log(&out);
     assert!(log.contains("1 trained, 1 from cache"), "{log}");
     assert_eq!(
         in_progress(),
@@ -431,7 +407,7 @@ fn cached_cells_take_the_names_of_the_current_grid() {
     s.run_ok(&m, &s.path("results/one"), &["-q"]);
     let out = s.path("results/two");
     s.run_ok(&m, &out, &["-q", "--set", "classifier.dim=[16,8]"]);
-    let log = std::fs::read_to_string(out.join("run.log")).unwrap();
+    let log = run_log(&out);
     assert!(log.contains("1 trained, 1 from cache"), "{log}");
     let names: Vec<String> = read_csv(&out.join("summary.csv"))
         .into_iter()

@@ -114,6 +114,11 @@ impl Sandbox {
     }
 }
 
+/// The run log of a finished run folder.
+pub fn run_log(run_dir: &Path) -> String {
+    std::fs::read_to_string(run_dir.join("run.log")).unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
