@@ -622,15 +622,23 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            figment::error::Kind::UnknownVariant(found, expected) => format!(
+                "unknown value `{found}`; valid values: {}",
+                expected
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             figment::error::Kind::MissingField(field) => {
                 format!("missing key `{field}`; add it to the manifest")
             }
             other => other.to_string(),
         };
         if key.is_empty() {
-            lines.push(format!("error in {place}: {what}"));
+            lines.push(format!("{place}: {what}"));
         } else {
-            lines.push(format!("error in {place}, key `{key}`: {what}"));
+            lines.push(format!("{place}, key `{key}`: {what}"));
         }
     }
     Error::config(lines.join("\n"))
@@ -665,7 +673,7 @@ pub fn load(path: &Path, sets: &[SetArg]) -> Result<Manifest> {
 
 fn range_err(fig: &Figment, manifest: &Path, key: &str, msg: String) -> Error {
     Error::config(format!(
-        "error in {}, key `{key}`: {msg}",
+        "{}, key `{key}`: {msg}",
         origin(fig, key, manifest)
     ))
 }

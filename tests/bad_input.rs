@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 fn tram_sandbox() -> Sandbox {
     let s = Sandbox::new();
@@ -10,107 +11,101 @@ fn tram_sandbox() -> Sandbox {
     s
 }
 
+/// `synthcti run MANIFEST EXTRA…` must exit with `code`, say every one of `needles` on stderr,
+/// and leave nothing in results/ or the cache.
+fn assert_rejected(s: &Sandbox, m: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let mut args = vec!["run", m.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = s.cmd(&args);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
+    }
+    assert_eq!(e.trim().lines().count(), 1, "one paragraph: {e}");
+    s.assert_nothing_written();
+}
+
 #[test]
 fn typo_in_a_key_names_file_key_and_valid_keys() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"", "[split]\ntset_fraction = 0.2\n");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let e = stderr(&o);
-    assert!(e.contains("m.toml"), "{e}");
-    assert!(e.contains("tset_fraction"), "{e}");
-    assert!(e.contains("`test_fraction`"), "{e}");
-    s.assert_nothing_written();
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["m.toml", "tset_fraction", "`test_fraction`"],
+    );
 }
 
 #[test]
 fn wrong_type_names_the_key_and_the_expected_type() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"", "[split]\nseed = \"forty-two\"\n");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
-    assert!(e.contains("split.seed"), "{e}");
-    assert!(e.contains("forty-two") && e.contains("u64"), "{e}");
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 2, &["split.seed", "forty-two", "u64"]);
 }
 
 #[test]
 fn negative_test_fraction_is_out_of_range() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"", "[split]\ntest_fraction = -0.2\n");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
-    assert!(
-        e.contains("split.test_fraction") && e.contains("> 0 and < 1"),
-        "{e}"
-    );
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 2, &["split.test_fraction", "> 0 and < 1"]);
 }
 
 #[test]
 fn test_fraction_above_one_is_out_of_range() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"", "");
-    let o = s.cmd(&[
-        "run",
-        m.to_str().unwrap(),
-        "--set",
-        "split.test_fraction=1.5",
-    ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
-    assert!(
-        e.contains("split.test_fraction") && e.contains("1.5"),
-        "{e}"
+    // The source of the value is named: here the command line.
+    assert_rejected(
+        &s,
+        &m,
+        &["--set", "split.test_fraction=1.5"],
+        2,
+        &[
+            "split.test_fraction",
+            "1.5",
+            "--set split.test_fraction=1.5",
+        ],
     );
-    assert!(
-        e.contains("--set split.test_fraction=1.5"),
-        "the source of the value is named: {e}"
-    );
-    s.assert_nothing_written();
 }
 
 #[test]
 fn missing_data_file_says_which_publisher_file_and_how_to_get_it() {
     let s = Sandbox::new();
     let m = s.manifest("kind = \"tram-single\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(
-        e.contains("single_label.json") && e.contains("center-for-threat-informed-defense/tram"),
-        "{e}"
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        3,
+        &[
+            "single_label.json",
+            "center-for-threat-informed-defense/tram",
+            "synthcti data pull",
+        ],
     );
-    assert!(e.contains("synthcti data pull"), "{e}");
-    s.assert_nothing_written();
 }
 
 #[test]
 fn unknown_dataset_kind_lists_the_valid_kinds() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-singel\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
-    assert!(e.contains("data.kind") && e.contains("tram-singel"), "{e}");
-    assert!(e.contains("cti-to-mitre") && e.contains("jsonl"), "{e}");
-    s.assert_nothing_written();
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["data.kind", "tram-singel", "cti-to-mitre", "jsonl"],
+    );
 }
 
 #[test]
 fn label_field_that_does_not_exist_lists_the_fields() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"\nlabel = \"technique\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(
-        e.contains("`technique` not found") && e.contains("`label`"),
-        "{e}"
-    );
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 3, &["`technique` not found", "`label`"]);
 }
 
 #[test]
@@ -118,28 +113,14 @@ fn csv_label_column_that_does_not_exist_lists_the_header() {
     let s = Sandbox::new();
     s.write("data/mine.csv", "text,technique\nsome text here,T1059\n");
     let m = s.manifest("kind = \"csv\"\nfile = \"mine.csv\"\nlabel = \"label\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(
-        e.contains("`label` not found") && e.contains("`technique`"),
-        "{e}"
-    );
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 3, &["`label` not found", "`technique`"]);
 }
 
 #[test]
 fn dataset_empty_after_filtering() {
     let s = tram_sandbox();
     let m = s.manifest("kind = \"tram-single\"\nmin_examples = 1000", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(
-        e.contains("remain after filtering") && e.contains("min_examples"),
-        "{e}"
-    );
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 3, &["remain after filtering", "min_examples"]);
 }
 
 #[test]
@@ -152,11 +133,7 @@ fn csv_row_with_a_broken_quote_names_the_line() {
         "50,T1003,T1003.008,/etc/passwd and /etc/shadow,\"Adversaries may read /etc/shadow".into();
     s.write("data/cti-to-mitre/dataset.csv", &(lines.join("\n") + "\n"));
     let m = s.manifest("kind = \"cti-to-mitre\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(e.contains("line 51") && e.contains("broken quote"), "{e}");
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 3, &["line 51", "broken quote"]);
 }
 
 #[test]
@@ -165,11 +142,7 @@ fn truncated_json_file_says_truncated_and_where() {
     let full = small_tram_rows(30);
     s.write("data/tram/single_label.json", &full[..full.len() * 2 / 3]);
     let m = s.manifest("kind = \"tram-single\"", "");
-    let o = s.cmd(&["run", m.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    let e = stderr(&o);
-    assert!(e.contains("truncated") && e.contains("line"), "{e}");
-    s.assert_nothing_written();
+    assert_rejected(&s, &m, &[], 3, &["truncated", "line"]);
 }
 
 #[test]
@@ -178,11 +151,8 @@ fn manifest_that_is_not_toml_names_the_line() {
     let m = s.write("m.toml", "[experiment\nname = \"x\"\n");
     let o = s.cmd(&["run", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("not valid TOML") && stderr(&o).contains("line 1"),
-        "{}",
-        stderr(&o)
-    );
+    let e = stderr(&o);
+    assert!(e.contains("not valid TOML") && e.contains("line 1"), "{e}");
     s.assert_nothing_written();
 }
 
