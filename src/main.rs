@@ -157,7 +157,8 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
         Command::Plan(a) => {
             let m = load_manifest(&a.m)?;
             let cache = open_cache(a.m.cache_dir.clone())?;
-            let plan = pipeline::plan(&m, &cache)?;
+            let shared = pipeline::shared_stages(&m)?;
+            let plan = pipeline::plan(&m, &shared, &cache)?;
             if a.json {
                 println!(
                     "{}",

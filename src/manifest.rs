@@ -605,6 +605,15 @@ fn describe_meta(meta: &Metadata, path: &str) -> String {
     }
 }
 
+/// `a`, `b`, `c`
+fn backticked(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
     let mut lines = Vec::new();
     for err in e {
@@ -616,19 +625,11 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
         let what = match &err.kind {
             figment::error::Kind::UnknownField(field, expected) => format!(
                 "unknown key `{field}`; valid keys here: {}",
-                expected
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                backticked(expected)
             ),
             figment::error::Kind::UnknownVariant(found, expected) => format!(
                 "unknown value `{found}`; valid values: {}",
-                expected
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                backticked(expected)
             ),
             figment::error::Kind::MissingField(field) => {
                 format!("missing key `{field}`; add it to the manifest")
@@ -944,20 +945,6 @@ pub fn resolved_toml(m: &Manifest) -> String {
         ),
     );
     doc
-}
-
-/// Parameters grouped for display: key → value strings, in a stable order.
-pub fn cell_table(c: &CellSpec) -> BTreeMap<&'static str, String> {
-    let p = &c.params;
-    BTreeMap::from([
-        ("dim", p.dim.to_string()),
-        ("word_ngrams", p.word_ngrams.to_string()),
-        ("char_ngrams", format!("{}-{}", p.minn, p.maxn)),
-        ("buckets", p.buckets.to_string()),
-        ("epochs", p.epochs.to_string()),
-        ("lr", p.lr.to_string()),
-        ("seed", c.seed.to_string()),
-    ])
 }
 
 #[cfg(test)]

@@ -122,8 +122,7 @@ pub struct Plan {
     pub cells: Vec<PlanCell>,
 }
 
-pub fn plan(m: &Manifest, cache: &Cache) -> Result<Plan> {
-    let shared = shared_stages(m)?;
+pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
     let st = |id: &StageId| PlanStage {
         stage: id.stage.to_string(),
         key: id.key.clone(),
@@ -133,7 +132,7 @@ pub fn plan(m: &Manifest, cache: &Cache) -> Result<Plan> {
         .cells
         .iter()
         .map(|c| {
-            let cs = cell_stages(c, &shared);
+            let cs = cell_stages(c, shared);
             PlanCell {
                 cell: c.name.clone(),
                 classifier: c.classifier.as_str().into(),
@@ -328,7 +327,7 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
         trained_now = Some(t);
         Ok(())
     })?;
-    let (eval_entry, eval_outcome) = cx.cache.get_or_compute(&stages.evaluate, |w| {
+    let (eval_entry, _) = cx.cache.get_or_compute(&stages.evaluate, |w| {
         let model = match trained_now.take() {
             Some(t) => t,
             None => Trained::load(&train_entry.dir, cx.device)?,
@@ -376,7 +375,6 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
         };
         w.write_json("metrics.json", &result)
     })?;
-    let _ = eval_outcome;
     let mut result: CellResult = eval_entry.read_json("metrics.json")?;
     // The entry may have been made by another experiment whose grid named the same configuration
     // differently: what it computed is shared, how this run names it is not.
@@ -431,7 +429,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     let progress = Progress::new(opts.quiet);
     cache.sweep_tmp();
     let shared = shared_stages(m)?;
-    let plan_before = plan(m, cache)?;
+    let plan_before = plan(m, &shared, cache)?;
     let ds = load_dataset(&shared, m, cache, &progress)?;
     let split = split_dataset(&shared, m, &ds, cache, &progress)?;
     let (classes, index) = class_index(&ds, &split);

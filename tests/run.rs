@@ -136,9 +136,7 @@ fn metrics_can_be_recomputed_from_predictions() {
 #[test]
 fn plan_lists_keys_and_cache_state() {
     let (s, m) = small_sandbox();
-    let o = s.cmd(&["plan", m.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plan = s.plan_json(&m, &[]);
     let stages = plan["cells"][0]["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 4);
     assert!(
@@ -147,8 +145,7 @@ fn plan_lists_keys_and_cache_state() {
             .all(|st| st["cached"] == false && st["key"].as_str().unwrap().len() == 64)
     );
     assert!(s.cmd(&["run", m.to_str().unwrap(), "-q"]).status.success());
-    let o = s.cmd(&["plan", m.to_str().unwrap(), "--json"]);
-    let plan2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plan2 = s.plan_json(&m, &[]);
     assert!(
         plan2["cells"][0]["stages"]
             .as_array()
@@ -176,7 +173,10 @@ fn environment_and_set_layer_over_the_file() {
             .unwrap()
             .to_string()
     };
-    let file = key_of(s.cmd(&["plan", m.to_str().unwrap(), "--json"]));
+    let file = s.plan_json(&m, &[])["cells"][0]["stages"][1]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let env = |extra: &[&str]| {
         bin()
             .args(["plan", m.to_str().unwrap(), "--json"])
@@ -246,17 +246,15 @@ fn same_seed_gives_the_same_predictions_with_separate_caches() {
 #[test]
 fn grid_lists_expand_into_named_cells() {
     let (s, m) = small_sandbox();
-    let o = s.cmd(&[
-        "plan",
-        m.to_str().unwrap(),
-        "--json",
-        "--set",
-        "classifier.dim=[8,16]",
-        "--set",
-        "experiment.seeds=[1,2,3]",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = s.plan_json(
+        &m,
+        &[
+            "--set",
+            "classifier.dim=[8,16]",
+            "--set",
+            "experiment.seeds=[1,2,3]",
+        ],
+    );
     let names: Vec<&str> = p["cells"]
         .as_array()
         .unwrap()
@@ -339,14 +337,7 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
         "the dead writer's temporary entry was swept"
     );
     // Every entry verifies: rerunning the plan sees all stages cached.
-    let o = s.cmd(&[
-        "plan",
-        m.to_str().unwrap(),
-        "--json",
-        "--set",
-        "classifier.1.epochs=3",
-    ]);
-    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = s.plan_json(&m, &["--set", "classifier.1.epochs=3"]);
     for c in p["cells"].as_array().unwrap() {
         assert!(
             c["stages"]

@@ -285,6 +285,16 @@ mod tests {
         }
     }
 
+    /// Every row kept: no dedup, no conflict handling, no class dropped.
+    fn keep_all(kind: DataKind) -> DataConfig {
+        DataConfig {
+            duplicates: DuplicatePolicy::Keep,
+            conflicts: ConflictPolicy::Keep,
+            min_examples: 1,
+            ..cfg(kind)
+        }
+    }
+
     fn shared(rel: &str) -> PathBuf {
         let p = default_data_dir().join(rel);
         assert!(
@@ -298,12 +308,7 @@ mod tests {
     #[test]
     fn tram_single_label_matches_the_published_counts() {
         let p = shared("tram/single_label.json");
-        let keep_all = DataConfig {
-            duplicates: DuplicatePolicy::Keep,
-            conflicts: ConflictPolicy::Keep,
-            min_examples: 1,
-            ..cfg(DataKind::TramSingle)
-        };
+        let keep_all = keep_all(DataKind::TramSingle);
         let d = load(&keep_all, &p, None).unwrap();
         assert_eq!(d.stats.rows_read, 5089);
         assert_eq!(d.examples.len(), 5089);
@@ -320,12 +325,7 @@ mod tests {
     #[test]
     fn cti_to_mitre_matches_the_published_counts() {
         let p = shared("cti-to-mitre/dataset.csv");
-        let keep_all = DataConfig {
-            duplicates: DuplicatePolicy::Keep,
-            conflicts: ConflictPolicy::Keep,
-            min_examples: 1,
-            ..cfg(DataKind::CtiToMitre)
-        };
+        let keep_all = keep_all(DataKind::CtiToMitre);
         let d = load(&keep_all, &p, None).unwrap();
         assert_eq!(d.stats.rows_read, 12945);
         assert_eq!(d.stats.classes, 188);
@@ -339,12 +339,7 @@ mod tests {
     #[test]
     fn tram_multi_label_negatives_and_multi_label_rows() {
         let p = shared("tram/multi_label_reconstructed.jsonl");
-        let base = DataConfig {
-            duplicates: DuplicatePolicy::Keep,
-            conflicts: ConflictPolicy::Keep,
-            min_examples: 1,
-            ..cfg(DataKind::TramMulti)
-        };
+        let base = keep_all(DataKind::TramMulti);
         let d = load(&base, &p, None).unwrap();
         assert_eq!(d.stats.rows_read, 18999);
         assert_eq!(d.stats.negatives_dropped, 15115);
@@ -363,17 +358,7 @@ mod tests {
     #[test]
     fn tram_bootstrap_reads_the_report_object() {
         let p = shared("tram/bootstrap-training-data.json");
-        let d = load(
-            &DataConfig {
-                duplicates: DuplicatePolicy::Keep,
-                conflicts: ConflictPolicy::Keep,
-                min_examples: 1,
-                ..cfg(DataKind::TramBootstrap)
-            },
-            &p,
-            None,
-        )
-        .unwrap();
+        let d = load(&keep_all(DataKind::TramBootstrap), &p, None).unwrap();
         assert_eq!(d.stats.rows_read, 11130);
         assert_eq!(d.examples.len(), 11130);
         assert_eq!(d.stats.classes, 50);

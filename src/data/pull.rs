@@ -19,9 +19,6 @@ pub struct Remote {
     pub sha256: Option<&'static str>,
 }
 
-pub const TRAM_COMMIT: &str = "f29793d8";
-pub const CTI_TO_MITRE_COMMIT: &str = "c7ff78db";
-
 pub const FILES: &[Remote] = &[
     Remote {
         set: "tram",

@@ -80,6 +80,14 @@ impl Sandbox {
         assert!(o.status.success(), "{}", stderr(&o));
         o
     }
+    /// `synthcti plan MANIFEST --json EXTRA…`, which must succeed, parsed.
+    pub fn plan_json(&self, manifest: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["plan", manifest.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let o = self.cmd(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
     /// Files under a folder, recursively.
     pub fn files_under(&self, rel: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
