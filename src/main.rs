@@ -158,7 +158,8 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             let m = load_manifest(&a.m)?;
             let cache = open_cache(a.m.cache_dir.clone())?;
             let shared = pipeline::shared_stages(&m)?;
-            let plan = pipeline::plan(&m, &shared, &cache)?;
+            let mut plan = pipeline::plan(&m, &shared, &cache)?;
+            plan.notes = pipeline::plan_notes(&m, &shared, &cache)?;
             if a.json {
                 println!(
                     "{}",
@@ -172,11 +173,17 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                     plan.data_file,
                     plan.cache_dir
                 );
+                for n in &plan.notes {
+                    println!("note  {n}");
+                }
                 for c in &plan.cells {
                     println!(
                         "\n{}  [{} seed {} augment {}]",
                         c.cell, c.classifier, c.seed, c.augment
                     );
+                    if let Some(s) = &c.synthetic {
+                        println!("  synthetic {}", pipeline::spec_label(s));
+                    }
                     println!("  params {}", c.params);
                     for s in &c.stages {
                         println!(

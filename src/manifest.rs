@@ -5,7 +5,8 @@
 //! `data.dir`) < `--set key.path=value` on the command line.
 //!
 //! Any list-valued grid field (`experiment.seeds`, every field of a `[[classifier]]` but `kind`,
-//! `augment.kind`) expands as a cartesian product into cells.
+//! `augment.kind`, and on synthetic cells `augment.k`, `template`, `generator`, `per_technique`)
+//! expands as a cartesian product into cells.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,6 +98,8 @@ pub struct RawManifest {
     pub augment: AugmentConfig,
     #[serde(default = "default_classifiers")]
     pub classifier: Vec<ClassifierConfig>,
+    #[serde(default = "default_generators")]
+    pub generator: Vec<GeneratorConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +123,9 @@ fn default_output_dir() -> PathBuf {
 }
 fn default_classifiers() -> Vec<ClassifierConfig> {
     vec![ClassifierConfig::default()]
+}
+fn default_generators() -> Vec<GeneratorConfig> {
+    vec![GeneratorConfig::default()]
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -296,17 +302,83 @@ impl Default for SplitConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum AugmentKind {
     /// Real data only.
     None,
+    /// Real data + LLM-written sentences for the target techniques.
+    Synthetic,
 }
 
 impl AugmentKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AugmentKind::None => "none",
+            AugmentKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// How many sentences a target technique gets.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountMode {
+    /// `per_technique` new sentences for every target technique.
+    Fixed,
+    /// Enough new sentences to bring the technique's train count up to `per_technique`.
+    UpTo,
+}
+
+/// How the clustering stage embeds a technique's train sentences.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterEmbedding {
+    /// TF-IDF over words and word bigrams, reduced by truncated SVD (LSA).
+    TfidfSvd,
+}
+
+/// Which techniques get synthetic sentences: exactly one of the three.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Techniques with fewer train sentences than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below: Option<usize>,
+    /// Techniques whose train count is at or below this quantile of all train counts, in (0, 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// These technique IDs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<String>>,
+}
+
+/// The filters applied to parsed synthetic sentences.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Fewer words than this is malformed.
+    pub min_words: usize,
+    /// More characters than this is overlong.
+    pub max_chars: usize,
+    /// Cosine similarity (TF-IDF of words and bigrams) at or above which two sentences are near
+    /// duplicates (among synthetic sentences, and against the real train sentences).
+    pub near_duplicate: f64,
+    /// Similarity to any test sentence at or above which a synthetic sentence is dropped as leakage.
+    pub leakage: f64,
+    /// Drop sentences that a fastText model trained on the real train split assigns to another
+    /// technique.
+    pub reference_classifier: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self {
+            min_words: 5,
+            max_chars: 400,
+            near_duplicate: 0.9,
+            leakage: 0.8,
+            reference_classifier: false,
         }
     }
 }
@@ -314,13 +386,139 @@ impl AugmentKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
+    /// `none` (real data only) and/or `synthetic`; a list puts both in the grid.
     pub kind: Grid<AugmentKind>,
+    /// Clusters per target technique (1 = no clustering); clipped to the technique's size.
+    pub k: Grid<usize>,
+    /// Prompt template: a name in `templates_dir` (`<name>.j2`, falling back to the shipped
+    /// ones) or a path to a `.j2` file.
+    pub template: Grid<String>,
+    /// Name of a `[[generator]]` table.
+    pub generator: Grid<String>,
+    /// Sentences per target technique (see `count`).
+    pub per_technique: Grid<usize>,
+    pub count: CountMode,
+    /// Sentences asked for in one LLM call.
+    pub per_call: usize,
+    /// Sentences nearest each cluster centroid shown in the prompt.
+    pub representatives: usize,
+    pub embedding: ClusterEmbedding,
+    /// Dimensions kept by the truncated SVD.
+    pub svd_dim: usize,
+    /// Folder of prompt templates, relative to the current folder.
+    pub templates_dir: PathBuf,
+    pub targets: TargetConfig,
+    pub filter: FilterConfig,
 }
 
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
             kind: Grid::One(AugmentKind::None),
+            k: Grid::One(3),
+            template: Grid::One("cluster-guided".into()),
+            generator: Grid::One("smollm2".into()),
+            per_technique: Grid::One(20),
+            count: CountMode::Fixed,
+            per_call: 5,
+            representatives: 3,
+            embedding: ClusterEmbedding::TfidfSvd,
+            svd_dim: 32,
+            templates_dir: PathBuf::from("templates"),
+            targets: TargetConfig::default(),
+            filter: FilterConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// In-process GGUF inference with llama.cpp.
+    Local,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// Answers only from the call cache of another generator.
+    Replay,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Replay => "replay",
+        }
+    }
+}
+
+/// The default GGUF: SmolLM2-135M-Instruct, fetched by `just models` into `models/`.
+pub const DEFAULT_GGUF: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// A `[[generator]]` table: an LLM and how to call it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// What `augment.generator` calls it.
+    pub name: String,
+    pub provider: ProviderKind,
+    /// `local`: path of a GGUF file; `openai`: the model id.
+    pub model: String,
+    /// `replay`: the generator whose cached calls answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: u32,
+    pub seed: u64,
+    /// `local`: CPU threads.
+    pub threads: usize,
+    /// `local`: context size in tokens.
+    pub context: u32,
+    /// `openai`: base URL of the API (…/v1).
+    pub base_url: String,
+    /// `openai`: the environment variable holding the API key (unset: no key is sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// `openai`: calls in flight at once.
+    pub concurrency: usize,
+    /// `openai`: retries after the first attempt (429, 5xx, connection errors, timeouts).
+    pub max_retries: u32,
+    /// `openai`: seconds before an attempt times out.
+    pub timeout_s: f64,
+    /// `openai`: first backoff delay in seconds; doubles per retry, with jitter, up to `max_backoff_s`.
+    pub backoff_s: f64,
+    pub max_backoff_s: f64,
+    /// Per run: stop calling after this many calls (cached answers are free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_calls: Option<u64>,
+    /// Per run: stop calling once this many tokens (prompt + completion) were spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            name: "smollm2".into(),
+            provider: ProviderKind::Local,
+            model: DEFAULT_GGUF.into(),
+            of: None,
+            temperature: 0.8,
+            top_p: 0.95,
+            max_tokens: 256,
+            seed: 0,
+            threads: 2,
+            context: 2048,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key_env: None,
+            concurrency: 4,
+            max_retries: 4,
+            timeout_s: 60.0,
+            backoff_s: 0.5,
+            max_backoff_s: 30.0,
+            budget_calls: None,
+            budget_tokens: None,
         }
     }
 }
@@ -423,6 +621,15 @@ pub struct FastTextParams {
     pub weighting: Weighting,
 }
 
+/// The swept settings of one synthetic-data chain (cluster → prompt → generate → filter).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SynthSpec {
+    pub k: usize,
+    pub template: String,
+    pub generator: String,
+    pub per_technique: usize,
+}
+
 /// One cell of the grid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellSpec {
@@ -431,6 +638,9 @@ pub struct CellSpec {
     pub params: FastTextParams,
     pub seed: u64,
     pub augment: AugmentKind,
+    /// Set on `augment = synthetic` cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SynthSpec>,
 }
 
 /// A manifest that passed validation: every path exists, every number is in range.
@@ -440,6 +650,10 @@ pub struct Manifest {
     pub raw: RawManifest,
     pub data_dir: PathBuf,
     pub cells: Vec<CellSpec>,
+    /// The prompt templates synthetic cells use, checked.
+    pub templates: BTreeMap<String, crate::prompt::PromptTemplate>,
+    /// The generators synthetic cells use, resolved (model hashed, replay linked).
+    pub generators: BTreeMap<String, crate::llm::Generator>,
 }
 
 /// A `--set key.path=value` override.
@@ -508,8 +722,8 @@ fn env_provider() -> Env {
         .lowercase(true)
 }
 
-/// Keys that hold arrays of tables (`[[classifier]]`).
-const TABLE_ARRAYS: &[&str] = &["classifier"];
+/// Keys that hold arrays of tables (`[[classifier]]`, `[[generator]]`).
+const TABLE_ARRAYS: &[&str] = &["classifier", "generator"];
 
 /// `--set classifier.dim=32` sets `dim` in every `[[classifier]]` table, `--set classifier.1.dim=32`
 /// in the second one only. Figment cannot address into arrays, so such overrides are applied to
@@ -529,6 +743,7 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
             .entry(head.to_string())
             .or_insert_with(|| match file.get(head) {
                 Some(toml::Value::Array(a)) => a.clone(),
+                _ if head == "generator" => vec![toml::Value::Table(toml::Table::new())],
                 _ => vec![toml::Value::Table(toml::Table::from_iter([(
                     "kind".to_string(),
                     toml::Value::String("fasttext".into()),
@@ -813,12 +1028,217 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
         ));
     }
     let cells = expand(&raw);
+    let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
     Ok(Manifest {
         source: path.to_path_buf(),
         data_dir,
         raw,
         cells,
+        templates,
+        generators,
     })
+}
+
+type Templates = BTreeMap<String, crate::prompt::PromptTemplate>;
+type Generators = BTreeMap<String, crate::llm::Generator>;
+
+/// Check the synthetic-data settings the grid uses: targets, numbers, templates (and the
+/// variables they read), generators (model files, API key variables). Only what synthetic cells
+/// use is checked, so a real-only manifest never needs a model.
+fn validate_augment(
+    raw: &RawManifest,
+    cells: &[CellSpec],
+    data_dir: &Path,
+    e: &dyn Fn(&str, String) -> Error,
+) -> Result<(Templates, Generators)> {
+    let mut templates = BTreeMap::new();
+    let mut generators = BTreeMap::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, g) in raw.generator.iter().enumerate() {
+        if g.name.trim().is_empty() {
+            return Err(e(
+                &format!("generator.{i}.name"),
+                "must not be empty".into(),
+            ));
+        }
+        if !names.insert(g.name.clone()) {
+            return Err(e(
+                &format!("generator.{i}.name"),
+                format!(
+                    "two [[generator]] tables are named `{}`; names must be unique",
+                    g.name
+                ),
+            ));
+        }
+    }
+    if !cells.iter().any(|c| c.synthetic.is_some()) {
+        return Ok((templates, generators));
+    }
+    let a = &raw.augment;
+    let t = &a.targets;
+    let rules = [t.below.is_some(), t.quantile.is_some(), t.list.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if rules > 1 {
+        return Err(e(
+            "augment.targets",
+            "give one of `below`, `quantile` or `list`, not several".into(),
+        ));
+    }
+    if t.below == Some(0) {
+        return Err(e("augment.targets.below", "must be at least 1".into()));
+    }
+    if let Some(q) = t.quantile
+        && !(q > 0.0 && q < 1.0)
+    {
+        return Err(e(
+            "augment.targets.quantile",
+            format!("{q} is out of range; it must be > 0 and < 1, e.g. 0.25"),
+        ));
+    }
+    if let Some(l) = &t.list
+        && (l.is_empty() || l.iter().any(|x| x.trim().is_empty()))
+    {
+        return Err(e(
+            "augment.targets.list",
+            "give technique IDs such as [\"T1001\", \"T1059.001\"]".into(),
+        ));
+    }
+    let range = |key: &str, vals: Vec<usize>, lo: usize, hi: usize| -> Result<()> {
+        for v in vals {
+            if v < lo || v > hi {
+                return Err(e(
+                    key,
+                    format!("{v} is out of range; it must be between {lo} and {hi}"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    range("augment.k", a.k.values(), 1, 64)?;
+    range("augment.per_technique", a.per_technique.values(), 1, 10_000)?;
+    range("augment.per_call", vec![a.per_call], 1, 100)?;
+    range("augment.representatives", vec![a.representatives], 0, 50)?;
+    range("augment.svd_dim", vec![a.svd_dim], 1, 1024)?;
+    let f = &a.filter;
+    range("augment.filter.min_words", vec![f.min_words], 1, 100)?;
+    range("augment.filter.max_chars", vec![f.max_chars], 10, 100_000)?;
+    for (key, v) in [
+        ("augment.filter.near_duplicate", f.near_duplicate),
+        ("augment.filter.leakage", f.leakage),
+    ] {
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(e(
+                key,
+                format!("{v} is out of range; it must be > 0 and <= 1 (a cosine similarity)"),
+            ));
+        }
+    }
+    if raw.data.attack == "none" {
+        return Err(e(
+            "data.attack",
+            "synthetic cells need the ATT&CK bundle for technique names and descriptions; set `data.attack` to `auto` or a bundle path".into(),
+        ));
+    }
+    if crate::data::attack_path(&raw.data, data_dir)?.is_none() {
+        return Err(Error::data(format!(
+            "synthetic cells need the ATT&CK bundle (technique names and descriptions) and there is none in {}; run `synthcti data pull` or set `data.attack`",
+            data_dir.display()
+        )));
+    }
+    for name in a.template.values() {
+        let t = crate::prompt::PromptTemplate::resolve(&name, &a.templates_dir)
+            .map_err(|err| e("augment.template", err.message))?;
+        templates.insert(name, t);
+    }
+    for name in a.generator.values() {
+        let Some((gi, g)) = raw
+            .generator
+            .iter()
+            .enumerate()
+            .find(|(_, g)| g.name == name)
+        else {
+            return Err(e(
+                "augment.generator",
+                format!(
+                    "no [[generator]] named `{name}`; defined: {}",
+                    raw.generator
+                        .iter()
+                        .map(|g| format!("`{}`", g.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let k = |f: &str| format!("generator.{gi}.{f}");
+        if g.provider == ProviderKind::Replay {
+            if g.of.is_none() {
+                return Err(e(
+                    &k("of"),
+                    "a replay generator needs `of`, the name of the generator whose cached calls it replays".into(),
+                ));
+            }
+        } else {
+            if g.of.is_some() {
+                return Err(e(&k("of"), "only a `replay` generator takes `of`".into()));
+            }
+            if g.model.trim().is_empty() {
+                return Err(e(
+                    &k("model"),
+                    "must name a model (a GGUF path or a model id)".into(),
+                ));
+            }
+            if !(0.0..=2.0).contains(&g.temperature) {
+                return Err(e(
+                    &k("temperature"),
+                    format!(
+                        "{} is out of range; it must be between 0 and 2",
+                        g.temperature
+                    ),
+                ));
+            }
+            if !(g.top_p > 0.0 && g.top_p <= 1.0) {
+                return Err(e(
+                    &k("top_p"),
+                    format!("{} is out of range; it must be > 0 and <= 1", g.top_p),
+                ));
+            }
+            range(&k("max_tokens"), vec![g.max_tokens as usize], 1, 32_768)?;
+            range(&k("threads"), vec![g.threads], 1, 256)?;
+            range(&k("context"), vec![g.context as usize], 128, 1 << 20)?;
+            range(&k("concurrency"), vec![g.concurrency], 1, 256)?;
+            range(&k("max_retries"), vec![g.max_retries as usize], 0, 20)?;
+            for (f, v) in [
+                ("timeout_s", g.timeout_s),
+                ("backoff_s", g.backoff_s),
+                ("max_backoff_s", g.max_backoff_s),
+            ] {
+                if !(v > 0.0 && v <= 3600.0) {
+                    return Err(e(
+                        &k(f),
+                        format!("{v} is out of range; it must be > 0 and <= 3600 seconds"),
+                    ));
+                }
+            }
+            if g.provider == ProviderKind::Openai {
+                if !(g.base_url.starts_with("http://") || g.base_url.starts_with("https://")) {
+                    return Err(e(
+                        &k("base_url"),
+                        format!(
+                            "`{}` is not an http(s) URL; e.g. https://api.openai.com/v1 or http://127.0.0.1:8080/v1",
+                            g.base_url
+                        ),
+                    ));
+                }
+                crate::llm::openai::api_key(g).map_err(|err| e(&k("api_key_env"), err.message))?;
+            }
+        }
+        let resolved = crate::llm::Generator::resolve(&name, &raw.generator)
+            .map_err(|err| e(&k("model"), err.message))?;
+        generators.insert(name, resolved);
+    }
+    Ok((templates, generators))
 }
 
 /// The data folder: `data.dir`, else `SYNTHCTI_DATA_DIR` (already layered into `data.dir`), else
@@ -830,7 +1250,7 @@ pub fn resolve_data_dir(dir: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Expand the grid into cells: classifiers × their swept fields × augment kinds × seeds.
+/// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds.
 pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
     let mut cells = Vec::new();
     for c in &raw.classifier {
@@ -884,11 +1304,12 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
         axis!(min_delta, "md");
         axis!(class_weight, "cw");
         axis!(weighting, "wt");
-        for augment in raw.augment.kind.values() {
+        let variants = augment_variants(&raw.augment);
+        for (augment, synth, synth_tags) in &variants {
             for seed in raw.experiment.seeds.values() {
                 for (p, tags) in &combos {
                     let mut name = c.kind.as_str().to_string();
-                    for (k, v) in tags {
+                    for (k, v) in tags.iter().chain(synth_tags) {
                         name.push_str(&format!("-{k}{v}"));
                     }
                     if raw.augment.kind.is_sweep() {
@@ -897,7 +1318,8 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
                     name.push_str(&format!("-s{seed}"));
                     let h = crate::hash::blake3_hex(
                         crate::hash::canonical_json(&serde_json::json!({
-                            "kind": c.kind, "params": p, "seed": seed, "augment": augment
+                            "kind": c.kind, "params": p, "seed": seed, "augment": augment,
+                            "synthetic": synth,
                         }))
                         .as_bytes(),
                     );
@@ -908,7 +1330,8 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
                         classifier: c.kind,
                         params: p.clone(),
                         seed,
-                        augment,
+                        augment: *augment,
+                        synthetic: synth.clone(),
                     });
                 }
             }
@@ -918,6 +1341,49 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
     let mut seen = std::collections::BTreeSet::new();
     cells.retain(|c| seen.insert(c.name.clone()));
     cells
+}
+
+/// The augmentation variants of the grid: `none` once, `synthetic` once per combination of its
+/// swept settings, each with the name tags of the settings that are swept.
+type Variant = (AugmentKind, Option<SynthSpec>, Vec<(String, String)>);
+
+fn augment_variants(a: &AugmentConfig) -> Vec<Variant> {
+    let mut out = Vec::new();
+    for kind in a.kind.values() {
+        if kind == AugmentKind::None {
+            out.push((kind, None, Vec::new()));
+            continue;
+        }
+        for k in a.k.values() {
+            for template in a.template.values() {
+                for generator in a.generator.values() {
+                    for per_technique in a.per_technique.values() {
+                        let mut tags = Vec::new();
+                        if a.k.is_sweep() {
+                            tags.push(("k".to_string(), k.to_string()));
+                        }
+                        if a.template.is_sweep() {
+                            tags.push(("t".to_string(), template.clone()));
+                        }
+                        if a.generator.is_sweep() {
+                            tags.push(("g".to_string(), generator.clone()));
+                        }
+                        if a.per_technique.is_sweep() {
+                            tags.push(("n".to_string(), per_technique.to_string()));
+                        }
+                        let spec = SynthSpec {
+                            k,
+                            template: template.clone(),
+                            generator: generator.clone(),
+                            per_technique,
+                        };
+                        out.push((kind, Some(spec), tags));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn fmt_tag(v: &serde_json::Value) -> String {

@@ -10,10 +10,14 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, Entry, Outcome, StageId};
+use crate::cluster::{self, CLUSTER_VERSION, Clusters};
 use crate::data::{self, Catalog, Dataset, LOAD_VERSION};
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::filter::{self, FILTER_VERSION, FilterInput, Synthetic};
+use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
 use crate::hash::file_hash;
-use crate::manifest::{CellSpec, Manifest};
+use crate::llm::{self, Budget, CallJob};
+use crate::manifest::{CellSpec, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
 use crate::model::fasttext::{self, Trained};
 use crate::progress::Progress;
@@ -28,8 +32,19 @@ const TOP_K: usize = 5;
 pub struct Shared {
     pub data_path: PathBuf,
     pub attack_path: Option<PathBuf>,
+    pub attack_hash: Option<String>,
     pub load: StageId,
     pub split: StageId,
+}
+
+/// The stage ids of one synthetic-data chain.
+#[derive(Debug, Clone)]
+pub struct SynthStages {
+    pub cluster: StageId,
+    pub generate: StageId,
+    /// The fastText model trained on real data that the `reference` filter asks.
+    pub reference: Option<(CellSpec, StageId)>,
+    pub filter: StageId,
 }
 
 /// A cell's stage ids.
@@ -70,12 +85,111 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
     Ok(Shared {
         data_path,
         attack_path,
+        attack_hash,
         load,
         split,
     })
 }
 
-pub fn cell_stages(cell: &CellSpec, shared: &Shared) -> CellStages {
+/// The reference classifier of the `reference` filter: the default fastText configuration on
+/// real data, seeded by the split seed (the same stage as a baseline cell with those settings).
+fn reference_cell(m: &Manifest) -> CellSpec {
+    let raw = crate::manifest::RawManifest {
+        experiment: crate::manifest::Experiment {
+            name: "reference".into(),
+            seeds: crate::manifest::Grid::One(m.raw.split.seed),
+            output_dir: PathBuf::new(),
+        },
+        data: m.raw.data.clone(),
+        split: m.raw.split.clone(),
+        augment: Default::default(),
+        classifier: vec![Default::default()],
+        generator: Vec::new(),
+    };
+    crate::manifest::expand(&raw)
+        .into_iter()
+        .next()
+        .expect("one reference cell")
+}
+
+/// The filter stage's id for a generation key (a partial generation has its own key).
+fn filter_id(
+    m: &Manifest,
+    generate_key: &str,
+    shared: &Shared,
+    reference: Option<&StageId>,
+) -> StageId {
+    let mut inputs = vec![generate_key, shared.split.key.as_str()];
+    if let Some(r) = reference {
+        inputs.push(r.key.as_str());
+    }
+    StageId::new(
+        "filter",
+        FILTER_VERSION,
+        &serde_json::json!({"filter": m.raw.augment.filter}),
+        &inputs,
+    )
+}
+
+pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthStages {
+    let a = &m.raw.augment;
+    let cluster = StageId::new(
+        "cluster",
+        CLUSTER_VERSION,
+        &serde_json::json!({
+            "targets": a.targets,
+            "k": spec.k,
+            "embedding": a.embedding,
+            "svd_dim": a.svd_dim,
+            "representatives": a.representatives,
+            "seed": m.raw.split.seed,
+        }),
+        &[&shared.split.key],
+    );
+    let generator = &m.generators[&spec.generator];
+    let template = &m.templates[&spec.template];
+    // The generator's identity (not its name): a replay shares the entries of what it replays.
+    let generate = StageId::new(
+        "generate",
+        GENERATE_VERSION,
+        &serde_json::json!({
+            "identity": generator.identity,
+            "template": template.hash,
+            "per_technique": spec.per_technique,
+            "count": a.count,
+            "per_call": a.per_call,
+            "attack": shared.attack_hash,
+        }),
+        &[&cluster.key],
+    );
+    let reference = a.filter.reference_classifier.then(|| {
+        let cell = reference_cell(m);
+        let id = cell_stages(&cell, shared, None).train;
+        (cell, id)
+    });
+    let filter = filter_id(m, &generate.key, shared, reference.as_ref().map(|r| &r.1));
+    SynthStages {
+        cluster,
+        generate,
+        reference,
+        filter,
+    }
+}
+
+/// `k3-cluster-guided-smollm2-n20`: a synthetic chain's settings in a name.
+pub fn spec_label(spec: &SynthSpec) -> String {
+    format!(
+        "k{}-{}-{}-n{}",
+        spec.k, spec.template, spec.generator, spec.per_technique
+    )
+}
+
+/// A cell's stage ids; `synthetic` is the key of the filtered synthetic data it trains on.
+pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) -> CellStages {
+    let mut inputs = vec![shared.split.key.as_str()];
+    if let Some(k) = synthetic {
+        inputs.push(k);
+    }
     let train = StageId::new(
         "train",
         fasttext::TRAIN_VERSION,
@@ -85,7 +199,7 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared) -> CellStages {
             "seed": cell.seed,
             "augment": cell.augment,
         }),
-        &[&shared.split.key],
+        &inputs,
     );
     let evaluate = StageId::new(
         "evaluate",
@@ -110,6 +224,8 @@ pub struct PlanCell {
     pub augment: String,
     pub seed: u64,
     pub params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SynthSpec>,
     pub stages: Vec<PlanStage>,
 }
 
@@ -120,6 +236,9 @@ pub struct Plan {
     pub data_file: String,
     pub cache_dir: String,
     pub cells: Vec<PlanCell>,
+    /// What the data decides: target techniques, clipped k.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
@@ -132,19 +251,30 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
         .cells
         .iter()
         .map(|c| {
-            let cs = cell_stages(c, shared);
+            let mut stages = vec![st(&shared.load), st(&shared.split)];
+            let synth = c
+                .synthetic
+                .as_ref()
+                .map(|spec| synth_stages(m, shared, spec));
+            if let Some(ss) = &synth {
+                stages.push(st(&ss.cluster));
+                stages.push(st(&ss.generate));
+                if let Some((_, r)) = &ss.reference {
+                    stages.push(st(r));
+                }
+                stages.push(st(&ss.filter));
+            }
+            let cs = cell_stages(c, shared, synth.as_ref().map(|s| s.filter.key.as_str()));
+            stages.push(st(&cs.train));
+            stages.push(st(&cs.evaluate));
             PlanCell {
                 cell: c.name.clone(),
                 classifier: c.classifier.as_str().into(),
                 augment: c.augment.as_str().into(),
                 seed: c.seed,
                 params: serde_json::to_value(&c.params).expect("params serialize"),
-                stages: vec![
-                    st(&shared.load),
-                    st(&shared.split),
-                    st(&cs.train),
-                    st(&cs.evaluate),
-                ],
+                synthetic: c.synthetic.clone(),
+                stages,
             }
         })
         .collect();
@@ -154,7 +284,76 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
         data_file: shared.data_path.display().to_string(),
         cache_dir: cache.root().display().to_string(),
         cells,
+        notes: Vec::new(),
     })
+}
+
+/// The plan's notes (target techniques, clipped k): loads and splits the data through the cache.
+pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<String>> {
+    if synth_specs(m).is_empty() {
+        return Ok(Vec::new());
+    }
+    let quiet = Progress::new(true);
+    let ds = load_dataset(shared, m, cache, &quiet)?;
+    let split = split_dataset(shared, m, &ds, cache, &quiet)?;
+    Ok(cluster_all(m, shared, &ds, &split, cache)?.1)
+}
+
+/// The distinct synthetic chains of the grid, in a fixed order.
+pub fn synth_specs(m: &Manifest) -> Vec<SynthSpec> {
+    let set: std::collections::BTreeSet<SynthSpec> =
+        m.cells.iter().filter_map(|c| c.synthetic.clone()).collect();
+    set.into_iter().collect()
+}
+
+/// Real train sentences as (text, technique).
+fn train_pairs(ds: &Dataset, s: &Split) -> Vec<(String, String)> {
+    s.train
+        .iter()
+        .map(|&i| (ds.examples[i].text.clone(), ds.examples[i].label.clone()))
+        .collect()
+}
+
+/// The cluster stage of each synthetic chain (cached), and the notes the plan shows: which
+/// techniques are targets, and where k was clipped.
+pub fn cluster_all(
+    m: &Manifest,
+    shared: &Shared,
+    ds: &Dataset,
+    s: &Split,
+    cache: &Cache,
+) -> Result<(BTreeMap<SynthSpec, Clusters>, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    let mut notes = Vec::new();
+    let specs = synth_specs(m);
+    if specs.is_empty() {
+        return Ok((out, notes));
+    }
+    let train = train_pairs(ds, s);
+    for spec in specs {
+        let ids = synth_stages(m, shared, &spec);
+        let (entry, _) = cache.get_or_compute(&ids.cluster, |w| {
+            let c = cluster::cluster_targets(&train, &m.raw.augment, spec.k, m.raw.split.seed);
+            w.write_json("clusters.json", &c)
+        })?;
+        let c: Clusters = entry.read_json("clusters.json")?;
+        let label = spec_label(&spec);
+        notes.push(format!(
+            "{label}: {} target techniques ({}): {}",
+            c.targets.len(),
+            c.rule,
+            c.targets
+                .iter()
+                .map(|t| format!("{} ({})", t.technique, t.train_count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for n in c.clipped_notes() {
+            notes.push(format!("{label}: {n}"));
+        }
+        out.insert(spec, c);
+    }
+    Ok((out, notes))
 }
 
 /// What a finished cell wrote as `metrics.json`: enough to rebuild every table.
@@ -171,6 +370,34 @@ pub struct CellResult {
     pub train_key: String,
     pub evaluate_key: String,
     pub metrics: Metrics,
+    /// Macro-F1 over the target techniques of `[augment.targets]` only.
+    #[serde(default)]
+    pub target_macro_f1: Option<f64>,
+    /// On augmented cells: the synthetic data it trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SynthSummary>,
+}
+
+/// The synthetic data of an augmented cell, in figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SynthSummary {
+    pub k: usize,
+    pub template: String,
+    pub generator: String,
+    pub per_technique: usize,
+    pub targets: usize,
+    pub requested: usize,
+    pub kept: usize,
+    pub usage: generate::Usage,
+    pub filter_key: String,
+}
+
+/// A synthetic chain's result, ready for the cells that train on it.
+pub struct SynthReady {
+    /// The key the train stage takes as input (the filter stage's).
+    pub key: String,
+    pub data: Synthetic,
+    pub summary: SynthSummary,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,6 +492,15 @@ fn split_dataset(
     Ok(s)
 }
 
+/// The target techniques of `[augment.targets]` on this split (for the target-only macro-F1).
+fn target_techniques(m: &Manifest, ds: &Dataset, s: &Split) -> Vec<String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in &s.train {
+        *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
+    }
+    cluster::select_targets(&counts, &m.raw.augment.targets).0
+}
+
 /// Classes in a fixed order: every label of the split, sorted.
 fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>) {
     let mut set = std::collections::BTreeSet::new();
@@ -282,6 +518,7 @@ fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>
 
 struct CellCtx<'a> {
     m: &'a Manifest,
+    targets: &'a [String],
     ds: &'a Dataset,
     split: &'a Split,
     classes: &'a [String],
@@ -292,29 +529,33 @@ struct CellCtx<'a> {
     shared: &'a Shared,
 }
 
-fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> {
-    let stages = cell_stages(cell, cx.shared);
-    let pairs = |idx: &[usize]| -> Vec<(&str, usize)> {
-        idx.iter()
+/// Train a fastText model through the cache; returns the entry, whether it was trained now, and
+/// the model when it was.
+fn train_fasttext(
+    cx: &CellCtx,
+    id: &StageId,
+    cell: &CellSpec,
+    train: &[(&str, usize)],
+    what: &str,
+) -> Result<(Entry, bool, Option<Trained>)> {
+    let mut trained_now: Option<Trained> = None;
+    let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
+        let val: Vec<(&str, usize)> = cx
+            .split
+            .validation
+            .iter()
             .map(|&i| {
                 let e = &cx.ds.examples[i];
                 (e.text.as_str(), cx.index[&e.label])
             })
-            .collect()
-    };
-    let mut trained_now: Option<Trained> = None;
-    let (train_entry, train_outcome) = cx.cache.get_or_compute(&stages.train, |w| {
-        let train = pairs(&cx.split.train);
-        let val = pairs(&cx.split.validation);
+            .collect();
         let total = train.len().div_ceil(cell.params.batch_size) * cell.params.epochs;
-        let pb = cx
-            .progress
-            .bar(total as u64, &format!("train {}", cell.name));
+        let pb = cx.progress.bar(total as u64, &format!("train {what}"));
         let t = fasttext::train(
             &cell.params,
             cell.seed,
             cx.classes,
-            &train,
+            train,
             &val,
             cx.device,
             |step, _, loss| {
@@ -327,6 +568,36 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
         trained_now = Some(t);
         Ok(())
     })?;
+    Ok((entry, outcome == Outcome::Computed, trained_now))
+}
+
+fn run_cell(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    synth: Option<&SynthReady>,
+) -> Result<(CellResult, Entry, bool)> {
+    let stages = cell_stages(cell, cx.shared, synth.map(|s| s.key.as_str()));
+    let mut train: Vec<(&str, usize)> = cx
+        .split
+        .train
+        .iter()
+        .map(|&i| {
+            let e = &cx.ds.examples[i];
+            (e.text.as_str(), cx.index[&e.label])
+        })
+        .collect();
+    if let Some(s) = synth {
+        for (text, label) in s.data.kept() {
+            let Some(&l) = cx.index.get(label) else {
+                return Err(Error::internal(format!(
+                    "synthetic sentence for {label}, a technique not in the split"
+                )));
+            };
+            train.push((text, l));
+        }
+    }
+    let (train_entry, trained, mut trained_now) =
+        train_fasttext(cx, &stages.train, cell, &train, &cell.name)?;
     let (eval_entry, _) = cx.cache.get_or_compute(&stages.evaluate, |w| {
         let model = match trained_now.take() {
             Some(t) => t,
@@ -364,7 +635,7 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
             cell: cell.clone(),
             experiment: cx.m.raw.experiment.name.clone(),
             dataset: dataset_label(cx.m),
-            train_size: cx.split.train.len(),
+            train_size: train.len(),
             validation_size: cx.split.validation.len(),
             test_size: test.len(),
             train_seconds: model.log.train_seconds,
@@ -372,6 +643,8 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
             train_key: stages.train.key.clone(),
             evaluate_key: stages.evaluate.key.clone(),
             metrics,
+            target_macro_f1: None,
+            synthetic: None,
         };
         w.write_json("metrics.json", &result)
     })?;
@@ -381,7 +654,260 @@ fn run_cell(cx: &CellCtx, cell: &CellSpec) -> Result<(CellResult, Entry, bool)> 
     result.cell = cell.clone();
     result.experiment = cx.m.raw.experiment.name.clone();
     result.dataset = dataset_label(cx.m);
-    Ok((result, eval_entry, train_outcome == Outcome::Computed))
+    result.train_size = train.len();
+    result.target_macro_f1 = target_macro_f1(&result.metrics, cx.targets);
+    result.synthetic = synth.map(|s| s.summary.clone());
+    Ok((result, eval_entry, trained))
+}
+
+/// Macro-F1 over the target techniques that are in the test split.
+fn target_macro_f1(m: &Metrics, targets: &[String]) -> Option<f64> {
+    let f1s: Vec<f64> = m
+        .per_class
+        .iter()
+        .filter(|c| c.support > 0 && targets.contains(&c.class))
+        .map(|c| c.f1)
+        .collect();
+    (!f1s.is_empty()).then(|| f1s.iter().sum::<f64>() / f1s.len() as f64)
+}
+
+/// Run one synthetic chain after its cluster stage: prompts, calls (each through the call
+/// cache), parse and filter. A generation with failed or skipped calls is used for this run but
+/// not cached as a whole (a rerun retries the missing calls); its sentences get a key of their own.
+fn synthesize(
+    cx: &CellCtx,
+    spec: &SynthSpec,
+    clusters: &Clusters,
+    catalog: &std::sync::OnceLock<std::result::Result<Catalog, Error>>,
+    budgets: &BTreeMap<String, Budget>,
+) -> Result<SynthReady> {
+    let m = cx.m;
+    let ids = synth_stages(m, cx.shared, spec);
+    let generator = &m.generators[&spec.generator];
+    let template = &m.templates[&spec.template];
+    let label = spec_label(spec);
+    let (generation, gen_key) = match cx.cache.get(&ids.generate)? {
+        Some(entry) => {
+            let mut g: Generation = entry.read_json("generation.json")?;
+            for c in &mut g.calls {
+                if let llm::Outcome::Done { answer } = &c.outcome {
+                    c.outcome = llm::Outcome::Cached {
+                        answer: answer.clone(),
+                    };
+                }
+            }
+            (g, ids.generate.key.clone())
+        }
+        None => {
+            let catalog = catalog
+                .get_or_init(|| match &cx.shared.attack_path {
+                    Some(p) => Catalog::load(p),
+                    None => Err(Error::data("no ATT&CK bundle in the data folder")),
+                })
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let a = &m.raw.augment;
+            let (planned, requested) = generate::plan_calls(
+                clusters,
+                catalog,
+                template,
+                generator,
+                spec.per_technique,
+                a.count,
+                a.per_call,
+            )?;
+            let jobs: Vec<CallJob> = planned.iter().map(|p| p.job.clone()).collect();
+            cx.progress.log(format!(
+                "generate {label}: {} calls for {} techniques with {}",
+                jobs.len(),
+                requested.len(),
+                generator.describe()
+            ));
+            let budget = &budgets[&generator.config.name];
+            let outcomes = llm::run_calls(
+                generator,
+                &jobs,
+                cx.cache,
+                budget,
+                cx.progress,
+                &format!("generate {label}"),
+            )?;
+            let calls: Vec<CallRecord> = planned
+                .into_iter()
+                .zip(outcomes)
+                .map(|(p, outcome)| CallRecord {
+                    technique: p.technique,
+                    cluster: p.cluster,
+                    sample: p.sample,
+                    requested: p.requested,
+                    prompt_key: p.prompt_key,
+                    call_key: p.job.id.key,
+                    outcome,
+                })
+                .collect();
+            let g = Generation {
+                generator: generator.name.clone(),
+                identity: generator.identity.clone(),
+                template: template.name.clone(),
+                requested,
+                calls,
+            };
+            let u = g.usage();
+            let secs: f64 = g
+                .calls
+                .iter()
+                .filter(|c| matches!(c.outcome, llm::Outcome::Done { .. }))
+                .filter_map(|c| c.outcome.answer())
+                .map(|a| a.seconds)
+                .sum();
+            let new_tokens: u64 = g
+                .calls
+                .iter()
+                .filter(|c| matches!(c.outcome, llm::Outcome::Done { .. }))
+                .filter_map(|c| c.outcome.answer())
+                .map(|a| a.completion_tokens)
+                .sum();
+            cx.progress.log(format!(
+                "generate {label}: {} calls: {} made, {} cached, {} failed, {} skipped; {} prompt + {} completion tokens{}",
+                u.calls,
+                u.made,
+                u.cached,
+                u.failed,
+                u.skipped,
+                u.prompt_tokens,
+                u.completion_tokens,
+                if u.made > 0 && secs > 0.0 {
+                    format!(" ({:.1} tokens/s over the calls made)", new_tokens as f64 / secs)
+                } else {
+                    String::new()
+                }
+            ));
+            if g.complete() {
+                cx.cache
+                    .get_or_compute(&ids.generate, |w| w.write_json("generation.json", &g))?;
+                (g, ids.generate.key.clone())
+            } else {
+                let answered: Vec<&str> = g
+                    .calls
+                    .iter()
+                    .filter(|c| c.outcome.answer().is_some())
+                    .map(|c| c.call_key.as_str())
+                    .collect();
+                let key = crate::hash::stage_key(
+                    "generate-partial",
+                    GENERATE_VERSION,
+                    &serde_json::json!({"answered": answered}),
+                    &[&ids.generate.key],
+                );
+                cx.progress.log(format!(
+                    "generate {label}: incomplete ({} of {} calls unanswered); this run uses the {} answers it has, nothing partial is cached, and a rerun retries the missing calls",
+                    u.failed + u.skipped,
+                    u.calls,
+                    answered.len()
+                ));
+                (g, key)
+            }
+        }
+    };
+    // The reference classifier, when the filter asks for one.
+    let mut reference_model: Option<Trained> = None;
+    if let Some((cell, id)) = &ids.reference {
+        let train: Vec<(&str, usize)> = cx
+            .split
+            .train
+            .iter()
+            .map(|&i| {
+                let e = &cx.ds.examples[i];
+                (e.text.as_str(), cx.index[&e.label])
+            })
+            .collect();
+        let (entry, _, now) = train_fasttext(cx, id, cell, &train, "reference classifier")?;
+        reference_model = Some(match now {
+            Some(t) => t,
+            None => Trained::load(&entry.dir, cx.device)?,
+        });
+    }
+    let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
+    let (entry, outcome) = cx.cache.get_or_compute(&fid, |w| {
+        let train = train_pairs(cx.ds, cx.split);
+        let test: Vec<String> = cx
+            .split
+            .test
+            .iter()
+            .map(|&i| cx.ds.examples[i].text.clone())
+            .collect();
+        let predict = |texts: &[&str]| -> Vec<String> {
+            let model = reference_model.as_ref().expect("reference model loaded");
+            model
+                .predict(texts, cx.device, 1)
+                .into_iter()
+                .map(|s| cx.classes[s.pred].clone())
+                .collect()
+        };
+        let input = FilterInput {
+            train: &train,
+            test: &test,
+            reference: if reference_model.is_some() {
+                Some(&predict)
+            } else {
+                None
+            },
+        };
+        let out = filter::filter(&generation, &input, &m.raw.augment.filter);
+        w.write("synthetic.jsonl", out.jsonl().as_bytes())?;
+        w.write_json("synthetic.json", &out)
+    })?;
+    let mut data: Synthetic = entry.read_json("synthetic.json")?;
+    // Call counts are this run's (a cached filter entry may come from an earlier run).
+    data.usage = generation.usage();
+    for st in &data.techniques {
+        if st.empty_answers > 0 && outcome == Outcome::Computed {
+            cx.progress.log(format!(
+                "filter {label}: {}: {} of {} answers had no usable sentence",
+                st.technique, st.empty_answers, st.calls
+            ));
+        }
+    }
+    let removed: BTreeMap<String, usize> = data
+        .techniques
+        .iter()
+        .flat_map(|t| t.removed.iter())
+        .fold(BTreeMap::new(), |mut acc, (k, v)| {
+            *acc.entry(k.clone()).or_insert(0) += v;
+            acc
+        });
+    let requested: usize = generation.requested.values().sum();
+    cx.progress.log(format!(
+        "filter {label}: {} sentences parsed, {} kept of {} requested; removed: {}",
+        data.sentences.len(),
+        data.kept,
+        requested,
+        if removed.is_empty() {
+            "none".to_string()
+        } else {
+            removed
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    let summary = SynthSummary {
+        k: spec.k,
+        template: spec.template.clone(),
+        generator: spec.generator.clone(),
+        per_technique: spec.per_technique,
+        targets: clusters.targets.len(),
+        requested,
+        kept: data.kept,
+        usage: data.usage.clone(),
+        filter_key: fid.key.clone(),
+    };
+    Ok(SynthReady {
+        key: fid.key,
+        data,
+        summary,
+    })
 }
 
 /// The dataset column of the summary, e.g. `tram-single` or `cti-to-mitre:label_subtec`.
@@ -429,10 +955,16 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     let progress = Progress::new(opts.quiet);
     cache.sweep_tmp();
     let shared = shared_stages(m)?;
-    let plan_before = plan(m, &shared, cache)?;
     let ds = load_dataset(&shared, m, cache, &progress)?;
     let split = split_dataset(&shared, m, &ds, cache, &progress)?;
     let (classes, index) = class_index(&ds, &split);
+    let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
+    for n in &notes {
+        progress.log(format!("plan: {n}"));
+    }
+    let mut plan_before = plan(m, &shared, cache)?;
+    plan_before.notes = notes;
+    let targets = target_techniques(m, &ds, &split);
 
     // Everything that can fail on bad input has been checked; now write the run folder, under a
     // temporary name until it is complete.
@@ -483,6 +1015,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     let device = Device::flex();
     let cx = CellCtx {
         m,
+        targets: &targets,
         ds: &ds,
         split: &split,
         classes: &classes,
@@ -492,6 +1025,41 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         progress: &progress,
         shared: &shared,
     };
+    // Synthetic data first, one chain at a time (the LLM is the bottleneck); a chain that fails
+    // fails the cells that need it, not the run.
+    let catalog = std::sync::OnceLock::new();
+    let budgets: BTreeMap<String, Budget> = m
+        .generators
+        .values()
+        .map(|g| {
+            (
+                g.config.name.clone(),
+                Budget::new(g.config.budget_calls, g.config.budget_tokens),
+            )
+        })
+        .collect();
+    let mut ready: BTreeMap<SynthSpec, std::result::Result<SynthReady, String>> = BTreeMap::new();
+    for (spec, cl) in &clusters {
+        let r = synthesize(&cx, spec, cl, &catalog, &budgets).map_err(|e| {
+            progress.log(format!(
+                "synthetic data {} failed: {}",
+                spec_label(spec),
+                e.message
+            ));
+            e.message
+        });
+        ready.insert(spec.clone(), r);
+    }
+    write(
+        "synthetic.csv",
+        report::synthetic_csv(
+            &ready
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().ok().map(|r| (spec_label(k), &r.data)))
+                .collect::<Vec<_>>(),
+        )
+        .as_bytes(),
+    )?;
     let queue = Mutex::new(m.cells.iter().enumerate());
     let stop = AtomicBool::new(false);
     // (cell index, its result and whether it trained, or why it failed)
@@ -508,10 +1076,31 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                     }
                     let next = queue.lock().expect("queue").next();
                     let Some((i, cell)) = next else { break };
-                    let r = run_cell(&cx, cell).and_then(|(res, entry, trained)| {
-                        write_cell(&res, &entry, &partial.join("cells").join(&cell.name))?;
-                        Ok((res, trained))
-                    });
+                    let synth = match &cell.synthetic {
+                        None => Ok(None),
+                        Some(spec) => match &ready[spec] {
+                            Ok(r) => Ok(Some(r)),
+                            Err(e) => Err(Error::data(format!(
+                                "its synthetic data ({}) failed: {e}",
+                                spec_label(spec)
+                            ))),
+                        },
+                    };
+                    let r = synth
+                        .and_then(|synth| {
+                            run_cell(&cx, cell, synth).map(|(res, entry, t)| (res, entry, t, synth))
+                        })
+                        .and_then(|(res, entry, trained, synth)| {
+                            let dir = partial.join("cells").join(&cell.name);
+                            write_cell(&res, &entry, &dir)?;
+                            if let Some(s) = synth {
+                                std::fs::write(dir.join("synthetic.jsonl"), s.data.jsonl())
+                                    .io_ctx(ErrorKind::Internal, || {
+                                        format!("writing {}/synthetic.jsonl", dir.display())
+                                    })?;
+                            }
+                            Ok((res, trained))
+                        });
                     let r = match r {
                         Ok(x) => {
                             progress.log(format!(

@@ -28,6 +28,14 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "maxn",
     "buckets",
     "lr",
+    "target_macro_f1",
+    "k",
+    "template",
+    "generator",
+    "per_technique",
+    "synthetic_kept",
+    "llm_calls",
+    "llm_tokens",
     "status",
 ];
 
@@ -53,8 +61,91 @@ fn row(r: &CellResult) -> Vec<String> {
         p.maxn.to_string(),
         p.buckets.to_string(),
         p.lr.to_string(),
-        "ok".into(),
+        r.target_macro_f1
+            .map(|f| format!("{f:.4}"))
+            .unwrap_or_default(),
     ]
+    .into_iter()
+    .chain(match &r.synthetic {
+        Some(s) => [
+            s.k.to_string(),
+            s.template.clone(),
+            s.generator.clone(),
+            s.per_technique.to_string(),
+            s.kept.to_string(),
+            s.usage.calls.to_string(),
+            (s.usage.prompt_tokens + s.usage.completion_tokens).to_string(),
+        ],
+        None => Default::default(),
+    })
+    .chain(["ok".to_string()])
+    .collect()
+}
+
+/// Per chain and technique: what was asked, parsed, removed by each filter and kept, and the
+/// diversity of what was kept.
+pub fn synthetic_csv(chains: &[(String, &crate::filter::Synthetic)]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "synthetic",
+        "technique",
+        "train_count",
+        "requested",
+        "calls",
+        "failed_calls",
+        "empty_answers",
+        "parsed",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    header.extend(
+        crate::filter::FILTERS
+            .iter()
+            .map(|f| format!("removed_{f}")),
+    );
+    header.extend(
+        [
+            "kept",
+            "distinct_1",
+            "distinct_2",
+            "self_bleu",
+            "mean_similarity_real",
+            "nearest_similarity_real",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&header).expect("csv");
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
+    for (label, s) in chains {
+        for t in &s.techniques {
+            let mut rec = vec![
+                label.clone(),
+                t.technique.clone(),
+                t.train_count.to_string(),
+                t.requested.to_string(),
+                t.calls.to_string(),
+                t.failed_calls.to_string(),
+                t.empty_answers.to_string(),
+                t.parsed.to_string(),
+            ];
+            rec.extend(
+                crate::filter::FILTERS
+                    .iter()
+                    .map(|f| t.removed.get(*f).copied().unwrap_or(0).to_string()),
+            );
+            rec.extend([
+                t.kept.to_string(),
+                f(t.distinct_1),
+                f(t.distinct_2),
+                f(t.self_bleu),
+                f(t.mean_similarity_real),
+                f(t.nearest_similarity_real),
+            ]);
+            w.write_record(rec).expect("csv");
+        }
+    }
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
 }
 
 pub fn summary_csv(results: &[CellResult], failed: &[(String, String)]) -> String {
@@ -114,6 +205,10 @@ struct TermRow {
     micro_f1: String,
     #[tabled(rename = "weighted-F1")]
     weighted_f1: String,
+    #[tabled(rename = "target macro-F1")]
+    target_f1: String,
+    #[tabled(rename = "synthetic")]
+    synthetic: String,
     #[tabled(rename = "train s")]
     train_seconds: String,
 }
@@ -130,6 +225,15 @@ fn term_rows(results: &[CellResult]) -> Vec<TermRow> {
             macro_f1: format!("{:.4}", r.metrics.macro_f1),
             micro_f1: format!("{:.4}", r.metrics.micro_f1),
             weighted_f1: format!("{:.4}", r.metrics.weighted_f1),
+            target_f1: r
+                .target_macro_f1
+                .map(|f| format!("{f:.4}"))
+                .unwrap_or_default(),
+            synthetic: r
+                .synthetic
+                .as_ref()
+                .map(|s| format!("{} (k={}, {})", s.kept, s.k, s.generator))
+                .unwrap_or_default(),
             train_seconds: format!("{:.2}", r.train_seconds),
         })
         .collect()
@@ -155,6 +259,43 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
             .to_string(),
     );
     s.push('\n');
+    let mut chains: Vec<&crate::pipeline::SynthSummary> = results
+        .iter()
+        .filter_map(|r| r.synthetic.as_ref())
+        .collect();
+    chains.sort_by_key(|c| {
+        (
+            c.k,
+            c.template.clone(),
+            c.generator.clone(),
+            c.per_technique,
+        )
+    });
+    chains.dedup_by(|a, b| a.filter_key == b.filter_key);
+    if !chains.is_empty() {
+        s.push_str("\n## Synthetic data\n\n| k | template | generator | per technique | targets | requested | kept | LLM calls (made / cached / failed / skipped) | tokens (prompt + completion) |\n|---|---|---|---|---|---|---|---|---|\n");
+        for c in chains {
+            let u = &c.usage;
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} ({} / {} / {} / {}) | {} + {} |\n",
+                c.k,
+                c.template,
+                c.generator,
+                c.per_technique,
+                c.targets,
+                c.requested,
+                c.kept,
+                u.calls,
+                u.made,
+                u.cached,
+                u.failed,
+                u.skipped,
+                u.prompt_tokens,
+                u.completion_tokens
+            ));
+        }
+        s.push_str("\nPer technique: `synthetic.csv`; every sentence and the filters it passed: `cells/<cell>/synthetic.jsonl`.\n");
+    }
     if !failed.is_empty() {
         s.push_str("\n## Failed cells\n\n");
         for (name, why) in failed {

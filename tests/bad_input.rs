@@ -173,3 +173,142 @@ fn unknown_environment_override_is_named() {
         "{e}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic generation: rejected at validation, before any LLM call or training.
+
+/// A manifest with a synthetic cell and `extra` (augment keys, generator tables) appended.
+fn synthetic_sandbox(augment: &str, generator: &str) -> (Sandbox, std::path::PathBuf) {
+    let s = tram_sandbox();
+    let m = s.manifest(
+        &format!(
+            "kind = \"tram-single\"\nattack = \"{}\"",
+            attack_bundle().display()
+        ),
+        &format!("[augment]\nkind = [\"none\", \"synthetic\"]\n{augment}\n{generator}"),
+    );
+    (s, m)
+}
+
+const REMOTE: &str = "[[generator]]\nname = \"remote\"\nprovider = \"openai\"\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+
+#[test]
+fn template_with_an_unknown_variable_fails_before_any_call() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"\ntemplate = \"mine\"\ntemplates_dir = \"tpl\"",
+        REMOTE,
+    );
+    s.write(
+        "tpl/mine.j2",
+        "Write {{ n }} sentences about {{ technique }}.",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.template",
+            "unknown variable `technique`",
+            "`technique_id`",
+        ],
+    );
+}
+
+#[test]
+fn template_that_does_not_exist_is_named() {
+    let (s, m) = synthetic_sandbox("generator = \"remote\"\ntemplate = \"nope\"", REMOTE);
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["template `nope` not found", "`cluster-guided`"],
+    );
+}
+
+#[test]
+fn generator_that_is_not_defined_is_named() {
+    let (s, m) = synthetic_sandbox("generator = \"gpt\"", REMOTE);
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.generator",
+            "no [[generator]] named `gpt`",
+            "`remote`",
+        ],
+    );
+}
+
+#[test]
+fn missing_gguf_file_says_how_to_get_it() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nmodel = \"models/none.gguf\"\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.model", "models/none.gguf", "just models"],
+    );
+}
+
+#[test]
+fn unset_api_key_variable_is_named_and_no_key_is_guessed() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"",
+        &format!("{REMOTE}api_key_env = \"NO_SUCH_KEY_VARIABLE\"\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "generator.0.api_key_env",
+            "NO_SUCH_KEY_VARIABLE",
+            "is not set",
+        ],
+    );
+}
+
+#[test]
+fn two_target_rules_at_once_are_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"\n[augment.targets]\nbelow = 10\nquantile = 0.2",
+        REMOTE,
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["augment.targets", "one of `below`, `quantile` or `list`"],
+    );
+}
+
+#[test]
+fn replay_without_a_source_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"again\"",
+        &format!("{REMOTE}[[generator]]\nname = \"again\"\nprovider = \"replay\"\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.1.of", "replay generator needs `of`"],
+    );
+}
+
+#[test]
+fn k_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox("generator = \"remote\"\nk = [3, 0]", REMOTE);
+    assert_rejected(&s, &m, &[], 2, &["augment.k", "between 1 and 64"]);
+}

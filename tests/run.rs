@@ -360,27 +360,31 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
 fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
     let s = Sandbox::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let with_data = |args: &[&str]| {
+    let with_data = |args: &[&str], cwd: &Path| {
         bin()
             .args(args)
             .env("SYNTHCTI_CACHE_DIR", s.path("cache"))
             .env("SYNTHCTI_DATA_DIR", shared_data())
-            .current_dir(s.dir.path())
+            .current_dir(cwd)
             .output()
             .unwrap()
     };
+    // From the repository root, as the README runs them (model paths are relative to it).
     for m in ["tram", "cti-to-mitre", "smoke"] {
         let p = root.join(format!("experiments/{m}.toml"));
-        let o = with_data(&["plan", p.to_str().unwrap(), "--json"]);
+        let o = with_data(&["plan", p.to_str().unwrap(), "--json"], root);
         assert!(o.status.success(), "{m}: {}", stderr(&o));
     }
     let out = s.path("results/smoke");
-    let o = with_data(&[
-        "run",
-        root.join("experiments/smoke.toml").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = with_data(
+        &[
+            "run",
+            root.join("experiments/smoke.toml").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        s.dir.path(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = read_csv(&out.join("summary.csv"));
     assert_eq!(rows.len(), 2);

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: they run the real binary on small real data.
 #![allow(dead_code)]
 
+pub mod llm_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -60,12 +62,18 @@ impl Sandbox {
         self.write("m.toml", &body)
     }
     pub fn cmd(&self, args: &[&str]) -> Output {
-        bin()
-            .args(args)
+        self.cmd_env(args, &[])
+    }
+    /// The binary with extra environment variables.
+    pub fn cmd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = bin();
+        c.args(args)
             .env("SYNTHCTI_CACHE_DIR", self.path("cache"))
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
+            .current_dir(self.dir.path());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
     }
     /// `synthcti run MANIFEST --out OUT EXTRA…`, which must succeed.
     pub fn run_ok(&self, manifest: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -152,4 +160,41 @@ pub fn small_tram_rows(per_class: usize) -> String {
         );
     }
     serde_json::to_string_pretty(&out).unwrap()
+}
+
+/// The ATT&CK bundle of the shared data folder.
+pub fn attack_bundle() -> PathBuf {
+    shared_data().join("attack/enterprise-attack-techniques-18.1.json")
+}
+
+/// The SmolLM2 GGUF that `scripts/fetch-models.sh` (`just models`) puts in models/.
+pub fn smollm2() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing; run scripts/fetch-models.sh (or `just models`) first",
+        p.display()
+    );
+    p
+}
+
+/// Cache entries of one stage.
+pub fn cache_entries(s: &Sandbox, stage: &str) -> usize {
+    std::fs::read_dir(s.path("cache").join("entries").join(stage))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// summary.csv (or any CSV) as rows of column → value.
+pub fn read_csv_rows(p: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(p).unwrap();
+    let h = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            h.iter()
+                .zip(rec.unwrap().iter())
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        })
+        .collect()
 }

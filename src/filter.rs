@@ -1,0 +1,699 @@
+//! The filter stage: answers parsed into sentences (numbered lists, bullet lists, JSON arrays,
+//! plain lines), then filtered — empty, malformed, overlong, exact and near duplicates (among the
+//! synthetic sentences and against the real train sentences), leakage (too similar to a test
+//! sentence), optionally a reference classifier's disagreement, and the per-technique quota — with
+//! counts of what each filter removed and diversity figures of what is kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::words;
+use crate::generate::{Generation, Usage};
+use crate::manifest::FilterConfig;
+use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
+
+pub const FILTER_VERSION: u32 = 1;
+
+/// The filters, in the order they are applied.
+pub const FILTERS: &[&str] = &[
+    "empty",
+    "malformed",
+    "overlong",
+    "duplicate",
+    "real-duplicate",
+    "near-duplicate",
+    "near-real",
+    "leakage",
+    "reference",
+    "quota",
+];
+
+/// A line of an answer, before filtering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub text: String,
+    /// Why the parser already knows it is not a sentence.
+    pub problem: Option<&'static str>,
+}
+
+/// One synthetic sentence and its fate: a line of `synthetic.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SynthSentence {
+    pub technique: String,
+    pub text: String,
+    pub cluster: usize,
+    pub prompt_key: String,
+    pub call_key: String,
+    pub kept: bool,
+    pub filters_passed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
+    /// For duplicates and leakage: the sentence it was too close to, and how close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similar_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+}
+
+/// Per-technique counts and diversity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TechniqueStats {
+    pub technique: String,
+    pub train_count: usize,
+    pub requested: usize,
+    pub calls: usize,
+    pub failed_calls: usize,
+    /// Answers that gave no usable sentence at all.
+    pub empty_answers: usize,
+    pub parsed: usize,
+    /// Filter name → sentences it removed.
+    pub removed: BTreeMap<String, usize>,
+    pub kept: usize,
+    pub distinct_1: Option<f64>,
+    pub distinct_2: Option<f64>,
+    pub self_bleu: Option<f64>,
+    /// Mean cosine similarity of kept sentences to the technique's real train sentences.
+    pub mean_similarity_real: Option<f64>,
+    /// Mean over kept sentences of the similarity to their nearest real train sentence.
+    pub nearest_similarity_real: Option<f64>,
+}
+
+/// What the filter stage writes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Synthetic {
+    pub sentences: Vec<SynthSentence>,
+    pub techniques: Vec<TechniqueStats>,
+    pub kept: usize,
+    pub usage: Usage,
+}
+
+impl Synthetic {
+    /// The kept sentences as (text, technique).
+    pub fn kept(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sentences
+            .iter()
+            .filter(|s| s.kept)
+            .map(|s| (s.text.as_str(), s.technique.as_str()))
+    }
+
+    pub fn jsonl(&self) -> String {
+        let mut out = String::new();
+        for s in &self.sentences {
+            out.push_str(&serde_json::to_string(s).expect("sentence serializes"));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Strip a list marker (`1.`, `1)`, `(1)`, `-`, `*`, `•`, `+`); returns the rest if there was one.
+fn strip_marker(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    for m in ["- ", "* ", "• ", "+ ", "– "] {
+        if let Some(rest) = t.strip_prefix(m) {
+            return Some(rest);
+        }
+    }
+    let t2 = t.strip_prefix('(').unwrap_or(t);
+    let digits = t2.chars().take_while(|c| c.is_ascii_digit()).count();
+    if digits > 0 && digits <= 3 {
+        let rest = &t2[digits..];
+        for sep in [". ", ") ", ": ", ".\t", ")\t"] {
+            if let Some(r) = rest.strip_prefix(sep) {
+                return Some(r);
+            }
+        }
+        if rest == "." || rest == ")" {
+            return Some("");
+        }
+    }
+    None
+}
+
+/// Tidy one sentence: outer quotes, Markdown emphasis, whitespace.
+fn tidy(s: &str) -> String {
+    let s = s.replace("**", "").replace("__", "");
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = s.trim();
+    let s = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| {
+            s.strip_prefix('\u{201c}')
+                .and_then(|x| x.strip_suffix('\u{201d}'))
+        })
+        .unwrap_or(s);
+    s.trim().to_string()
+}
+
+/// Parse an answer into candidate sentences: a JSON array (of strings, or of objects with a
+/// `text`/`sentence` field), else a numbered or bullet list (lines outside the list — a preamble,
+/// a closing remark — are malformed), else one sentence per non-empty line.
+pub fn parse_answer(answer: &str) -> Vec<Candidate> {
+    if let (Some(a), Some(b)) = (answer.find('['), answer.rfind(']'))
+        && a < b
+        && let Ok(items) = serde_json::from_str::<Vec<serde_json::Value>>(&answer[a..=b])
+        && !items.is_empty()
+    {
+        return items
+            .iter()
+            .map(|v| {
+                let text = match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Object(o) => o
+                        .get("text")
+                        .or_else(|| o.get("sentence"))
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string),
+                    _ => None,
+                };
+                match text {
+                    Some(t) => Candidate {
+                        text: tidy(&t),
+                        problem: None,
+                    },
+                    None => Candidate {
+                        text: v.to_string(),
+                        problem: Some("malformed"),
+                    },
+                }
+            })
+            .collect();
+    }
+    let lines: Vec<&str> = answer
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        .collect();
+    let listed = lines.iter().any(|l| strip_marker(l).is_some());
+    lines
+        .iter()
+        .map(|l| match strip_marker(l) {
+            Some(rest) => Candidate {
+                text: tidy(rest),
+                problem: None,
+            },
+            None if listed => Candidate {
+                text: tidy(l),
+                problem: Some("malformed"),
+            },
+            None => Candidate {
+                text: tidy(l),
+                problem: None,
+            },
+        })
+        .collect()
+}
+
+/// Why a candidate is not a sentence, before any comparison.
+fn shape_problem(c: &Candidate, cfg: &FilterConfig) -> Option<&'static str> {
+    let t = c.text.trim();
+    if t.is_empty() {
+        return Some("empty");
+    }
+    if c.problem.is_some()
+        || t.ends_with(':')
+        || t.contains("<|")
+        || !t.chars().any(char::is_alphabetic)
+        || words(t).len() < cfg.min_words
+    {
+        return Some("malformed");
+    }
+    if t.chars().count() > cfg.max_chars {
+        return Some("overlong");
+    }
+    None
+}
+
+/// Text as compared for exact duplicates: lower case, words only.
+fn normalized(t: &str) -> String {
+    words(t).join(" ")
+}
+
+/// Inputs of the filter stage besides the generation.
+pub struct FilterInput<'a> {
+    /// Real train sentences: (text, technique).
+    pub train: &'a [(String, String)],
+    /// Test sentences: read only to detect leakage.
+    pub test: &'a [String],
+    /// Predicts a technique for each text (the reference classifier), when enabled.
+    #[allow(clippy::type_complexity)]
+    pub reference: Option<&'a dyn Fn(&[&str]) -> Vec<String>>,
+}
+
+/// Parse and filter a generation.
+pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) -> Synthetic {
+    // Candidates in call order.
+    let mut cands: Vec<(usize, Candidate)> = Vec::new();
+    let mut stats: BTreeMap<String, TechniqueStats> = BTreeMap::new();
+    let train_counts = input.train.iter().fold(HashMap::new(), |mut m, (_, l)| {
+        *m.entry(l.as_str()).or_insert(0usize) += 1;
+        m
+    });
+    for (t, r) in &generation.requested {
+        stats.insert(
+            t.clone(),
+            TechniqueStats {
+                technique: t.clone(),
+                train_count: train_counts.get(t.as_str()).copied().unwrap_or(0),
+                requested: *r,
+                ..Default::default()
+            },
+        );
+    }
+    for (ci, call) in generation.calls.iter().enumerate() {
+        let st = stats.entry(call.technique.clone()).or_default();
+        st.calls += 1;
+        let Some(answer) = call.outcome.answer() else {
+            st.failed_calls += 1;
+            continue;
+        };
+        let parsed = parse_answer(&answer.text);
+        if parsed.iter().all(|c| shape_problem(c, cfg).is_some()) {
+            st.empty_answers += 1;
+        }
+        for c in parsed {
+            cands.push((ci, c));
+        }
+    }
+
+    let all_texts: Vec<&str> = input
+        .train
+        .iter()
+        .map(|x| x.0.as_str())
+        .chain(input.test.iter().map(String::as_str))
+        .chain(cands.iter().map(|c| c.1.text.as_str()))
+        .collect();
+    let space = Tfidf::fit(&all_texts);
+    let train_vecs: Vec<SparseVec> = input.train.iter().map(|x| space.vector(&x.0)).collect();
+    let test_vecs: Vec<SparseVec> = input.test.iter().map(|t| space.vector(t)).collect();
+    let train_norm: HashSet<String> = input.train.iter().map(|x| normalized(&x.0)).collect();
+
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut kept_vecs: Vec<SparseVec> = Vec::new();
+    let mut kept_texts: Vec<String> = Vec::new();
+    let mut out: Vec<SynthSentence> = Vec::new();
+    for (ci, c) in &cands {
+        let call = &generation.calls[*ci];
+        let mut s = SynthSentence {
+            technique: call.technique.clone(),
+            text: c.text.clone(),
+            cluster: call.cluster,
+            prompt_key: call.prompt_key.clone(),
+            call_key: call.call_key.clone(),
+            kept: false,
+            filters_passed: Vec::new(),
+            rejected_by: None,
+            similar_to: None,
+            similarity: None,
+        };
+        let reject = (|| {
+            if let Some(p) = shape_problem(c, cfg) {
+                return Some(p);
+            }
+            s.filters_passed
+                .extend(["empty", "malformed", "overlong"].map(String::from));
+            let norm = normalized(&c.text);
+            if !seen.insert(norm.clone()) {
+                return Some("duplicate");
+            }
+            s.filters_passed.push("duplicate".into());
+            if train_norm.contains(&norm) {
+                return Some("real-duplicate");
+            }
+            s.filters_passed.push("real-duplicate".into());
+            let v = space.vector(&c.text);
+            if let Some((i, sim)) = nearest(&v, &kept_vecs)
+                && sim as f64 >= cfg.near_duplicate
+            {
+                s.similar_to = Some(kept_texts[i].clone());
+                s.similarity = Some(sim);
+                return Some("near-duplicate");
+            }
+            s.filters_passed.push("near-duplicate".into());
+            if let Some((i, sim)) = nearest(&v, &train_vecs)
+                && sim as f64 >= cfg.near_duplicate
+            {
+                s.similar_to = Some(input.train[i].0.clone());
+                s.similarity = Some(sim);
+                return Some("near-real");
+            }
+            s.filters_passed.push("near-real".into());
+            if let Some((i, sim)) = nearest(&v, &test_vecs)
+                && sim as f64 >= cfg.leakage
+            {
+                // The test sentence itself is not copied into the output.
+                s.similar_to = Some(format!("test sentence #{i}"));
+                s.similarity = Some(sim);
+                return Some("leakage");
+            }
+            s.filters_passed.push("leakage".into());
+            kept_vecs.push(v);
+            kept_texts.push(c.text.clone());
+            None
+        })();
+        s.rejected_by = reject.map(String::from);
+        out.push(s);
+    }
+
+    // The reference classifier sees the survivors in one batch.
+    if let Some(predict) = input.reference {
+        let idx: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].rejected_by.is_none())
+            .collect();
+        let texts: Vec<&str> = idx.iter().map(|&i| out[i].text.as_str()).collect();
+        let preds = if texts.is_empty() {
+            Vec::new()
+        } else {
+            predict(&texts)
+        };
+        for (&i, p) in idx.iter().zip(preds) {
+            if p != out[i].technique {
+                out[i].rejected_by = Some("reference".into());
+                out[i].similar_to = Some(format!("predicted {p}"));
+            } else {
+                out[i].filters_passed.push("reference".into());
+            }
+        }
+    }
+
+    // Quota: the first `requested` survivors of each technique.
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    for s in &mut out {
+        if s.rejected_by.is_some() {
+            continue;
+        }
+        let want = generation.requested.get(&s.technique).copied().unwrap_or(0);
+        let n = taken.entry(s.technique.clone()).or_insert(0);
+        if *n >= want {
+            s.rejected_by = Some("quota".into());
+            continue;
+        }
+        *n += 1;
+        s.filters_passed.push("quota".into());
+        s.kept = true;
+    }
+
+    for s in &out {
+        let st = stats.entry(s.technique.clone()).or_default();
+        st.parsed += 1;
+        match &s.rejected_by {
+            Some(f) => *st.removed.entry(f.clone()).or_insert(0) += 1,
+            None => st.kept += 1,
+        }
+    }
+    // Diversity of what is kept, per technique.
+    for st in stats.values_mut() {
+        let kept: Vec<&str> = out
+            .iter()
+            .filter(|s| s.kept && s.technique == st.technique)
+            .map(|s| s.text.as_str())
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        st.distinct_1 = Some(distinct_n(&kept, 1));
+        st.distinct_2 = Some(distinct_n(&kept, 2));
+        st.self_bleu = self_bleu(&kept);
+        let real: Vec<&SparseVec> = input
+            .train
+            .iter()
+            .zip(&train_vecs)
+            .filter(|((_, l), _)| *l == st.technique)
+            .map(|(_, v)| v)
+            .collect();
+        if !real.is_empty() {
+            let (mut mean, mut near) = (0.0f64, 0.0f64);
+            for t in &kept {
+                let v = space.vector(t);
+                let sims: Vec<f64> = real.iter().map(|r| cosine(&v, r) as f64).collect();
+                mean += sims.iter().sum::<f64>() / sims.len() as f64;
+                near += sims.iter().cloned().fold(0.0, f64::max);
+            }
+            st.mean_similarity_real = Some(mean / kept.len() as f64);
+            st.nearest_similarity_real = Some(near / kept.len() as f64);
+        }
+    }
+    let kept = out.iter().filter(|s| s.kept).count();
+    Synthetic {
+        sentences: out,
+        techniques: stats.into_values().collect(),
+        kept,
+        usage: generation.usage(),
+    }
+}
+
+/// Distinct n-grams over all n-grams of the texts (distinct-n).
+pub fn distinct_n(texts: &[&str], n: usize) -> f64 {
+    let mut all = 0usize;
+    let mut uniq: HashSet<Vec<String>> = HashSet::new();
+    for t in texts {
+        let w = words(t);
+        for g in w.windows(n) {
+            all += 1;
+            uniq.insert(g.to_vec());
+        }
+    }
+    if all == 0 {
+        0.0
+    } else {
+        uniq.len() as f64 / all as f64
+    }
+}
+
+/// BLEU-4 of `hyp` against `refs` (clipped n-gram precision, brevity penalty against the closest
+/// reference length, and smoothing of empty orders by ε = 0.1, as NLTK's method 1).
+pub fn bleu(hyp: &[String], refs: &[Vec<String>]) -> f64 {
+    if hyp.is_empty() || refs.is_empty() {
+        return 0.0;
+    }
+    let mut log_p = 0.0;
+    for n in 1..=4 {
+        let mut counts: HashMap<&[String], usize> = HashMap::new();
+        for g in hyp.windows(n) {
+            *counts.entry(g).or_insert(0) += 1;
+        }
+        let total: usize = counts.values().sum();
+        if total == 0 {
+            log_p += (0.1f64 / 1.0).ln() / 4.0;
+            continue;
+        }
+        let mut clipped = 0usize;
+        for (g, c) in &counts {
+            let max_ref = refs
+                .iter()
+                .map(|r| r.windows(n).filter(|w| w == g).count())
+                .max()
+                .unwrap_or(0);
+            clipped += (*c).min(max_ref);
+        }
+        let p = if clipped == 0 {
+            0.1 / total as f64
+        } else {
+            clipped as f64 / total as f64
+        };
+        log_p += p.ln() / 4.0;
+    }
+    let h = hyp.len() as f64;
+    let closest = refs
+        .iter()
+        .map(|r| r.len() as f64)
+        .min_by(|a, b| (a - h).abs().total_cmp(&(b - h).abs()).then(a.total_cmp(b)))
+        .unwrap_or(h);
+    let bp = if h > closest {
+        1.0
+    } else {
+        (1.0 - closest / h).exp()
+    };
+    bp * log_p.exp()
+}
+
+/// Mean BLEU-4 of each text against all the others (lower = more diverse).
+pub fn self_bleu(texts: &[&str]) -> Option<f64> {
+    if texts.len() < 2 {
+        return None;
+    }
+    let toks: Vec<Vec<String>> = texts.iter().map(|t| words(t)).collect();
+    let mut sum = 0.0;
+    for i in 0..toks.len() {
+        let refs: Vec<Vec<String>> = toks
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, t)| t.clone())
+            .collect();
+        sum += bleu(&toks[i], &refs);
+    }
+    Some(sum / toks.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::CallRecord;
+    use crate::llm::{Answer, Identity, Outcome};
+
+    fn texts(c: &[Candidate]) -> Vec<&str> {
+        c.iter().map(|c| c.text.as_str()).collect()
+    }
+
+    #[test]
+    fn numbered_and_bullet_lists_drop_the_preamble() {
+        let c = parse_answer(
+            "Here are three sentences:\n1. The actor used PowerShell.\n2) A script ran.\n- \"Quoted one.\"\nHope this helps!",
+        );
+        assert_eq!(
+            texts(&c),
+            [
+                "Here are three sentences:",
+                "The actor used PowerShell.",
+                "A script ran.",
+                "Quoted one.",
+                "Hope this helps!"
+            ]
+        );
+        assert_eq!(c[0].problem, Some("malformed"));
+        assert_eq!(c[1].problem, None);
+        assert_eq!(c[4].problem, Some("malformed"));
+    }
+
+    #[test]
+    fn json_arrays_and_plain_lines() {
+        let c = parse_answer("```json\n[\"One sentence here.\", {\"text\": \"Two.\"}, 3]\n```");
+        assert_eq!(texts(&c), ["One sentence here.", "Two.", "3"]);
+        assert_eq!(c[2].problem, Some("malformed"));
+        let p = parse_answer("First line.\n\nSecond line.");
+        assert_eq!(texts(&p), ["First line.", "Second line."]);
+        assert!(p.iter().all(|c| c.problem.is_none()));
+        assert!(parse_answer("").is_empty());
+    }
+
+    fn make_generation(answers: &[&str]) -> Generation {
+        Generation {
+            generator: "g".into(),
+            identity: Identity {
+                provider: "local".into(),
+                model: "m".into(),
+                temperature: 1.0,
+                top_p: 1.0,
+                max_tokens: 10,
+                seed: 0,
+            },
+            template: "t".into(),
+            requested: [("T1".to_string(), 3usize)].into_iter().collect(),
+            calls: answers
+                .iter()
+                .enumerate()
+                .map(|(i, a)| CallRecord {
+                    technique: "T1".into(),
+                    cluster: 0,
+                    sample: i as u32,
+                    requested: 3,
+                    prompt_key: "p".into(),
+                    call_key: format!("c{i}"),
+                    outcome: Outcome::Done {
+                        answer: Answer {
+                            text: a.to_string(),
+                            prompt_tokens: 1,
+                            completion_tokens: 1,
+                            finish_reason: "stop".into(),
+                            seconds: 0.0,
+                            decode_seconds: None,
+                        },
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_filter_removes_what_it_should_and_counts_it() {
+        let train = vec![
+            (
+                "the group used a custom backdoor over https".to_string(),
+                "T1".to_string(),
+            ),
+            (
+                "phishing emails carried malicious word documents".to_string(),
+                "T2".to_string(),
+            ),
+        ];
+        let test = vec!["apt28 exfiltrated the archive over an encrypted ftp channel".to_string()];
+        let g = make_generation(&[
+            "1. The operators staged tools in a hidden directory on the server.\n\
+             2. The operators staged tools in a hidden directory on the server.\n\
+             3. The group used a custom backdoor over HTTPS.\n\
+             4. Too short.\n\
+             5. APT28 exfiltrated the archive over an encrypted FTP channel today.",
+            "Sure:\n1. Attackers renamed their loader to look like a Windows update binary.\n\
+             2. The implant beaconed to its controller every ten minutes over DNS.\n\
+             3. A scheduled task relaunched the implant whenever the host rebooted.\n\
+             4. The actors compressed stolen files with a password before sending them out.",
+            "",
+        ]);
+        let cfg = FilterConfig::default();
+        let s = filter(
+            &g,
+            &FilterInput {
+                train: &train,
+                test: &test,
+                reference: None,
+            },
+            &cfg,
+        );
+        let st = &s.techniques[0];
+        assert_eq!(st.removed.get("duplicate"), Some(&1));
+        assert_eq!(st.removed.get("real-duplicate"), Some(&1));
+        assert_eq!(st.removed.get("malformed"), Some(&2)); // "Too short." and "Sure:"
+        assert_eq!(st.removed.get("leakage"), Some(&1));
+        assert_eq!(st.removed.get("quota"), Some(&2));
+        assert_eq!(st.kept, 3);
+        assert_eq!(s.kept, 3);
+        assert_eq!(st.empty_answers, 1);
+        let leak = s
+            .sentences
+            .iter()
+            .find(|x| x.rejected_by.as_deref() == Some("leakage"))
+            .unwrap();
+        assert!(!leak.similar_to.as_ref().unwrap().contains("apt28"));
+        assert!(st.distinct_1.unwrap() > 0.5);
+        assert!(st.self_bleu.unwrap() < 0.5);
+        let kept = s.sentences.iter().find(|x| x.kept).unwrap();
+        assert_eq!(kept.filters_passed.len(), FILTERS.len() - 1); // all but `reference`
+    }
+
+    #[test]
+    fn reference_classifier_drops_disagreements() {
+        let train = vec![("a real sentence about things".to_string(), "T1".to_string())];
+        let g = make_generation(&[
+            "1. The operators staged tools in a hidden directory.\n2. Phishing mail carried a malicious attachment.",
+        ]);
+        let predict = |ts: &[&str]| -> Vec<String> {
+            ts.iter()
+                .map(|t| if t.contains("Phishing") { "T2" } else { "T1" }.to_string())
+                .collect()
+        };
+        let s = filter(
+            &g,
+            &FilterInput {
+                train: &train,
+                test: &[],
+                reference: Some(&predict),
+            },
+            &FilterConfig::default(),
+        );
+        assert_eq!(s.kept, 1);
+        assert_eq!(s.techniques[0].removed.get("reference"), Some(&1));
+    }
+
+    #[test]
+    fn bleu_and_distinct_n() {
+        let w = |s: &str| words(s);
+        assert!((bleu(&w("a b c d e"), &[w("a b c d e")]) - 1.0).abs() < 1e-9);
+        assert!(bleu(&w("a b c d e"), &[w("v w x y z")]) < 0.05);
+        assert_eq!(distinct_n(&["a a a a"], 1), 0.25);
+        assert_eq!(distinct_n(&["a b", "a b"], 2), 0.5);
+        assert!(self_bleu(&["only one"]).is_none());
+    }
+}

@@ -1,0 +1,176 @@
+//! The generate stage: one prompt per (target technique, cluster, batch of sentences), rendered
+//! from the template and sent to the generator; answers come from the per-call cache when they
+//! can.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Clusters, TechniqueClusters};
+use crate::data::Catalog;
+use crate::error::{Error, Result};
+use crate::hash::blake3_hex;
+use crate::llm::{CallJob, Generator, Identity, Outcome};
+use crate::manifest::CountMode;
+use crate::prompt::{PromptTemplate, PromptVars, clean_description};
+
+pub const GENERATE_VERSION: u32 = 1;
+
+/// One call of the stage and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallRecord {
+    pub technique: String,
+    pub cluster: usize,
+    pub sample: u32,
+    /// Sentences this call asked for.
+    pub requested: usize,
+    /// BLAKE3 of the rendered prompt.
+    pub prompt_key: String,
+    /// The call's cache key.
+    pub call_key: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What the generate stage produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Generation {
+    pub generator: String,
+    pub identity: Identity,
+    pub template: String,
+    /// Sentences wanted per target technique.
+    pub requested: BTreeMap<String, usize>,
+    pub calls: Vec<CallRecord>,
+}
+
+/// Call totals of a generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub calls: usize,
+    pub made: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Generation {
+    /// Every call answered (now or from the cache).
+    pub fn complete(&self) -> bool {
+        self.calls.iter().all(|c| c.outcome.answer().is_some())
+    }
+
+    /// Tokens are counted over every answer, cached ones included: what the data cost to make.
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage {
+            calls: self.calls.len(),
+            ..Default::default()
+        };
+        for c in &self.calls {
+            match &c.outcome {
+                Outcome::Done { .. } => u.made += 1,
+                Outcome::Cached { .. } => u.cached += 1,
+                Outcome::Failed { .. } => u.failed += 1,
+                Outcome::Skipped { .. } => u.skipped += 1,
+            }
+            if let Some(a) = c.outcome.answer() {
+                u.prompt_tokens += a.prompt_tokens;
+                u.completion_tokens += a.completion_tokens;
+            }
+        }
+        u
+    }
+}
+
+/// How many new sentences a target technique gets.
+pub fn requested(t: &TechniqueClusters, per_technique: usize, count: CountMode) -> usize {
+    match count {
+        CountMode::Fixed => per_technique,
+        CountMode::UpTo => per_technique.saturating_sub(t.train_count),
+    }
+}
+
+/// A call to make, with where it belongs.
+#[derive(Debug, Clone)]
+pub struct PlannedCall {
+    pub technique: String,
+    pub cluster: usize,
+    pub sample: u32,
+    pub requested: usize,
+    pub prompt_key: String,
+    pub job: CallJob,
+}
+
+/// Render every prompt: a technique's sentences are shared out over its clusters, and each
+/// cluster's share is asked for `per_call` at a time. Identical prompts are told apart by their
+/// sample index.
+pub fn plan_calls(
+    clusters: &Clusters,
+    catalog: &Catalog,
+    template: &PromptTemplate,
+    generator: &Generator,
+    per_technique: usize,
+    count: CountMode,
+    per_call: usize,
+) -> Result<(Vec<PlannedCall>, BTreeMap<String, usize>)> {
+    let mut calls = Vec::new();
+    let mut wanted = BTreeMap::new();
+    let mut samples: HashMap<String, u32> = HashMap::new();
+    for t in &clusters.targets {
+        let r = requested(t, per_technique, count);
+        wanted.insert(t.technique.clone(), r);
+        if r == 0 || t.clusters.is_empty() {
+            continue;
+        }
+        let tech = catalog.get(&t.technique).ok_or_else(|| {
+            Error::data(format!(
+                "technique {} is not in the ATT&CK bundle, so a prompt cannot name or describe it; use a bundle that has it (data.attack) or leave it out of the targets",
+                t.technique
+            ))
+        })?;
+        let (description, full_description) = clean_description(&tech.description);
+        let k = t.clusters.len();
+        for (ci, c) in t.clusters.iter().enumerate() {
+            let share = r / k + usize::from(ci < r % k);
+            let mut asked = 0;
+            while asked < share {
+                let n = per_call.min(share - asked);
+                asked += n;
+                let vars = PromptVars {
+                    technique_id: t.technique.clone(),
+                    technique_name: tech.name.clone(),
+                    description: description.clone(),
+                    full_description: full_description.clone(),
+                    tactics: tech.tactics.clone(),
+                    examples: c
+                        .representatives
+                        .iter()
+                        .map(|&i| t.texts[i].clone())
+                        .collect(),
+                    n,
+                    cluster: ci,
+                    clusters: k,
+                };
+                let prompt = template.render(&vars)?;
+                let slot = samples.entry(prompt.clone()).or_insert(0);
+                let sample = *slot;
+                *slot += 1;
+                let id = generator.call_id(&prompt, sample);
+                calls.push(PlannedCall {
+                    technique: t.technique.clone(),
+                    cluster: ci,
+                    sample,
+                    requested: n,
+                    prompt_key: blake3_hex(prompt.as_bytes()),
+                    job: CallJob {
+                        label: format!("{} cluster {ci} sample {sample}", t.technique),
+                        id,
+                        prompt,
+                    },
+                });
+            }
+        }
+    }
+    Ok((calls, wanted))
+}

@@ -1,0 +1,449 @@
+//! LLM providers and the per-call cache.
+//!
+//! Every call is one cache entry (stage `llm-call`) whose key covers the provider kind, the model
+//! (its id for a remote model, the BLAKE3 of the file for a GGUF), every sampling parameter, the
+//! rendered prompt and a sample index. An entry is written only once the whole answer is in, into
+//! a temporary folder renamed into place, so a run killed mid-generation repeats no finished call
+//! and trusts no partial answer. API keys are never part of a key, an entry, a log or an error.
+
+pub mod local;
+pub mod openai;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, StageId};
+use crate::error::{Error, Result};
+use crate::manifest::{GeneratorConfig, ProviderKind};
+use crate::progress::Progress;
+
+pub const CALL_VERSION: u32 = 1;
+
+/// What identifies an answer, besides the prompt and sample index: the call key's parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Identity {
+    /// `local` or `openai` (a replay takes the identity of the generator it replays).
+    pub provider: String,
+    /// Remote model id, or `blake3:<hex>` of the GGUF file.
+    pub model: String,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: u32,
+    pub seed: u64,
+}
+
+/// A generator ready to use: its identity and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    pub name: String,
+    /// The provider that answers: `replay` answers from the cache only.
+    pub provider: ProviderKind,
+    pub identity: Identity,
+    /// The configuration that makes calls (for a replay: the replayed generator's).
+    pub config: GeneratorConfig,
+    /// `local`: the GGUF path.
+    pub model_path: Option<PathBuf>,
+}
+
+impl Generator {
+    /// Resolve a generator of the manifest: a replay takes the identity of the one it names; a
+    /// local model is identified by the hash of its file (or `model = "blake3:<hex>"`, which only a
+    /// replay can use).
+    pub fn resolve(name: &str, all: &[GeneratorConfig]) -> Result<Self> {
+        let cfg = all
+            .iter()
+            .find(|g| g.name == name)
+            .ok_or_else(|| Error::config(format!("no [[generator]] named `{name}`")))?;
+        let (source, provider) = match cfg.provider {
+            ProviderKind::Replay => {
+                let of = cfg.of.as_deref().unwrap_or_default();
+                let src = all.iter().find(|g| g.name == of).ok_or_else(|| {
+                    Error::config(format!(
+                        "generator `{name}`: `of = \"{of}\"` names no [[generator]]"
+                    ))
+                })?;
+                (src, ProviderKind::Replay)
+            }
+            p => (cfg, p),
+        };
+        let (model, model_path) = match source.provider {
+            ProviderKind::Local => {
+                if let Some(h) = source.model.strip_prefix("blake3:") {
+                    if provider != ProviderKind::Replay {
+                        return Err(Error::config(format!(
+                            "generator `{}`: `model = \"blake3:…\"` names a model by hash, which only a replay can use; give the path of the GGUF file",
+                            source.name
+                        )));
+                    }
+                    (format!("blake3:{h}"), None)
+                } else {
+                    let p = PathBuf::from(&source.model);
+                    let h = crate::hash::file_hash(&p).map_err(|e| {
+                        Error::config(format!(
+                            "generator `{}`: cannot read the model file {} ({e}); run `just models` to fetch the default SmolLM2 GGUF into models/, or set `model` to the path of a GGUF file",
+                            source.name,
+                            p.display()
+                        ))
+                    })?;
+                    (format!("blake3:{h}"), Some(p))
+                }
+            }
+            ProviderKind::Openai => (source.model.clone(), None),
+            ProviderKind::Replay => {
+                return Err(Error::config(format!(
+                    "generator `{name}` replays `{}`, which is itself a replay; name the generator that made the calls",
+                    source.name
+                )));
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            provider,
+            identity: Identity {
+                provider: source.provider.as_str().to_string(),
+                model,
+                temperature: source.temperature,
+                top_p: source.top_p,
+                max_tokens: source.max_tokens,
+                seed: source.seed,
+            },
+            config: source.clone(),
+            model_path,
+        })
+    }
+
+    /// The cache id of one call.
+    pub fn call_id(&self, prompt: &str, sample: u32) -> StageId {
+        StageId::new(
+            "llm-call",
+            CALL_VERSION,
+            &serde_json::json!({
+                "identity": self.identity,
+                "prompt": prompt,
+                "sample": sample,
+            }),
+            &[],
+        )
+    }
+
+    /// A short description for logs: `smollm2 (local SmolLM2-135M-Instruct.Q4_1.gguf)`.
+    pub fn describe(&self) -> String {
+        let model = match &self.model_path {
+            Some(p) => p
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            None => self.identity.model.clone(),
+        };
+        format!("{} ({} {model})", self.name, self.provider.as_str())
+    }
+}
+
+/// A finished answer, as cached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Why generation stopped: `stop`, `length`, …
+    pub finish_reason: String,
+    /// Wall time of the call, and of its token generation alone (local only).
+    pub seconds: f64,
+    #[serde(default)]
+    pub decode_seconds: Option<f64>,
+}
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct CallJob {
+    pub id: StageId,
+    pub prompt: String,
+    /// For logs: `T1001 cluster 0 sample 1`.
+    pub label: String,
+}
+
+/// What became of a call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Answered now.
+    Done { answer: Answer },
+    /// Answered from the cache.
+    Cached { answer: Answer },
+    /// Gave up (after retries); a rerun tries again.
+    Failed { error: String },
+    /// Not made: the run's budget was spent.
+    Skipped { reason: String },
+}
+
+impl Outcome {
+    pub fn answer(&self) -> Option<&Answer> {
+        match self {
+            Outcome::Done { answer } | Outcome::Cached { answer } => Some(answer),
+            _ => None,
+        }
+    }
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Done { .. } => "done",
+            Outcome::Cached { .. } => "cached",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// A per-run spending limit of one generator: calls made and tokens used.
+#[derive(Debug, Default)]
+pub struct Budget {
+    pub max_calls: Option<u64>,
+    pub max_tokens: Option<u64>,
+    calls: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(max_calls: Option<u64>, max_tokens: Option<u64>) -> Self {
+        Self {
+            max_calls,
+            max_tokens,
+            ..Default::default()
+        }
+    }
+    /// Reserve one call; `Err(why)` once the budget is spent.
+    pub fn start(&self) -> std::result::Result<(), String> {
+        if let Some(t) = self.max_tokens
+            && self.tokens.load(Ordering::SeqCst) >= t
+        {
+            return Err(format!("token budget of {t} reached"));
+        }
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(m) = self.max_calls
+            && n >= m
+        {
+            self.calls.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("call budget of {m} reached"));
+        }
+        Ok(())
+    }
+    pub fn spend(&self, tokens: u64) {
+        self.tokens.fetch_add(tokens, Ordering::SeqCst);
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::SeqCst)
+    }
+}
+
+/// Running totals for the progress bar: done / cached / failed and tokens per second.
+pub struct Tally {
+    pub bar: indicatif::ProgressBar,
+    started: Instant,
+    counts: Mutex<(u64, u64, u64, u64)>, // done, cached, failed, completion tokens
+}
+
+impl Tally {
+    pub fn new(progress: &Progress, total: usize, what: &str) -> Self {
+        Self {
+            bar: progress.bar(total as u64, what),
+            started: Instant::now(),
+            counts: Mutex::new((0, 0, 0, 0)),
+        }
+    }
+    pub fn record(&self, o: &Outcome) {
+        let mut c = self.counts.lock().expect("tally");
+        match o {
+            Outcome::Done { answer } => {
+                c.0 += 1;
+                c.3 += answer.completion_tokens;
+            }
+            Outcome::Cached { .. } => c.1 += 1,
+            Outcome::Failed { .. } | Outcome::Skipped { .. } => c.2 += 1,
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar.inc(1);
+        self.bar.set_message(format!(
+            "{} done · {} cached · {} failed · {:.0} tok/s",
+            c.0,
+            c.1,
+            c.2,
+            c.3 as f64 / secs
+        ));
+    }
+}
+
+/// Read a cached answer.
+pub fn cached_answer(cache: &Cache, id: &StageId) -> Result<Option<Answer>> {
+    match cache.get(id)? {
+        Some(e) => Ok(Some(e.read_json("answer.json")?)),
+        None => Ok(None),
+    }
+}
+
+/// Store a finished answer (atomically; see [`Cache::get_or_compute`]).
+pub fn store_answer(cache: &Cache, id: &StageId, answer: &Answer) -> Result<()> {
+    cache.get_or_compute(id, |w| w.write_json("answer.json", answer))?;
+    Ok(())
+}
+
+/// Make the calls (cached ones are read, not repeated) and return their outcomes in order.
+///
+/// A replay generator answers only from the cache: a miss is an error naming the prompt. Failed
+/// calls and calls over budget do not stop the others; each leaves a line in the run log.
+pub fn run_calls(
+    generator: &Generator,
+    jobs: &[CallJob],
+    cache: &Cache,
+    budget: &Budget,
+    progress: &Progress,
+    what: &str,
+) -> Result<Vec<Outcome>> {
+    let tally = Tally::new(progress, jobs.len(), what);
+    let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut pending = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match cached_answer(cache, &job.id)? {
+            Some(answer) => {
+                let o = Outcome::Cached { answer };
+                tally.record(&o);
+                outcomes.insert(i, o);
+            }
+            None => pending.push(i),
+        }
+    }
+    if !pending.is_empty() {
+        match generator.provider {
+            ProviderKind::Replay => {
+                tally.bar.finish_and_clear();
+                let job = &jobs[pending[0]];
+                return Err(Error::data(format!(
+                    "replay generator `{}`: no cached answer for {} of the {} prompts; the first is {} (call key {}):\n{}\nRun the manifest once with generator `{}` to make these calls, or share its cache folder",
+                    generator.name,
+                    pending.len(),
+                    jobs.len(),
+                    job.label,
+                    job.id.short(),
+                    preview(&job.prompt, 300),
+                    generator.config.name
+                )));
+            }
+            ProviderKind::Local => {
+                local::run(
+                    generator,
+                    jobs,
+                    &pending,
+                    cache,
+                    budget,
+                    progress,
+                    &tally,
+                    &mut outcomes,
+                )?;
+            }
+            ProviderKind::Openai => {
+                openai::run(
+                    generator,
+                    jobs,
+                    &pending,
+                    cache,
+                    budget,
+                    progress,
+                    &tally,
+                    &mut outcomes,
+                )?;
+            }
+        }
+    }
+    tally.bar.finish_and_clear();
+    Ok((0..jobs.len())
+        .map(|i| {
+            outcomes.remove(&i).unwrap_or(Outcome::Failed {
+                error: "not run".into(),
+            })
+        })
+        .collect())
+}
+
+/// The first `n` characters of a text, on one line.
+pub fn preview(text: &str, n: usize) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() <= n {
+        one
+    } else {
+        one.chars().take(n).collect::<String>() + "…"
+    }
+}
+
+/// Where the default model lives, for messages.
+pub fn default_model_hint() -> &'static Path {
+    Path::new(crate::manifest::DEFAULT_GGUF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_stops_at_calls_and_tokens() {
+        let b = Budget::new(Some(2), None);
+        assert!(b.start().is_ok());
+        assert!(b.start().is_ok());
+        assert!(b.start().unwrap_err().contains("call budget of 2"));
+        let t = Budget::new(None, Some(100));
+        assert!(t.start().is_ok());
+        t.spend(120);
+        assert!(t.start().unwrap_err().contains("token budget of 100"));
+    }
+
+    #[test]
+    fn call_key_covers_prompt_sample_and_sampling() {
+        let mut g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Openai,
+            model: "m".into(),
+            ..Default::default()
+        };
+        let a = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        let k = |g: &Generator, p: &str, s| g.call_id(p, s).key;
+        assert_eq!(k(&a, "p", 0), k(&a, "p", 0));
+        assert_ne!(k(&a, "p", 0), k(&a, "p", 1));
+        assert_ne!(k(&a, "p", 0), k(&a, "q", 0));
+        g.temperature = 0.1;
+        let b = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        assert_ne!(k(&a, "p", 0), k(&b, "p", 0));
+        // Settings that cannot change an answer stay out of the key.
+        g.temperature = a.identity.temperature;
+        g.concurrency = 64;
+        g.timeout_s = 1.0;
+        g.api_key_env = Some("SOME_KEY".into());
+        let c = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        assert_eq!(k(&a, "p", 0), k(&c, "p", 0));
+    }
+
+    #[test]
+    fn replay_takes_the_identity_of_what_it_replays() {
+        let src = GeneratorConfig {
+            name: "remote".into(),
+            provider: ProviderKind::Openai,
+            model: "gpt-x".into(),
+            ..Default::default()
+        };
+        let rep = GeneratorConfig {
+            name: "again".into(),
+            provider: ProviderKind::Replay,
+            of: Some("remote".into()),
+            ..Default::default()
+        };
+        let all = [src, rep];
+        let a = Generator::resolve("remote", &all).unwrap();
+        let r = Generator::resolve("again", &all).unwrap();
+        assert_eq!(r.provider, ProviderKind::Replay);
+        assert_eq!(a.call_id("p", 3).key, r.call_id("p", 3).key);
+    }
+}

@@ -1,0 +1,452 @@
+//! End-to-end: synthetic data generation with the real binary on real TRAM rows — the `local`
+//! provider with the real SmolLM2 GGUF, the `openai` provider against an OpenAI-compatible server
+//! the test starts on 127.0.0.1, and `replay`.
+
+mod common;
+use common::llm_server::{self, Reply};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-test-SECRET-9f8e7d6c";
+const SMALL: &str =
+    "[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 4\nbatch_size = 16\n";
+
+/// A manifest over small TRAM data with one target technique (T1027), `augment` settings and a
+/// generator table appended.
+fn sandbox(augment: &str, generator: &str) -> (Sandbox, PathBuf) {
+    let s = Sandbox::new();
+    s.write("data/tram/single_label.json", &small_tram_rows(40));
+    let m = s.manifest(
+        &format!(
+            "kind = \"tram-single\"\nattack = \"{}\"",
+            attack_bundle().display()
+        ),
+        &format!(
+            "[split]\nseed = 7\n{SMALL}\n[augment]\n{augment}\n[augment.targets]\nlist = [\"T1027\"]\n\n{generator}"
+        ),
+    );
+    (s, m)
+}
+
+/// An `openai` generator pointed at `url`.
+fn remote(url: &str, extra: &str) -> String {
+    format!(
+        "[[generator]]\nname = \"remote\"\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{url}\"\napi_key_env = \"TEST_LLM_KEY\"\ntemperature = 0.7\ntop_p = 0.9\nmax_tokens = 64\nseed = 5\nmax_retries = 2\nbackoff_s = 0.05\nmax_backoff_s = 0.2\n{extra}\n"
+    )
+}
+
+const ONE_CALL: &str =
+    "kind = \"synthetic\"\ngenerator = \"remote\"\nk = 1\nper_technique = 3\nper_call = 3";
+const THREE_CALLS: &str =
+    "kind = \"synthetic\"\ngenerator = \"remote\"\nk = 1\nper_technique = 3\nper_call = 1";
+
+fn run(s: &Sandbox, m: &Path, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        m.to_str().unwrap(),
+        "--out",
+        s.path(out).to_str().unwrap().to_string().leak(),
+    ];
+    args.extend_from_slice(extra);
+    s.cmd_env(&args, &[("TEST_LLM_KEY", KEY)])
+}
+
+fn run_ok(s: &Sandbox, m: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    let o = run(s, m, out, extra);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    s.path(out)
+}
+
+/// The synthetic cell's row of summary.csv.
+fn synthetic_row(run_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    read_csv_rows(&run_dir.join("summary.csv"))
+        .into_iter()
+        .find(|r| r["augment"] == "synthetic")
+        .expect("a synthetic cell")
+}
+
+#[test]
+fn openai_request_shape_auth_and_the_key_stays_secret() {
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let o = run(&s, &m, "results/r", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(r.headers["authorization"], format!("Bearer {KEY}"));
+    assert_eq!(r.body["model"], "test-model");
+    assert_eq!(r.body["messages"][0]["role"], "user");
+    let prompt = r.prompt();
+    assert!(prompt.contains("T1027"), "{prompt}");
+    assert!(
+        prompt.contains("Obfuscated Files or Information"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("Write 3 new sentences"), "{prompt}");
+    assert!((r.body["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6);
+    assert!((r.body["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    assert_eq!(r.body["max_tokens"], 64);
+    assert_eq!(r.body["seed"], 5);
+
+    let run_dir = s.path("results/r");
+    let row = synthetic_row(&run_dir);
+    assert_eq!(row["k"], "1");
+    assert_eq!(row["generator"], "remote");
+    assert_eq!(row["synthetic_kept"], "3");
+    assert_eq!(row["llm_tokens"], "120");
+    let cell = run_dir.join("cells").join(&row["cell"]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(cell.join("synthetic.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert_eq!(l["technique"], "T1027");
+        assert_eq!(l["kept"], true);
+        assert_eq!(l["prompt_key"].as_str().unwrap().len(), 64);
+        assert!(l["filters_passed"].as_array().unwrap().len() >= 8);
+    }
+    // The key is in no result, cache entry, log or message.
+    for f in s
+        .files_under("results")
+        .into_iter()
+        .chain(s.files_under("cache"))
+    {
+        let body = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains(KEY),
+            "the API key leaked into {}",
+            f.display()
+        );
+    }
+    assert!(!stderr(&o).contains(KEY) && !stdout(&o).contains(KEY));
+}
+
+#[test]
+fn openai_429_then_200_waits_as_retry_after_says() {
+    let server = llm_server::start(|n, _| {
+        if n == 0 {
+            Reply::status(
+                429,
+                r#"{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}"#,
+            )
+            .header("Retry-After", "1")
+        } else {
+            Reply::sentences(3, n)
+        }
+    });
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let t = Instant::now();
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    assert!(t.elapsed() >= Duration::from_secs(1));
+    assert_eq!(server.requests().len(), 2);
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains("HTTP 429, retry 1/2 in 1.00s (Retry-After)"),
+        "{log}"
+    );
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "3");
+}
+
+#[test]
+fn openai_repeated_500s_give_up_after_the_cap_and_a_rerun_retries() {
+    let server = llm_server::start(|_, _| {
+        Reply::status(
+            500,
+            r#"{"error":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+        )
+    });
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let run_dir = run_ok(&s, &m, "results/r1", &[]);
+    assert_eq!(server.requests().len(), 3, "1 try + max_retries = 2");
+    let log = run_log(&run_dir);
+    assert!(log.contains("HTTP 500, retry 1/2"), "{log}");
+    assert!(log.contains("HTTP 500, giving up after 2 retries"), "{log}");
+    assert!(log.contains("T1027 cluster 0 sample 0 failed"), "{log}");
+    assert!(log.contains("incomplete"), "{log}");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "0");
+    assert_eq!(
+        cache_entries(&s, "llm-call"),
+        0,
+        "a failed call is not cached"
+    );
+
+    // The endpoint recovers: the failed call is made again, and now kept.
+    let good = llm_server::start(|n, _| Reply::sentences(3, n));
+    let run_dir = run_ok(
+        &s,
+        &m,
+        "results/r2",
+        &["--set", &format!("generator.base_url={}", good.url)],
+    );
+    assert_eq!(good.requests().len(), 1);
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "3");
+}
+
+#[test]
+fn openai_timeout_is_retried() {
+    let server = llm_server::start(|n, _| {
+        if n == 0 {
+            Reply::sentences(3, n).delayed(Duration::from_secs(4))
+        } else {
+            Reply::sentences(3, n)
+        }
+    });
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, "timeout_s = 1"));
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    let log = run_log(&run_dir);
+    assert!(log.contains("timed out after 1.0s, retry 1/2"), "{log}");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "3");
+}
+
+#[test]
+fn openai_malformed_and_truncated_bodies_fail_their_call_not_the_run() {
+    let full = Reply::sentences(1, 9).body;
+    let server = llm_server::start(move |n, _| match n {
+        0 => Reply::raw("this is not json"),
+        1 => Reply::raw(&full[..full.len() / 2]),
+        _ => Reply::sentences(1, n),
+    });
+    let (s, m) = sandbox(THREE_CALLS, &remote(&server.url, "concurrency = 1"));
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    assert_eq!(server.requests().len(), 3);
+    let log = run_log(&run_dir);
+    assert_eq!(log.matches("malformed response body").count(), 2, "{log}");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "1");
+    assert_eq!(
+        cache_entries(&s, "llm-call"),
+        1,
+        "only the good answer is cached"
+    );
+}
+
+#[test]
+fn openai_answer_without_usable_sentences_is_logged() {
+    let server = llm_server::start(|_, _| Reply::ok("Sure! Here you go:"));
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains("T1027: 1 of 1 answers had no usable sentence"),
+        "{log}"
+    );
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "0");
+}
+
+#[test]
+fn openai_budget_stops_spending() {
+    let server = llm_server::start(|n, _| Reply::sentences(1, n));
+    let (s, m) = sandbox(
+        THREE_CALLS,
+        &remote(&server.url, "concurrency = 1\nbudget_calls = 1"),
+    );
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    assert_eq!(server.requests().len(), 1);
+    let log = run_log(&run_dir);
+    assert_eq!(log.matches("call budget of 1 reached").count(), 2, "{log}");
+    let row = synthetic_row(&run_dir);
+    assert_eq!(row["synthetic_kept"], "1");
+
+    let server = llm_server::start(|n, _| Reply::sentences(1, n));
+    let (s, m) = sandbox(
+        THREE_CALLS,
+        &remote(&server.url, "concurrency = 1\nbudget_tokens = 200"),
+    );
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    // Each answer costs 120 tokens: the second call passes (120 < 200), the third does not.
+    assert_eq!(server.requests().len(), 2);
+    assert!(run_log(&run_dir).contains("token budget of 200 reached"));
+}
+
+#[test]
+fn a_killed_generation_resumes_without_repeating_finished_calls() {
+    let server =
+        llm_server::start(|n, _| Reply::sentences(1, n).delayed(Duration::from_millis(400)));
+    let plan =
+        "kind = \"synthetic\"\ngenerator = \"remote\"\nk = 1\nper_technique = 8\nper_call = 1";
+    let (s, m) = sandbox(plan, &remote(&server.url, "concurrency = 1"));
+    let mut child = bin()
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            s.path("results/killed").to_str().unwrap(),
+        ])
+        .env("SYNTHCTI_CACHE_DIR", s.path("cache"))
+        .env("TEST_LLM_KEY", KEY)
+        .current_dir(s.path(""))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while cache_entries(&s, "llm-call") < 3 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no call finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = cache_entries(&s, "llm-call");
+    assert!(finished < 8, "killed too late to test anything");
+
+    let again = llm_server::start(|n, _| Reply::sentences(1, n + 100));
+    let run_dir = run_ok(
+        &s,
+        &m,
+        "results/resumed",
+        &["--set", &format!("generator.base_url={}", again.url)],
+    );
+    assert_eq!(
+        again.requests().len(),
+        8 - finished,
+        "finished calls must not be made again"
+    );
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains(&format!("{} made, {finished} cached", 8 - finished)),
+        "{log}"
+    );
+    assert!(s.files_under("cache/tmp").is_empty());
+}
+
+#[test]
+fn replay_answers_from_the_cache_and_a_miss_names_the_prompt() {
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let replay = "[[generator]]\nname = \"again\"\nprovider = \"replay\"\nof = \"remote\"\n";
+    let (s, m) = sandbox(ONE_CALL, &(remote(&server.url, "") + replay));
+    run_ok(&s, &m, "results/first", &[]);
+    assert_eq!(server.requests().len(), 1);
+
+    let run_dir = run_ok(
+        &s,
+        &m,
+        "results/replayed",
+        &["--set", "augment.generator=again"],
+    );
+    assert_eq!(server.requests().len(), 1, "a replay makes no call");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "3");
+
+    // A prompt that was never sent: the zero-shot template.
+    let o = run(
+        &s,
+        &m,
+        "results/miss",
+        &[
+            "--set",
+            "augment.generator=again",
+            "--set",
+            "augment.template=zero-shot",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let log = run_log(&s.path("results/miss"));
+    assert!(log.contains("no cached answer"), "{log}");
+    assert!(log.contains("T1027 cluster 0 sample 0"), "{log}");
+    assert!(log.contains("MITRE ATT&CK technique T1027"), "{log}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn local_smollm2_writes_real_text_and_a_warm_rerun_makes_no_call() {
+    let generator = format!(
+        "[[generator]]\nname = \"smollm2\"\nprovider = \"local\"\nmodel = \"{}\"\nmax_tokens = 24\nthreads = 2\ncontext = 1024\n",
+        smollm2().display()
+    );
+    let (s, m) = sandbox(
+        "kind = [\"none\", \"synthetic\"]\nk = 2\nper_technique = 2\nper_call = 1",
+        &generator,
+    );
+    let run_dir = run_ok(&s, &m, "results/cold", &[]);
+    let rows = read_csv_rows(&run_dir.join("summary.csv"));
+    assert_eq!(rows.len(), 2);
+    let none = rows.iter().find(|r| r["augment"] == "none").unwrap();
+    assert_eq!(none["k"], "");
+    let row = synthetic_row(&run_dir);
+    assert_eq!(row["k"], "2");
+    assert_eq!(row["generator"], "smollm2");
+    assert_eq!(row["llm_calls"], "2");
+    let log = run_log(&run_dir);
+    assert!(log.contains("2 calls: 2 made, 0 cached"), "{log}");
+    // Real generated text is in the call cache.
+    assert_eq!(cache_entries(&s, "llm-call"), 2);
+    let answers: Vec<String> = s
+        .files_under("cache/entries/llm-call")
+        .into_iter()
+        .filter(|p| p.ends_with("answer.json"))
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            assert!(v["completion_tokens"].as_u64().unwrap() <= 24);
+            v["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|a| a.chars().any(char::is_alphabetic)),
+        "{answers:?}"
+    );
+
+    let t = Instant::now();
+    let warm = run_ok(&s, &m, "results/warm", &[]);
+    let log = run_log(&warm);
+    assert!(!log.contains("made"), "a warm rerun makes no call: {log}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("synthetic.csv")).unwrap(),
+        std::fs::read_to_string(warm.join("synthetic.csv")).unwrap()
+    );
+}
+
+#[test]
+fn plan_lists_targets_and_says_where_k_is_clipped() {
+    let (s, m) = sandbox(
+        "kind = [\"none\", \"synthetic\"]\ngenerator = \"remote\"\nk = [1, 64]",
+        &remote("http://127.0.0.1:9/v1", ""),
+    );
+    let o = s.cmd_env(
+        &["plan", m.to_str().unwrap(), "--json"],
+        &[("TEST_LLM_KEY", KEY)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["cells"].as_array().unwrap().len(), 3);
+    let notes: Vec<&str> = plan["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("1 target techniques") && n.contains("T1027")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("T1027: k clipped from 64 to")),
+        "{notes:?}"
+    );
+    let synthetic = plan["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["augment"] == "synthetic")
+        .unwrap();
+    let stages: Vec<&str> = synthetic["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "load", "split", "cluster", "generate", "filter", "train", "evaluate"
+        ]
+    );
+}
