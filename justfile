@@ -27,13 +27,15 @@ test: setup
 bench runs="5": models
     bash benches/bench.sh {{runs}}
     bash benches/generate.sh {{runs}}
+    bash benches/encoder.sh 3
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
 data-pull:
     cargo run --release -- data pull
 
-# Format, lint, test.
+# Format, lint, test; and the CUDA build compiles.
 check:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
+    cargo check --features cuda
     cargo test

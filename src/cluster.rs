@@ -106,13 +106,17 @@ pub fn select_targets(counts: &BTreeMap<String, usize>, t: &TargetConfig) -> (Ve
     (ids, format!("train count < {below}"))
 }
 
-/// Cluster the train sentences of each target technique.
+/// Sentence vectors from a pretrained encoder (rows L2-normalized), for `embedding = "encoder"`.
+pub type Embed<'a> = &'a dyn Fn(&[String]) -> crate::error::Result<Vec<Vec<f32>>>;
+
+/// Cluster the train sentences of each target technique; `embed` replaces TF-IDF → SVD.
 pub fn cluster_targets(
     train: &[(String, String)],
     cfg: &AugmentConfig,
     k: usize,
     seed: u64,
-) -> Clusters {
+    embed: Option<Embed>,
+) -> crate::error::Result<Clusters> {
     let mut by_label: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (text, label) in train {
         by_label
@@ -123,28 +127,31 @@ pub fn cluster_targets(
     let counts: BTreeMap<String, usize> =
         by_label.iter().map(|(l, v)| (l.clone(), v.len())).collect();
     let (ids, rule) = select_targets(&counts, &cfg.targets);
-    let targets = ids
-        .into_iter()
-        .map(|id| {
-            let texts = by_label.remove(&id).unwrap_or_default();
-            let clusters = cluster_texts(
-                &texts,
-                k,
-                cfg.svd_dim,
-                cfg.representatives,
-                seed ^ crate::hash::fnv1a(id.as_bytes()),
-            );
-            TechniqueClusters {
-                technique: id,
-                train_count: texts.len(),
-                k_requested: k,
-                k: clusters.len(),
-                texts,
-                clusters,
+    let mut targets = Vec::new();
+    for id in ids {
+        let texts = by_label.remove(&id).unwrap_or_default();
+        let s = seed ^ crate::hash::fnv1a(id.as_bytes());
+        let clusters = match embed {
+            None => cluster_texts(&texts, k, cfg.svd_dim, cfg.representatives, s),
+            Some(f) => {
+                let v = f(&texts)?;
+                let d = v.first().map(Vec::len).unwrap_or(0);
+                let flat: Vec<f64> = v.iter().flatten().map(|&x| x as f64).collect();
+                let emb =
+                    Array2::from_shape_vec((v.len(), d), flat).expect("one vector per sentence");
+                cluster_embedded(&emb, k, cfg.representatives, s)
             }
-        })
-        .collect();
-    Clusters { rule, targets }
+        };
+        targets.push(TechniqueClusters {
+            technique: id,
+            train_count: texts.len(),
+            k_requested: k,
+            k: clusters.len(),
+            texts,
+            clusters,
+        });
+    }
+    Ok(Clusters { rule, targets })
 }
 
 /// Embed `texts` (TF-IDF → SVD to `dim`, rows L2-normalized), k-means them into at most `k`
@@ -156,12 +163,19 @@ pub fn cluster_texts(
     reps: usize,
     seed: u64,
 ) -> Vec<Cluster> {
-    let n = texts.len();
+    if texts.is_empty() {
+        return Vec::new();
+    }
+    cluster_embedded(&embed(texts, dim), k, reps, seed)
+}
+
+/// k-means over given sentence vectors (one row each), then representatives per cluster.
+pub fn cluster_embedded(emb: &Array2<f64>, k: usize, reps: usize, seed: u64) -> Vec<Cluster> {
+    let n = emb.nrows();
     if n == 0 {
         return Vec::new();
     }
     let k = k.clamp(1, n);
-    let emb = embed(texts, dim);
     let labels: Vec<usize> = if k == 1 {
         vec![0; n]
     } else if k == n {

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod cluster;
 pub mod data;
+pub mod encoder;
 pub mod error;
 pub mod features;
 pub mod filter;

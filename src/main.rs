@@ -52,6 +52,10 @@ struct ManifestArgs {
     /// Stage cache folder [env: SYNTHCTI_CACHE_DIR] [default: user cache dir/synthcti]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Where models train: cpu, or cuda (a build with `--features cuda`); the same as
+    /// `--set experiment.backend=…`
+    #[arg(long, value_name = "BACKEND", value_parser = ["cpu", "cuda"])]
+    backend: Option<String>,
 }
 
 #[derive(Args)]
@@ -109,11 +113,14 @@ fn open_cache(dir: Option<PathBuf>) -> Result<Cache, Error> {
 }
 
 fn load_manifest(a: &ManifestArgs) -> Result<manifest::Manifest, Error> {
-    let sets = a
+    let mut sets = a
         .set
         .iter()
         .map(|s| SetArg::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(b) = &a.backend {
+        sets.push(SetArg::parse(&format!("experiment.backend={b}"))?);
+    }
     manifest::load(&a.manifest, &sets)
 }
 

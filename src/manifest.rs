@@ -113,6 +113,31 @@ pub struct Experiment {
     /// Where runs are written (default `results`), relative to the current folder.
     #[serde(default = "default_output_dir")]
     pub output_dir: PathBuf,
+    /// Where burn trains and runs models: `cpu`, or `cuda` (a build with `--features cuda`).
+    #[serde(default, skip_serializing_if = "Backend::is_cpu")]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// burn's Flex backend on the CPU (the default build).
+    #[default]
+    Cpu,
+    /// burn's CUDA backend on GPU 0 (needs `--features cuda`).
+    Cuda,
+}
+
+impl Backend {
+    pub fn is_cpu(&self) -> bool {
+        *self == Backend::Cpu
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+        }
+    }
 }
 
 fn default_seeds() -> Grid<u64> {
@@ -336,6 +361,8 @@ pub enum CountMode {
 pub enum ClusterEmbedding {
     /// TF-IDF over words and word bigrams, reduced by truncated SVD (LSA).
     TfidfSvd,
+    /// Mean-pooled sentence embeddings of a pretrained encoder (`augment.encoder`).
+    Encoder,
 }
 
 /// Which techniques get synthetic sentences: exactly one of the three.
@@ -405,6 +432,8 @@ pub struct AugmentConfig {
     pub embedding: ClusterEmbedding,
     /// Dimensions kept by the truncated SVD.
     pub svd_dim: usize,
+    /// `embedding = "encoder"`: the Hugging Face model folder.
+    pub encoder: String,
     /// Folder of prompt templates, relative to the current folder.
     pub templates_dir: PathBuf,
     pub targets: TargetConfig,
@@ -424,6 +453,7 @@ impl Default for AugmentConfig {
             representatives: 3,
             embedding: ClusterEmbedding::TfidfSvd,
             svd_dim: 32,
+            encoder: DEFAULT_ENCODER.into(),
             templates_dir: PathBuf::from("templates"),
             targets: TargetConfig::default(),
             filter: FilterConfig::default(),
@@ -526,16 +556,32 @@ impl Default for GeneratorConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClassifierKind {
+    /// Hashed word + character n-grams → embedding bag → linear (fastText-style).
     Fasttext,
+    /// A pretrained encoder's cached sentence embeddings → an MLP head.
+    EncoderFrozen,
+    /// A pretrained encoder fine-tuned end to end with a linear head.
+    EncoderFinetune,
+    /// The same encoder architecture trained from scratch at a configurable size.
+    Transformer,
 }
 
 impl ClassifierKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ClassifierKind::Fasttext => "fasttext",
+            ClassifierKind::EncoderFrozen => "encoder-frozen",
+            ClassifierKind::EncoderFinetune => "encoder-finetune",
+            ClassifierKind::Transformer => "transformer",
         }
     }
+    pub fn is_encoder(self) -> bool {
+        self != ClassifierKind::Fasttext
+    }
 }
+
+/// The default encoder folder, fetched by `just models`.
+pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -554,50 +600,278 @@ pub enum Weighting {
     Idf,
 }
 
-/// A `[[classifier]]` table; every field but `kind` may be a list to sweep.
+/// A `[[classifier]]` table; every field but `kind` may be a list to sweep. Fields left out take
+/// the kind's defaults ([`ClassifierConfig::resolved`]); a field another kind uses is an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
+    #[serde(default = "default_kind")]
     pub kind: ClassifierKind,
-    /// Embedding dimension.
-    pub dim: Grid<usize>,
-    /// Longest word n-gram (1 = unigrams only).
-    pub word_ngrams: Grid<usize>,
-    /// Shortest character n-gram (0 with `maxn = 0` disables them).
-    pub minn: Grid<usize>,
-    /// Longest character n-gram.
-    pub maxn: Grid<usize>,
-    /// Hash buckets shared by word and character n-grams.
-    pub buckets: Grid<usize>,
+    // Every kind.
     /// Maximum epochs (early stopping may end sooner).
-    pub epochs: Grid<usize>,
-    pub lr: Grid<f64>,
-    pub batch_size: Grid<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<Grid<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<Grid<usize>>,
     /// Epochs without a better validation macro-F1 before stopping (0: never stop early).
-    pub patience: Grid<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<Grid<usize>>,
     /// How much better the validation macro-F1 must get to count as better.
-    pub min_delta: Grid<f64>,
-    pub class_weight: Grid<ClassWeight>,
-    pub weighting: Grid<Weighting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_delta: Option<Grid<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<Grid<ClassWeight>>,
+    // fasttext
+    /// Embedding dimension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<Grid<usize>>,
+    /// Longest word n-gram (1 = unigrams only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_ngrams: Option<Grid<usize>>,
+    /// Shortest character n-gram (0 with `maxn = 0` disables them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minn: Option<Grid<usize>>,
+    /// Longest character n-gram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxn: Option<Grid<usize>>,
+    /// Hash buckets shared by word and character n-grams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighting: Option<Grid<Weighting>>,
+    // encoder-frozen, encoder-finetune, transformer
+    /// A Hugging Face model folder (`config.json`, `tokenizer.json`, `model.safetensors`); a
+    /// `transformer` uses only its tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Grid<String>>,
+    /// Tokens per text, after which it is truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<Grid<f64>>,
+    /// encoder-frozen: hidden units of the MLP head (0: a linear head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hidden: Option<Grid<usize>>,
+    /// encoder-finetune, transformer: fraction of the steps spent warming the rate up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Grid<f64>>,
+    /// encoder-finetune, transformer: AdamW weight decay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<Grid<f64>>,
+    /// transformer: encoder layers, hidden size, attention heads, feed-forward size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Grid<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate: Option<Grid<usize>>,
+}
+
+fn default_kind() -> ClassifierKind {
+    ClassifierKind::Fasttext
 }
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
+        Self::empty(ClassifierKind::Fasttext)
+    }
+}
+
+/// Which kinds use a field: (field, kinds).
+const FIELD_KINDS: &[(&str, &[ClassifierKind])] = {
+    use ClassifierKind::*;
+    &[
+        ("dim", &[Fasttext]),
+        ("word_ngrams", &[Fasttext]),
+        ("minn", &[Fasttext]),
+        ("maxn", &[Fasttext]),
+        ("buckets", &[Fasttext]),
+        ("weighting", &[Fasttext]),
+        ("model", &[EncoderFrozen, EncoderFinetune, Transformer]),
+        ("max_length", &[EncoderFrozen, EncoderFinetune, Transformer]),
+        ("dropout", &[EncoderFrozen, EncoderFinetune, Transformer]),
+        ("head_hidden", &[EncoderFrozen]),
+        ("warmup", &[EncoderFinetune, Transformer]),
+        ("weight_decay", &[EncoderFinetune, Transformer]),
+        ("layers", &[Transformer]),
+        ("hidden", &[Transformer]),
+        ("heads", &[Transformer]),
+        ("intermediate", &[Transformer]),
+    ]
+};
+
+impl ClassifierConfig {
+    fn empty(kind: ClassifierKind) -> Self {
         Self {
-            kind: ClassifierKind::Fasttext,
-            dim: Grid::One(32),
-            word_ngrams: Grid::One(2),
-            minn: Grid::One(2),
-            maxn: Grid::One(5),
-            buckets: Grid::One(1 << 18),
-            epochs: Grid::One(30),
-            lr: Grid::One(0.05),
-            batch_size: Grid::One(128),
-            patience: Grid::One(4),
-            min_delta: Grid::One(0.005),
-            class_weight: Grid::One(ClassWeight::Balanced),
-            weighting: Grid::One(Weighting::Idf),
+            kind,
+            epochs: None,
+            lr: None,
+            batch_size: None,
+            patience: None,
+            min_delta: None,
+            class_weight: None,
+            dim: None,
+            word_ngrams: None,
+            minn: None,
+            maxn: None,
+            buckets: None,
+            weighting: None,
+            model: None,
+            max_length: None,
+            dropout: None,
+            head_hidden: None,
+            warmup: None,
+            weight_decay: None,
+            layers: None,
+            hidden: None,
+            heads: None,
+            intermediate: None,
         }
+    }
+
+    /// Names of the fields set that this kind does not use.
+    pub fn foreign_fields(&self) -> Vec<&'static str> {
+        let set: &[(&str, bool)] = &[
+            ("dim", self.dim.is_some()),
+            ("word_ngrams", self.word_ngrams.is_some()),
+            ("minn", self.minn.is_some()),
+            ("maxn", self.maxn.is_some()),
+            ("buckets", self.buckets.is_some()),
+            ("weighting", self.weighting.is_some()),
+            ("model", self.model.is_some()),
+            ("max_length", self.max_length.is_some()),
+            ("dropout", self.dropout.is_some()),
+            ("head_hidden", self.head_hidden.is_some()),
+            ("warmup", self.warmup.is_some()),
+            ("weight_decay", self.weight_decay.is_some()),
+            ("layers", self.layers.is_some()),
+            ("hidden", self.hidden.is_some()),
+            ("heads", self.heads.is_some()),
+            ("intermediate", self.intermediate.is_some()),
+        ];
+        set.iter()
+            .filter(|(_, on)| *on)
+            .filter(|(f, _)| {
+                FIELD_KINDS
+                    .iter()
+                    .find(|(n, _)| n == f)
+                    .is_some_and(|(_, kinds)| !kinds.contains(&self.kind))
+            })
+            .map(|(f, _)| *f)
+            .collect()
+    }
+
+    /// The fields this kind uses (for messages).
+    pub fn kind_fields(kind: ClassifierKind) -> Vec<&'static str> {
+        let mut v = vec![
+            "epochs",
+            "lr",
+            "batch_size",
+            "patience",
+            "min_delta",
+            "class_weight",
+        ];
+        v.extend(
+            FIELD_KINDS
+                .iter()
+                .filter(|(_, k)| k.contains(&kind))
+                .map(|(n, _)| *n),
+        );
+        v
+    }
+
+    /// Every field the kind uses filled in: the table's values, else the kind's defaults.
+    pub fn resolved(&self) -> Self {
+        use ClassifierKind::*;
+        let one = |v| Some(Grid::One(v));
+        let mut d = Self::empty(self.kind);
+        match self.kind {
+            Fasttext => {
+                d.dim = one(32);
+                d.word_ngrams = one(2);
+                d.minn = one(2);
+                d.maxn = one(5);
+                d.buckets = one(1 << 18);
+                d.weighting = Some(Grid::One(Weighting::Idf));
+                d.epochs = one(30);
+                d.lr = Some(Grid::One(0.05));
+                d.batch_size = one(128);
+                d.patience = one(4);
+                d.min_delta = Some(Grid::One(0.005));
+            }
+            EncoderFrozen => {
+                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
+                d.max_length = one(128);
+                d.dropout = Some(Grid::One(0.1));
+                d.head_hidden = one(512);
+                d.epochs = one(200);
+                d.lr = Some(Grid::One(0.001));
+                d.batch_size = one(64);
+                d.patience = one(15);
+                d.min_delta = Some(Grid::One(0.001));
+            }
+            EncoderFinetune => {
+                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
+                d.max_length = one(128);
+                d.dropout = Some(Grid::One(0.1));
+                d.warmup = Some(Grid::One(0.1));
+                d.weight_decay = Some(Grid::One(0.01));
+                d.epochs = one(8);
+                d.lr = Some(Grid::One(1e-4));
+                d.batch_size = one(32);
+                d.patience = one(2);
+                d.min_delta = Some(Grid::One(0.002));
+            }
+            Transformer => {
+                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
+                d.max_length = one(128);
+                d.dropout = Some(Grid::One(0.1));
+                d.warmup = Some(Grid::One(0.1));
+                d.weight_decay = Some(Grid::One(0.01));
+                d.layers = one(2);
+                d.hidden = one(128);
+                d.heads = one(4);
+                d.intermediate = one(512);
+                d.epochs = one(30);
+                d.lr = Some(Grid::One(5e-4));
+                d.batch_size = one(32);
+                d.patience = one(4);
+                d.min_delta = Some(Grid::One(0.002));
+            }
+        }
+        d.class_weight = Some(Grid::One(ClassWeight::Balanced));
+        macro_rules! take {
+            ($($f:ident),*) => {$( if self.$f.is_some() { d.$f = self.$f.clone(); } )*};
+        }
+        take!(
+            epochs,
+            lr,
+            batch_size,
+            patience,
+            min_delta,
+            class_weight,
+            dim,
+            word_ngrams,
+            minn,
+            maxn,
+            buckets,
+            weighting,
+            model,
+            max_length,
+            dropout,
+            head_hidden,
+            warmup,
+            weight_decay,
+            layers,
+            hidden,
+            heads,
+            intermediate
+        );
+        d
     }
 }
 
@@ -606,6 +880,7 @@ impl Default for ClassifierConfig {
 
 /// One fastText-style configuration, every field concrete.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct FastTextParams {
     pub dim: usize,
     pub word_ngrams: usize,
@@ -619,6 +894,65 @@ pub struct FastTextParams {
     pub min_delta: f64,
     pub class_weight: ClassWeight,
     pub weighting: Weighting,
+}
+
+/// One encoder configuration (`encoder-frozen`, `encoder-finetune`, `transformer`); fields the
+/// kind does not use are absent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderParams {
+    pub model: String,
+    pub max_length: usize,
+    pub dropout: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate: Option<usize>,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub class_weight: ClassWeight,
+}
+
+/// A cell's classifier settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ModelParams {
+    FastText(FastTextParams),
+    Encoder(EncoderParams),
+}
+
+impl ModelParams {
+    pub fn fasttext(&self) -> Option<&FastTextParams> {
+        match self {
+            ModelParams::FastText(p) => Some(p),
+            ModelParams::Encoder(_) => None,
+        }
+    }
+    pub fn encoder(&self) -> Option<&EncoderParams> {
+        match self {
+            ModelParams::Encoder(p) => Some(p),
+            ModelParams::FastText(_) => None,
+        }
+    }
+    pub fn lr(&self) -> f64 {
+        match self {
+            ModelParams::FastText(p) => p.lr,
+            ModelParams::Encoder(p) => p.lr,
+        }
+    }
 }
 
 /// The swept settings of one synthetic-data chain (cluster → prompt → generate → filter).
@@ -635,7 +969,7 @@ pub struct SynthSpec {
 pub struct CellSpec {
     pub name: String,
     pub classifier: ClassifierKind,
-    pub params: FastTextParams,
+    pub params: ModelParams,
     pub seed: u64,
     pub augment: AugmentKind,
     /// Set on `augment = synthetic` cells.
@@ -973,8 +1307,25 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
 
     for (ci, c) in raw.classifier.iter().enumerate() {
         let k = |f: &str| format!("classifier.{ci}.{f}");
-        let pos = |name: &str, g: &Grid<usize>, lo: usize, hi: usize| -> Result<()> {
-            for v in g.values() {
+        if let Some(f) = c.foreign_fields().first() {
+            return Err(e(
+                &k(f),
+                format!(
+                    "`{f}` does not apply to a `{}` classifier; its keys are {}",
+                    c.kind.as_str(),
+                    ClassifierConfig::kind_fields(c.kind)
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let c = c.resolved();
+        let us = |g: &Option<Grid<usize>>| g.as_ref().map(|g| g.values()).unwrap_or_default();
+        let fs = |g: &Option<Grid<f64>>| g.as_ref().map(|g| g.values()).unwrap_or_default();
+        let pos = |name: &str, vals: Vec<usize>, lo: usize, hi: usize| -> Result<()> {
+            for v in vals {
                 if v < lo || v > hi {
                     return Err(e(
                         &k(name),
@@ -984,23 +1335,42 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
             }
             Ok(())
         };
-        pos("dim", &c.dim, 1, 4096)?;
-        pos("word_ngrams", &c.word_ngrams, 1, 5)?;
-        pos("minn", &c.minn, 0, 10)?;
-        pos("maxn", &c.maxn, 0, 10)?;
-        pos("buckets", &c.buckets, 16, 1 << 24)?;
-        pos("epochs", &c.epochs, 1, 10_000)?;
-        pos("batch_size", &c.batch_size, 1, 65_536)?;
-        pos("patience", &c.patience, 0, 10_000)?;
-        for d in c.min_delta.values() {
-            if !(0.0..1.0).contains(&d) {
-                return Err(e(
-                    &k("min_delta"),
-                    format!("{d} is out of range; it must be >= 0 and < 1"),
-                ));
+        let frac = |name: &str, vals: Vec<f64>, lo: f64, hi: f64, what: &str| -> Result<()> {
+            for v in vals {
+                if !(v >= lo && v < hi) {
+                    return Err(e(
+                        &k(name),
+                        format!("{v} is out of range; it must be {what}"),
+                    ));
+                }
             }
-        }
-        for lr in c.lr.values() {
+            Ok(())
+        };
+        pos("dim", us(&c.dim), 1, 4096)?;
+        pos("word_ngrams", us(&c.word_ngrams), 1, 5)?;
+        pos("minn", us(&c.minn), 0, 10)?;
+        pos("maxn", us(&c.maxn), 0, 10)?;
+        pos("buckets", us(&c.buckets), 16, 1 << 24)?;
+        pos("epochs", us(&c.epochs), 1, 10_000)?;
+        pos("batch_size", us(&c.batch_size), 1, 65_536)?;
+        pos("patience", us(&c.patience), 0, 10_000)?;
+        pos("max_length", us(&c.max_length), 2, 8192)?;
+        pos("head_hidden", us(&c.head_hidden), 0, 65_536)?;
+        pos("layers", us(&c.layers), 1, 48)?;
+        pos("hidden", us(&c.hidden), 8, 8192)?;
+        pos("heads", us(&c.heads), 1, 128)?;
+        pos("intermediate", us(&c.intermediate), 8, 65_536)?;
+        frac("min_delta", fs(&c.min_delta), 0.0, 1.0, ">= 0 and < 1")?;
+        frac("dropout", fs(&c.dropout), 0.0, 1.0, ">= 0 and < 1")?;
+        frac("warmup", fs(&c.warmup), 0.0, 1.0, ">= 0 and < 1")?;
+        frac(
+            "weight_decay",
+            fs(&c.weight_decay),
+            0.0,
+            1.0,
+            ">= 0 and < 1",
+        )?;
+        for lr in fs(&c.lr) {
             if !(lr > 0.0 && lr < 10.0) {
                 return Err(e(
                     &k("lr"),
@@ -1008,8 +1378,20 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
                 ));
             }
         }
-        for minn in c.minn.values() {
-            for maxn in c.maxn.values() {
+        for hidden in us(&c.hidden) {
+            for heads in us(&c.heads) {
+                if hidden % heads != 0 {
+                    return Err(e(
+                        &k("heads"),
+                        format!(
+                            "hidden = {hidden} is not a multiple of heads = {heads}; each head gets hidden / heads dimensions"
+                        ),
+                    ));
+                }
+            }
+        }
+        for minn in us(&c.minn) {
+            for maxn in us(&c.maxn) {
                 if maxn != 0 && (minn == 0 || minn > maxn) {
                     return Err(e(
                         &k("minn"),
@@ -1020,11 +1402,36 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
                 }
             }
         }
+        if let Some(models) = &c.model {
+            for m in models.values() {
+                let files: &[&str] = if c.kind == ClassifierKind::Transformer {
+                    &["tokenizer.json"]
+                } else {
+                    crate::encoder::MODEL_FILES
+                };
+                let dir = Path::new(&m);
+                let missing: Vec<&str> = files
+                    .iter()
+                    .copied()
+                    .filter(|f| !dir.join(f).is_file())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(e(
+                        &k("model"),
+                        format!(
+                            "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, or give a Hugging Face model folder with {}",
+                            missing.join(", "),
+                            files.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
     }
     if raw.classifier.is_empty() {
         return Err(e(
             "classifier",
-            "no classifier; add a [[classifier]] table with `kind = \"fasttext\"`".into(),
+            "no classifier; add a [[classifier]] table with `kind = \"fasttext\"` (or `encoder-frozen`, `encoder-finetune`, `transformer`)".into(),
         ));
     }
     let cells = expand(&raw);
@@ -1121,6 +1528,17 @@ fn validate_augment(
     range("augment.per_call", vec![a.per_call], 1, 100)?;
     range("augment.representatives", vec![a.representatives], 0, 50)?;
     range("augment.svd_dim", vec![a.svd_dim], 1, 1024)?;
+    if a.embedding == ClusterEmbedding::Encoder {
+        crate::encoder::identity(Path::new(&a.encoder), false).map_err(|err| {
+            e(
+                "augment.encoder",
+                format!(
+                    "{}; `embedding = \"encoder\"` needs a model folder",
+                    err.message
+                ),
+            )
+        })?;
+    }
     let f = &a.filter;
     range("augment.filter.min_words", vec![f.min_words], 1, 100)?;
     range("augment.filter.max_chars", vec![f.max_chars], 10, 100_000)?;
@@ -1250,60 +1668,88 @@ pub fn resolve_data_dir(dir: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The fields of a `[[classifier]]`, in the order they expand, with their cell-name tags.
+const AXES: &[(&str, &str)] = &[
+    ("model", "m"),
+    ("max_length", "len"),
+    ("layers", "L"),
+    ("hidden", "H"),
+    ("heads", "A"),
+    ("intermediate", "I"),
+    ("head_hidden", "hh"),
+    ("dropout", "do"),
+    ("dim", "dim"),
+    ("word_ngrams", "wng"),
+    ("minn", "minn"),
+    ("maxn", "maxn"),
+    ("buckets", "b"),
+    ("epochs", "ep"),
+    ("lr", "lr"),
+    ("batch_size", "bs"),
+    ("patience", "pat"),
+    ("min_delta", "md"),
+    ("class_weight", "cw"),
+    ("weighting", "wt"),
+    ("warmup", "wu"),
+    ("weight_decay", "wd"),
+];
+
+/// Every concrete configuration of one `[[classifier]]` (its defaults filled in), with the name
+/// tags of the swept fields.
+fn classifier_combos(c: &ClassifierConfig) -> Vec<(ModelParams, Vec<(String, String)>)> {
+    let r = c.resolved();
+    let table = serde_json::to_value(&r).expect("classifier serializes");
+    let mut combos: Vec<(
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(String, String)>,
+    )> = vec![(serde_json::Map::new(), Vec::new())];
+    for (field, tag) in AXES {
+        let Some(v) = table.get(*field) else { continue };
+        let vals = match v {
+            serde_json::Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        };
+        let sweep = vals.len() > 1;
+        let mut next = Vec::new();
+        for (m, tags) in &combos {
+            for val in &vals {
+                let mut m = m.clone();
+                m.insert(field.to_string(), val.clone());
+                let mut tags = tags.clone();
+                if sweep {
+                    let shown = match (field, val) {
+                        (&"model", serde_json::Value::String(p)) => Path::new(p)
+                            .file_name()
+                            .map(|f| f.to_string_lossy().to_string())
+                            .unwrap_or_else(|| p.clone()),
+                        _ => fmt_tag(val),
+                    };
+                    tags.push((tag.to_string(), shown));
+                }
+                next.push((m, tags));
+            }
+        }
+        combos = next;
+    }
+    combos
+        .into_iter()
+        .map(|(m, tags)| {
+            let v = serde_json::Value::Object(m);
+            let p = if c.kind.is_encoder() {
+                ModelParams::Encoder(serde_json::from_value(v).expect("encoder params"))
+            } else {
+                ModelParams::FastText(serde_json::from_value(v).expect("fastText params"))
+            };
+            (p, tags)
+        })
+        .collect()
+}
+
 /// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds.
 pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
     let mut cells = Vec::new();
     for c in &raw.classifier {
-        let mut combos: Vec<(FastTextParams, Vec<(String, String)>)> = Vec::new();
-        let base = FastTextParams {
-            dim: 0,
-            word_ngrams: 0,
-            minn: 0,
-            maxn: 0,
-            buckets: 0,
-            epochs: 0,
-            lr: 0.0,
-            batch_size: 0,
-            patience: 0,
-            min_delta: 0.0,
-            class_weight: ClassWeight::None,
-            weighting: Weighting::Count,
-        };
-        combos.push((base, Vec::new()));
-        macro_rules! axis {
-            ($field:ident, $short:expr) => {{
-                let vals = c.$field.values();
-                let sweep = c.$field.is_sweep();
-                let mut next = Vec::new();
-                for (p, tags) in &combos {
-                    for v in &vals {
-                        let mut p = p.clone();
-                        p.$field = v.clone();
-                        let mut tags = tags.clone();
-                        if sweep {
-                            tags.push((
-                                $short.to_string(),
-                                fmt_tag(&serde_json::to_value(v).unwrap()),
-                            ));
-                        }
-                        next.push((p, tags));
-                    }
-                }
-                combos = next;
-            }};
-        }
-        axis!(dim, "dim");
-        axis!(word_ngrams, "wng");
-        axis!(minn, "minn");
-        axis!(maxn, "maxn");
-        axis!(buckets, "b");
-        axis!(epochs, "ep");
-        axis!(lr, "lr");
-        axis!(batch_size, "bs");
-        axis!(patience, "pat");
-        axis!(min_delta, "md");
-        axis!(class_weight, "cw");
-        axis!(weighting, "wt");
+        let combos = classifier_combos(c);
         let variants = augment_variants(&raw.augment);
         for (augment, synth, synth_tags) in &variants {
             for seed in raw.experiment.seeds.values() {

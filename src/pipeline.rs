@@ -17,9 +17,10 @@ use crate::filter::{self, FILTER_VERSION, FilterInput, Synthetic};
 use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
 use crate::hash::file_hash;
 use crate::llm::{self, Budget, CallJob};
-use crate::manifest::{CellSpec, Manifest, SynthSpec};
+use crate::manifest::{CellSpec, ClassifierKind, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
 use crate::model::fasttext::{self, Trained};
+use crate::model::{Scored, encoder_cls};
 use crate::progress::Progress;
 use crate::report;
 use crate::split::{self, SPLIT_VERSION, Split};
@@ -35,6 +36,8 @@ pub struct Shared {
     pub attack_hash: Option<String>,
     pub load: StageId,
     pub split: StageId,
+    /// Where models train; part of the train key when not the CPU.
+    pub backend: crate::manifest::Backend,
 }
 
 /// The stage ids of one synthetic-data chain.
@@ -88,6 +91,7 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
         attack_hash,
         load,
         split,
+        backend: m.raw.experiment.backend,
     })
 }
 
@@ -99,6 +103,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
             name: "reference".into(),
             seeds: crate::manifest::Grid::One(m.raw.split.seed),
             output_dir: PathBuf::new(),
+            backend: m.raw.experiment.backend,
         },
         data: m.raw.data.clone(),
         split: m.raw.split.clone(),
@@ -133,19 +138,22 @@ fn filter_id(
 
 pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthStages {
     let a = &m.raw.augment;
-    let cluster = StageId::new(
-        "cluster",
-        CLUSTER_VERSION,
-        &serde_json::json!({
-            "targets": a.targets,
-            "k": spec.k,
-            "embedding": a.embedding,
-            "svd_dim": a.svd_dim,
-            "representatives": a.representatives,
-            "seed": m.raw.split.seed,
-        }),
-        &[&shared.split.key],
-    );
+    let mut params = serde_json::json!({
+        "targets": a.targets,
+        "k": spec.k,
+        "embedding": a.embedding,
+        "representatives": a.representatives,
+        "seed": m.raw.split.seed,
+    });
+    match a.embedding {
+        crate::manifest::ClusterEmbedding::TfidfSvd => params["svd_dim"] = a.svd_dim.into(),
+        crate::manifest::ClusterEmbedding::Encoder => {
+            params["encoder"] = crate::encoder::identity(Path::new(&a.encoder), false)
+                .unwrap_or_else(|e| format!("unreadable: {}", e.message))
+                .into()
+        }
+    }
+    let cluster = StageId::new("cluster", CLUSTER_VERSION, &params, &[&shared.split.key]);
     let generator = &m.generators[&spec.generator];
     let template = &m.templates[&spec.template];
     // The generator's identity (not its name): a replay shares the entries of what it replays.
@@ -190,17 +198,27 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
     if let Some(k) = synthetic {
         inputs.push(k);
     }
-    let train = StageId::new(
-        "train",
-        fasttext::TRAIN_VERSION,
-        &serde_json::json!({
-            "classifier": cell.classifier,
-            "params": cell.params,
-            "seed": cell.seed,
-            "augment": cell.augment,
-        }),
-        &inputs,
-    );
+    let mut params = serde_json::json!({
+        "classifier": cell.classifier,
+        "params": cell.params,
+        "seed": cell.seed,
+        "augment": cell.augment,
+    });
+    if !shared.backend.is_cpu() {
+        params["backend"] = serde_json::Value::String(shared.backend.as_str().into());
+    }
+    let version = match cell.params.encoder() {
+        None => fasttext::TRAIN_VERSION,
+        Some(p) => {
+            // The weights (or, from scratch, the tokenizer) the model starts from, by content.
+            let tokenizer_only = cell.classifier == ClassifierKind::Transformer;
+            let id = crate::encoder::identity(Path::new(&p.model), tokenizer_only)
+                .unwrap_or_else(|e| format!("unreadable: {}", e.message));
+            params["model_hash"] = serde_json::Value::String(id);
+            encoder_cls::ENCODER_TRAIN_VERSION
+        }
+    };
+    let train = StageId::new("train", version, &params, &inputs);
     let evaluate = StageId::new(
         "evaluate",
         EVAL_VERSION,
@@ -333,7 +351,19 @@ pub fn cluster_all(
     for spec in specs {
         let ids = synth_stages(m, shared, &spec);
         let (entry, _) = cache.get_or_compute(&ids.cluster, |w| {
-            let c = cluster::cluster_targets(&train, &m.raw.augment, spec.k, m.raw.split.seed);
+            let a = &m.raw.augment;
+            let embedder = crate::encoder::Embedder::new(cache.root());
+            let device = Device::flex();
+            let quiet = Progress::new(true);
+            let embed = |texts: &[String]| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                embedder.embed(Path::new(&a.encoder), 128, &refs, &device, &quiet)
+            };
+            let with: Option<cluster::Embed> = match a.embedding {
+                crate::manifest::ClusterEmbedding::Encoder => Some(&embed),
+                crate::manifest::ClusterEmbedding::TfidfSvd => None,
+            };
+            let c = cluster::cluster_targets(&train, a, spec.k, m.raw.split.seed, with)?;
             w.write_json("clusters.json", &c)
         })?;
         let c: Clusters = entry.read_json("clusters.json")?;
@@ -518,6 +548,7 @@ fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>
 
 struct CellCtx<'a> {
     m: &'a Manifest,
+    embedder: &'a crate::encoder::Embedder,
     targets: &'a [String],
     ds: &'a Dataset,
     split: &'a Split,
@@ -529,16 +560,69 @@ struct CellCtx<'a> {
     shared: &'a Shared,
 }
 
-/// Train a fastText model through the cache; returns the entry, whether it was trained now, and
-/// the model when it was.
-fn train_fasttext(
+/// A trained classifier of any kind.
+enum Model {
+    FastText(Trained),
+    Head {
+        head: encoder_cls::Head,
+        meta: encoder_cls::HeadMeta,
+        log: crate::model::fasttext::TrainLog,
+    },
+    Seq(encoder_cls::SeqTrained),
+}
+
+impl Model {
+    fn log(&self) -> &crate::model::fasttext::TrainLog {
+        match self {
+            Model::FastText(t) => &t.log,
+            Model::Head { log, .. } => log,
+            Model::Seq(t) => &t.log,
+        }
+    }
+
+    fn load(kind: ClassifierKind, dir: &Path, device: &Device) -> Result<Self> {
+        Ok(match kind {
+            ClassifierKind::Fasttext => Model::FastText(Trained::load(dir, device)?),
+            ClassifierKind::EncoderFrozen => {
+                let (head, meta, log) = encoder_cls::load_head(dir, device)?;
+                Model::Head { head, meta, log }
+            }
+            ClassifierKind::EncoderFinetune | ClassifierKind::Transformer => {
+                Model::Seq(encoder_cls::SeqTrained::load(dir, device)?)
+            }
+        })
+    }
+
+    fn predict(&self, cx: &CellCtx, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
+        match self {
+            Model::FastText(t) => Ok(t.predict(texts, cx.device, top_k)),
+            Model::Head { head, meta, .. } => {
+                let p = &meta.params;
+                let emb = cx.embedder.embed(
+                    Path::new(&p.model),
+                    p.max_length,
+                    texts,
+                    cx.device,
+                    cx.progress,
+                )?;
+                let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
+                Ok(encoder_cls::predict_head(head, &rows, cx.device, top_k))
+            }
+            Model::Seq(t) => t.predict(texts, cx.device, top_k),
+        }
+    }
+}
+
+/// Train a cell's classifier through the cache; returns the entry, whether it was trained now,
+/// and the model when it was.
+fn train_model(
     cx: &CellCtx,
     id: &StageId,
     cell: &CellSpec,
     train: &[(&str, usize)],
     what: &str,
-) -> Result<(Entry, bool, Option<Trained>)> {
-    let mut trained_now: Option<Trained> = None;
+) -> Result<(Entry, bool, Option<Model>)> {
+    let mut trained_now: Option<Model> = None;
     let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
         let val: Vec<(&str, usize)> = cx
             .split
@@ -549,23 +633,74 @@ fn train_fasttext(
                 (e.text.as_str(), cx.index[&e.label])
             })
             .collect();
-        let total = train.len().div_ceil(cell.params.batch_size) * cell.params.epochs;
-        let pb = cx.progress.bar(total as u64, &format!("train {what}"));
-        let t = fasttext::train(
-            &cell.params,
-            cell.seed,
-            cx.classes,
-            train,
-            &val,
-            cx.device,
-            |step, _, loss| {
-                pb.set_position(step as u64);
-                pb.set_message(format!("loss {loss:.3}"));
-            },
-        )?;
+        let pb = cx.progress.bar(0, &format!("train {what}"));
+        let tick = |step: usize, total: usize, loss: f64| {
+            pb.set_length(total as u64);
+            pb.set_position(step as u64);
+            pb.set_message(format!("loss {loss:.3}"));
+        };
+        let model = match &cell.params {
+            crate::manifest::ModelParams::FastText(p) => {
+                let t = fasttext::train(p, cell.seed, cx.classes, train, &val, cx.device, tick)?;
+                t.save(&w.path(""))?;
+                Model::FastText(t)
+            }
+            crate::manifest::ModelParams::Encoder(p)
+                if cell.classifier == ClassifierKind::EncoderFrozen =>
+            {
+                let texts: Vec<&str> = train.iter().chain(&val).map(|x| x.0).collect();
+                let emb = cx.embedder.embed(
+                    Path::new(&p.model),
+                    p.max_length,
+                    &texts,
+                    cx.device,
+                    cx.progress,
+                )?;
+                let (tr, va) = emb.split_at(train.len());
+                let tr: Vec<(&[f32], usize)> = tr
+                    .iter()
+                    .zip(train)
+                    .map(|(e, x)| (e.as_slice(), x.1))
+                    .collect();
+                let va: Vec<(&[f32], usize)> = va
+                    .iter()
+                    .zip(&val)
+                    .map(|(e, x)| (e.as_slice(), x.1))
+                    .collect();
+                let (head, log) = encoder_cls::train_head(
+                    p,
+                    cell.seed,
+                    cx.classes.len(),
+                    &tr,
+                    &va,
+                    cx.device,
+                    tick,
+                )?;
+                let meta = encoder_cls::HeadMeta {
+                    params: p.clone(),
+                    classes: cx.classes.to_vec(),
+                    dim: emb.first().map(Vec::len).unwrap_or(0),
+                };
+                encoder_cls::save_head(&head, &meta, &log, &w.path(""))?;
+                Model::Head { head, meta, log }
+            }
+            crate::manifest::ModelParams::Encoder(p) => {
+                let t = encoder_cls::train_seq(
+                    cell.classifier,
+                    p,
+                    cell.seed,
+                    cx.classes,
+                    train,
+                    &val,
+                    cx.device,
+                    tick,
+                )?;
+                t.save(&w.path(""))?;
+                Model::Seq(t)
+            }
+        };
         pb.finish_and_clear();
-        t.save(&w.path(""))?;
-        trained_now = Some(t);
+        trained_now = Some(model);
         Ok(())
     })?;
     Ok((entry, outcome == Outcome::Computed, trained_now))
@@ -597,11 +732,11 @@ fn run_cell(
         }
     }
     let (train_entry, trained, mut trained_now) =
-        train_fasttext(cx, &stages.train, cell, &train, &cell.name)?;
+        train_model(cx, &stages.train, cell, &train, &cell.name)?;
     let (eval_entry, _) = cx.cache.get_or_compute(&stages.evaluate, |w| {
         let model = match trained_now.take() {
             Some(t) => t,
-            None => Trained::load(&train_entry.dir, cx.device)?,
+            None => Model::load(cell.classifier, &train_entry.dir, cx.device)?,
         };
         let test = &cx.split.test;
         let texts: Vec<&str> = test
@@ -612,7 +747,7 @@ fn run_cell(
             .iter()
             .map(|&i| cx.index[&cx.ds.examples[i].label])
             .collect();
-        let scored = model.predict(&texts, cx.device, TOP_K);
+        let scored = model.predict(cx, &texts, TOP_K)?;
         let pred: Vec<usize> = scored.iter().map(|s| s.pred).collect();
         let metrics = metrics::evaluate(&gold, &pred, cx.classes, 20);
         let mut lines = String::new();
@@ -638,8 +773,8 @@ fn run_cell(
             train_size: train.len(),
             validation_size: cx.split.validation.len(),
             test_size: test.len(),
-            train_seconds: model.log.train_seconds,
-            best_epoch: model.log.best_epoch,
+            train_seconds: model.log().train_seconds,
+            best_epoch: model.log().best_epoch,
             train_key: stages.train.key.clone(),
             evaluate_key: stages.evaluate.key.clone(),
             metrics,
@@ -821,10 +956,10 @@ fn synthesize(
                 (e.text.as_str(), cx.index[&e.label])
             })
             .collect();
-        let (entry, _, now) = train_fasttext(cx, id, cell, &train, "reference classifier")?;
+        let (entry, _, now) = train_model(cx, id, cell, &train, "reference classifier")?;
         reference_model = Some(match now {
-            Some(t) => t,
-            None => Trained::load(&entry.dir, cx.device)?,
+            Some(Model::FastText(t)) => t,
+            _ => Trained::load(&entry.dir, cx.device)?,
         });
     }
     let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
@@ -910,6 +1045,19 @@ fn synthesize(
     })
 }
 
+/// The burn device of a backend.
+pub fn device_for(backend: crate::manifest::Backend) -> Result<Device> {
+    match backend {
+        crate::manifest::Backend::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        crate::manifest::Backend::Cuda => Ok(Device::cuda(0)),
+        #[cfg(not(feature = "cuda"))]
+        crate::manifest::Backend::Cuda => Err(Error::config(
+            "`experiment.backend = \"cuda\"` needs a build with the CUDA backend: `cargo build --release --features cuda` (and an NVIDIA driver at run time)",
+        )),
+    }
+}
+
 /// The dataset column of the summary, e.g. `tram-single` or `cti-to-mitre:label_subtec`.
 pub fn dataset_label(m: &Manifest) -> String {
     let d = &m.raw.data;
@@ -952,6 +1100,7 @@ fn pick_run_dir(m: &Manifest, opts: &RunOptions) -> PathBuf {
 }
 
 pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome> {
+    let device = device_for(m.raw.experiment.backend)?;
     let progress = Progress::new(opts.quiet);
     cache.sweep_tmp();
     let shared = shared_stages(m)?;
@@ -1012,9 +1161,10 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     )?;
     write_split_files(&partial, &ds, &split)?;
 
-    let device = Device::flex();
+    let embedder = crate::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
         m,
+        embedder: &embedder,
         targets: &targets,
         ds: &ds,
         split: &split,

@@ -28,6 +28,8 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "maxn",
     "buckets",
     "lr",
+    "model",
+    "size",
     "target_macro_f1",
     "k",
     "template",
@@ -55,17 +57,28 @@ fn row(r: &CellResult) -> Vec<String> {
         r.test_size.to_string(),
         format!("{:.2}", r.train_seconds),
         r.best_epoch.to_string(),
-        p.dim.to_string(),
-        p.word_ngrams.to_string(),
-        p.minn.to_string(),
-        p.maxn.to_string(),
-        p.buckets.to_string(),
-        p.lr.to_string(),
+    ]
+    .into_iter()
+    .chain(match p.fasttext() {
+        Some(f) => [
+            f.dim.to_string(),
+            f.word_ngrams.to_string(),
+            f.minn.to_string(),
+            f.maxn.to_string(),
+            f.buckets.to_string(),
+        ],
+        None => Default::default(),
+    })
+    .chain([
+        p.lr().to_string(),
+        p.encoder().map(|e| e.model.clone()).unwrap_or_default(),
+        p.encoder()
+            .and_then(|e| e.layers.map(|l| format!("{l}x{}", e.hidden.unwrap_or(0))))
+            .unwrap_or_default(),
         r.target_macro_f1
             .map(|f| format!("{f:.4}"))
             .unwrap_or_default(),
-    ]
-    .into_iter()
+    ])
     .chain(match &r.synthetic {
         Some(s) => [
             s.k.to_string(),

@@ -1,5 +1,6 @@
 //! Classifiers. Each kind trains from a split and predicts scores over the classes.
 
+pub mod encoder_cls;
 pub mod fasttext;
 
 /// A prediction for one text: the class scores, highest first (top k).

@@ -1,0 +1,500 @@
+//! Pretrained BERT-family sentence encoders: a Hugging Face model folder (`config.json`,
+//! `tokenizer.json`, `model.safetensors`) loaded into the burn [`bert::Bert`] module through
+//! burn's `SafetensorsStore` with the PyTorch adapter, tokenized with the `tokenizers` crate
+//! (padding to the longest text of each batch, truncation at a configured length), and
+//! mean-pooled, L2-normalized sentence embeddings.
+
+pub mod bert;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+pub use bert::{Bert, BertConfig, l2_normalize, mean_pool};
+
+use crate::error::{Error, Result};
+
+/// The files a model folder must have.
+pub const MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
+
+/// A loaded encoder and its tokenizer.
+pub struct SentenceEncoder {
+    pub config: BertConfig,
+    pub model: Bert,
+    pub tokenizer: Tokenizer,
+    pub max_length: usize,
+    pub dir: PathBuf,
+}
+
+/// Read `config.json` of a model folder.
+pub fn read_config(dir: &Path) -> Result<BertConfig> {
+    check_folder(dir)?;
+    let p = dir.join("config.json");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
+    let c: BertConfig = serde_json::from_str(&text).map_err(|e| {
+        Error::data(format!(
+            "{} is not a BERT/RoBERTa config.json: {e}",
+            p.display()
+        ))
+    })?;
+    if !matches!(c.model_type.as_str(), "bert" | "roberta" | "xlm-roberta") {
+        return Err(Error::data(format!(
+            "{}: model_type `{}` is not supported; use a BERT or RoBERTa model",
+            p.display(),
+            c.model_type
+        )));
+    }
+    if c.hidden_size % c.num_attention_heads.max(1) != 0 {
+        return Err(Error::data(format!(
+            "{}: hidden_size {} is not a multiple of num_attention_heads {}",
+            p.display(),
+            c.hidden_size,
+            c.num_attention_heads
+        )));
+    }
+    Ok(c)
+}
+
+fn check_folder(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::data(format!(
+            "model folder {} does not exist; run scripts/fetch-models.sh (all-MiniLM-L6-v2 lands in models/all-MiniLM-L6-v2) or give the path of a Hugging Face model folder",
+            dir.display()
+        )));
+    }
+    let missing: Vec<&str> = MODEL_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::data(format!(
+            "model folder {} lacks {}; a model folder needs {}",
+            dir.display(),
+            missing.join(", "),
+            MODEL_FILES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Load the tokenizer with padding to the longest text of a batch and truncation at `max_length`.
+pub fn load_tokenizer(dir: &Path, max_length: usize, pad_id: u32) -> Result<Tokenizer> {
+    let p = dir.join("tokenizer.json");
+    let mut tok = Tokenizer::from_file(&p)
+        .map_err(|e| Error::data(format!("cannot read tokenizer {}: {e}", p.display())))?;
+    let pad_token = tok
+        .id_to_token(pad_id)
+        .unwrap_or_else(|| "[PAD]".to_string());
+    tok.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        pad_id,
+        pad_token,
+        ..Default::default()
+    }));
+    tok.with_truncation(Some(TruncationParams {
+        max_length,
+        ..Default::default()
+    }))
+    .map_err(|e| Error::data(format!("tokenizer truncation: {e}")))?;
+    Ok(tok)
+}
+
+/// Load pretrained weights into `model`; a missing tensor or one whose shape differs from the
+/// config is an error naming it.
+pub fn load_weights(model: &mut Bert, path: &Path) -> Result<()> {
+    let mut store = SafetensorsStore::from_file(path)
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_key_remapping(r"^(bert|roberta)\.", "")
+        .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
+        .with_key_remapping(r"\.self\.", ".self_attn.")
+        .allow_partial(true)
+        .validate(true);
+    let res = model
+        .load_from(&mut store)
+        .map_err(|e| Error::data(format!("cannot read the weights {}: {e}", path.display())))?;
+    if let Some(e) = res.errors.first() {
+        return Err(Error::data(format!(
+            "{}: {e}; the tensors do not match config.json (is it the config of these weights?)",
+            path.display()
+        )));
+    }
+    if let Some((name, _)) = res.missing.first() {
+        return Err(Error::data(format!(
+            "{}: tensor `{name}` is missing ({} missing in all); is this a BERT/RoBERTa checkpoint?",
+            path.display(),
+            res.missing.len()
+        )));
+    }
+    Ok(())
+}
+
+impl SentenceEncoder {
+    pub fn load(dir: &Path, max_length: usize, device: &Device) -> Result<Self> {
+        let config = read_config(dir)?;
+        let max_length = max_length.min(config.max_tokens()).max(2);
+        let tokenizer = load_tokenizer(dir, max_length, config.pad_token_id as u32)?;
+        let mut model = config.init(device);
+        load_weights(&mut model, &dir.join("model.safetensors"))?;
+        Ok(Self {
+            config,
+            model,
+            tokenizer,
+            max_length,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Token ids and attention mask of a batch, padded to its longest text.
+    pub fn tokenize(
+        &self,
+        texts: &[&str],
+        device: &Device,
+    ) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+        batch_tensors(&self.tokenizer, texts, device)
+    }
+
+    /// Mean-pooled, L2-normalized embeddings, `batch` texts at a time.
+    pub fn embed(&self, texts: &[&str], batch: usize, device: &Device) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch.max(1)) {
+            let (ids, mask) = self.tokenize(chunk, device)?;
+            let hidden = self.model.forward(ids, mask.clone());
+            let pooled = l2_normalize(mean_pool(hidden, mask));
+            let [b, h] = pooled.dims();
+            let v = pooled
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::internal(format!("embedding data: {e:?}")))?;
+            for i in 0..b {
+                out.push(v[i * h..(i + 1) * h].to_vec());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Tokenize a batch into (ids, mask) tensors [B, L], L = the longest text (after truncation).
+pub fn batch_tensors(
+    tok: &Tokenizer,
+    texts: &[&str],
+    device: &Device,
+) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+    let enc = tok
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
+    let b = enc.len();
+    let l = enc
+        .iter()
+        .map(|e| e.get_ids().len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut ids = vec![0i64; b * l];
+    let mut mask = vec![0i64; b * l];
+    for (i, e) in enc.iter().enumerate() {
+        for (j, (&t, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
+            ids[i * l + j] = t as i64;
+            mask[i * l + j] = m as i64;
+        }
+    }
+    Ok((
+        Tensor::from_data(TensorData::new(ids, [b, l]), device),
+        Tensor::from_data(TensorData::new(mask, [b, l]), device),
+    ))
+}
+
+/// The identity of a model folder: BLAKE3 over its config, tokenizer and weights.
+pub fn model_hash(dir: &Path) -> Result<String> {
+    check_folder(dir)?;
+    let mut h = blake3::Hasher::new();
+    for f in MODEL_FILES {
+        let p = dir.join(f);
+        let bytes = std::fs::read(&p)
+            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
+        h.update(f.as_bytes());
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Sentence embeddings on disk, one file per (model, max length, pooling, text), shared by every
+/// cell, run and dataset that embeds the same text with the same model:
+/// `<cache>/embeddings/<model key>/<2 hex>/<text hash>.f32` (little-endian f32). Files are written
+/// to a temporary name and renamed, so a reader never sees half a vector.
+pub struct EmbeddingCache {
+    dir: PathBuf,
+}
+
+impl EmbeddingCache {
+    pub fn new(cache_root: &Path, model_hash: &str, max_length: usize, pooling: &str) -> Self {
+        let key = crate::hash::stage_key(
+            "embedding",
+            1,
+            &serde_json::json!({"model": model_hash, "max_length": max_length, "pooling": pooling}),
+            &[],
+        );
+        Self {
+            dir: cache_root.join("embeddings").join(&key[..32]),
+        }
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        let h = crate::hash::blake3_hex(text.as_bytes());
+        self.dir.join(&h[..2]).join(format!("{}.f32", &h[..40]))
+    }
+
+    fn read(&self, text: &str) -> Option<Vec<f32>> {
+        let bytes = std::fs::read(self.path(text)).ok()?;
+        if bytes.is_empty() || bytes.len() % 4 != 0 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    }
+
+    fn write(&self, text: &str, v: &[f32]) -> Result<()> {
+        let p = self.path(text);
+        let parent = p.parent().expect("has a parent");
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::cache(format!("cannot create {}: {e}", parent.display())))?;
+        let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &p))
+            .map_err(|e| Error::cache(format!("cannot write {}: {e}", p.display())))
+    }
+
+    /// Embeddings of `texts`, computing (with `compute`) only those not on disk. Returns the
+    /// vectors and how many were computed.
+    pub fn get_or_compute(
+        &self,
+        texts: &[&str],
+        mut compute: impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<(Vec<Vec<f32>>, usize)> {
+        let mut out: Vec<Option<Vec<f32>>> = texts.iter().map(|t| self.read(t)).collect();
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        // Unique texts only, longest last so batches pad little.
+        let mut todo: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
+        todo.sort_by_key(|t| (t.len(), *t));
+        todo.dedup();
+        if !todo.is_empty() {
+            let vecs = compute(&todo)?;
+            for (t, v) in todo.iter().zip(&vecs) {
+                self.write(t, v)?;
+            }
+            let map: std::collections::HashMap<&str, &Vec<f32>> =
+                todo.iter().copied().zip(vecs.iter()).collect();
+            for &i in &missing {
+                out[i] = Some(map[texts[i]].clone());
+            }
+        }
+        Ok((
+            out.into_iter().map(|v| v.expect("filled")).collect(),
+            todo.len(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minilm() -> PathBuf {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::manifest::DEFAULT_ENCODER);
+        assert!(
+            p.join("model.safetensors").is_file(),
+            "{} is missing; run scripts/fetch-models.sh (or `just models`) first",
+            p.display()
+        );
+        p
+    }
+
+    #[test]
+    fn hello_world_matches_the_pytorch_embedding() {
+        let device = Device::flex();
+        let enc = SentenceEncoder::load(&minilm(), 128, &device).unwrap();
+        let v = enc.embed(&["Hello world"], 32, &device).unwrap();
+        let expected = [
+            -0.034477, 0.031023, 0.006735, 0.026109, -0.039362, -0.160302,
+        ];
+        for (i, e) in expected.iter().enumerate() {
+            assert!(
+                (v[0][i] - e).abs() < 1e-4,
+                "dimension {i}: {} vs {e}; first values {:?}",
+                v[0][i],
+                &v[0][..6]
+            );
+        }
+        let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn padding_does_not_change_an_embedding() {
+        let device = Device::flex();
+        let enc = SentenceEncoder::load(&minilm(), 128, &device).unwrap();
+        let alone = enc.embed(&["Hello world"], 1, &device).unwrap();
+        let padded = enc
+            .embed(
+                &[
+                    "Hello world",
+                    "APT29 used a PowerShell loader to fetch the second stage.",
+                ],
+                2,
+                &device,
+            )
+            .unwrap();
+        let (ids, _) = enc
+            .tokenize(&["a", "a much longer sentence than the first"], &device)
+            .unwrap();
+        assert_eq!(ids.dims()[1], 9, "padded to the longest text of the batch");
+        for (a, b) in alone[0].iter().zip(&padded[0]) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(minilm().join("config.json"), dir.path().join("config.json")).unwrap();
+        let Err(e) = SentenceEncoder::load(dir.path(), 128, &Device::flex()) else {
+            panic!("a folder without weights must not load");
+        };
+        assert!(
+            e.message.contains("tokenizer.json, model.safetensors"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn tensors_that_do_not_match_the_config_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in MODEL_FILES {
+            std::os::unix::fs::symlink(minilm().join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        let cfg = std::fs::read_to_string(minilm().join("config.json"))
+            .unwrap()
+            .replace("\"intermediate_size\": 1536", "\"intermediate_size\": 1024");
+        std::fs::write(dir.path().join("config.json"), cfg).unwrap();
+        let Err(e) = SentenceEncoder::load(dir.path(), 128, &Device::flex()) else {
+            panic!("mismatched tensors must not load");
+        };
+        assert!(e.message.contains("intermediate.dense"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_embedding_cache_computes_each_text_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = EmbeddingCache::new(dir.path(), "m", 128, "mean");
+        let calls = std::cell::Cell::new(0);
+        let mut f = |ts: &[&str]| {
+            calls.set(calls.get() + ts.len());
+            Ok(ts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
+        };
+        let (v, n) = cache.get_or_compute(&["ab", "c", "ab"], &mut f).unwrap();
+        assert_eq!(
+            (n, v[0].clone(), v[1].clone()),
+            (2, vec![2.0, 1.0], vec![1.0, 1.0])
+        );
+        let (v2, n2) = cache.get_or_compute(&["c", "ab", "new"], &mut f).unwrap();
+        assert_eq!(n2, 1);
+        assert_eq!(v2[1], vec![2.0, 1.0]);
+        assert_eq!(calls.get(), 3);
+        let other = EmbeddingCache::new(dir.path(), "m", 64, "mean");
+        assert_eq!(other.get_or_compute(&["c"], &mut f).unwrap().1, 1);
+    }
+}
+
+/// Hashes of model folders, computed once per process.
+fn hash_memo() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, String>> {
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+/// [`model_hash`], memoized; for a model trained from scratch only the tokenizer counts.
+pub fn identity(dir: &Path, tokenizer_only: bool) -> Result<String> {
+    let key = dir.join(if tokenizer_only { "tokenizer.json" } else { "" });
+    if let Some(h) = hash_memo().lock().expect("memo").get(&key) {
+        return Ok(h.clone());
+    }
+    let h = if tokenizer_only {
+        let p = dir.join("tokenizer.json");
+        crate::hash::file_hash(&p)
+            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
+    } else {
+        model_hash(dir)?
+    };
+    hash_memo().lock().expect("memo").insert(key, h.clone());
+    Ok(h)
+}
+
+/// Sentence embeddings for the cells of a run: encoders loaded once, vectors through the
+/// [`EmbeddingCache`].
+pub struct Embedder {
+    cache_root: PathBuf,
+    loaded: std::sync::Mutex<
+        std::collections::HashMap<(PathBuf, usize), std::sync::Arc<SentenceEncoder>>,
+    >,
+    /// Texts embedded now (not from the cache), for the log.
+    pub computed: std::sync::atomic::AtomicUsize,
+}
+
+impl Embedder {
+    pub fn new(cache_root: &Path) -> Self {
+        Self {
+            cache_root: cache_root.to_path_buf(),
+            loaded: Default::default(),
+            computed: Default::default(),
+        }
+    }
+
+    pub fn embed(
+        &self,
+        dir: &Path,
+        max_length: usize,
+        texts: &[&str],
+        device: &Device,
+        progress: &crate::progress::Progress,
+    ) -> Result<Vec<Vec<f32>>> {
+        let hash = identity(dir, false)?;
+        let cache = EmbeddingCache::new(&self.cache_root, &hash, max_length, "mean");
+        let (v, n) = cache.get_or_compute(texts, |todo| {
+            let enc = {
+                let mut m = self.loaded.lock().expect("encoders");
+                match m.get(&(dir.to_path_buf(), max_length)) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e =
+                            std::sync::Arc::new(SentenceEncoder::load(dir, max_length, device)?);
+                        m.insert((dir.to_path_buf(), max_length), e.clone());
+                        e
+                    }
+                }
+            };
+            let pb = progress.bar(todo.len() as u64, &format!("embed {}", dir.display()));
+            let mut out = Vec::with_capacity(todo.len());
+            for chunk in todo.chunks(32) {
+                out.extend(enc.embed(chunk, 32, device)?);
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish_and_clear();
+            Ok(out)
+        })?;
+        self.computed
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(v)
+    }
+}
