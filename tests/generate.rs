@@ -450,3 +450,31 @@ fn plan_lists_targets_and_says_where_k_is_clipped() {
         ]
     );
 }
+
+#[test]
+fn clusters_can_come_from_minilm_embeddings() {
+    let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    let server = llm_server::start(|n, _| Reply::sentences(2, n));
+    let (s, m) = sandbox(
+        &format!(
+            "kind = \"synthetic\"\ngenerator = \"remote\"\nk = 2\nper_technique = 4\nper_call = 2\nembedding = \"encoder\"\nencoder = \"{}\"",
+            minilm.display()
+        ),
+        &remote(&server.url, ""),
+    );
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    assert_eq!(server.requests().len(), 2, "one call per cluster");
+    let prompts: Vec<String> = server.requests().iter().map(|r| r.prompt()).collect();
+    assert_ne!(
+        prompts[0], prompts[1],
+        "each cluster shows its own examples"
+    );
+    // The target's train sentences were embedded (and cached) for the clustering.
+    let embedded = s
+        .files_under("cache/embeddings")
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "f32"))
+        .count();
+    assert!(embedded >= 20, "{embedded}");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "4");
+}
