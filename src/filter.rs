@@ -577,6 +577,7 @@ mod tests {
                 model: "m".into(),
                 temperature: 1.0,
                 top_p: 1.0,
+                top_k: 0,
                 max_tokens: 10,
                 seed: 0,
             },

@@ -499,6 +499,8 @@ pub struct GeneratorConfig {
     pub of: Option<String>,
     pub temperature: f64,
     pub top_p: f64,
+    /// `local`: sample among the k most likely tokens (0: all), before top-p; llama.cpp's default.
+    pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u64,
     /// `local`: CPU threads.
@@ -536,6 +538,7 @@ impl Default for GeneratorConfig {
             of: None,
             temperature: 0.8,
             top_p: 0.95,
+            top_k: 40,
             max_tokens: 256,
             seed: 0,
             threads: 2,

@@ -43,6 +43,8 @@ fn backend() -> Result<&'static LlamaBackend> {
 pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
+    /// 0: no top-k cut.
+    pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u32,
 }
@@ -137,11 +139,16 @@ impl Session<'_> {
         let mut sampler = if s.temperature <= 0.0 {
             LlamaSampler::greedy()
         } else {
-            LlamaSampler::chain_simple([
-                LlamaSampler::top_p(s.top_p, 1),
-                LlamaSampler::temp(s.temperature),
-                LlamaSampler::dist(s.seed),
-            ])
+            // llama.cpp's own order: top-k first keeps top-p from sorting the whole vocabulary
+            // at every token.
+            let mut chain = Vec::new();
+            if s.top_k > 0 {
+                chain.push(LlamaSampler::top_k(s.top_k as i32));
+            }
+            chain.push(LlamaSampler::top_p(s.top_p, 1));
+            chain.push(LlamaSampler::temp(s.temperature));
+            chain.push(LlamaSampler::dist(s.seed));
+            LlamaSampler::chain_simple(chain)
         };
         let mut out: Vec<u8> = Vec::new();
         let mut generated = 0u64;
@@ -216,6 +223,7 @@ pub fn run(
         let sampling = Sampling {
             temperature: cfg.temperature as f32,
             top_p: cfg.top_p as f32,
+            top_k: cfg.top_k,
             max_tokens: cfg.max_tokens,
             seed: call_seed(cfg.seed, &job.id.key),
         };
@@ -261,6 +269,7 @@ mod tests {
         let sampling = Sampling {
             temperature: 0.8,
             top_p: 0.95,
+            top_k: 40,
             max_tokens: 8,
             seed: 7,
         };
@@ -295,6 +304,7 @@ mod tests {
                 Sampling {
                     temperature: 0.0,
                     top_p: 1.0,
+                    top_k: 0,
                     max_tokens: 4,
                     seed: 0,
                 },

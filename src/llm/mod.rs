@@ -33,6 +33,8 @@ pub struct Identity {
     pub model: String,
     pub temperature: f64,
     pub top_p: f64,
+    /// Local models only (OpenAI-compatible APIs have no top-k); 0 elsewhere.
+    pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u64,
 }
@@ -109,6 +111,11 @@ impl Generator {
                 model,
                 temperature: source.temperature,
                 top_p: source.top_p,
+                top_k: if source.provider == ProviderKind::Local {
+                    source.top_k
+                } else {
+                    0
+                },
                 max_tokens: source.max_tokens,
                 seed: source.seed,
             },
