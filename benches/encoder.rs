@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use synthcti::encoder::SentenceEncoder;
 use synthcti::model::encoder_cls::SeqClassifier;
