@@ -624,15 +624,7 @@ fn train_model(
 ) -> Result<(Entry, bool, Option<Model>)> {
     let mut trained_now: Option<Model> = None;
     let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
-        let val: Vec<(&str, usize)> = cx
-            .split
-            .validation
-            .iter()
-            .map(|&i| {
-                let e = &cx.ds.examples[i];
-                (e.text.as_str(), cx.index[&e.label])
-            })
-            .collect();
+        let val: Vec<(&str, usize)> = cx.pairs(&cx.split.validation);
         let pb = cx.progress.bar(0, &format!("train {what}"));
         let tick = |step: usize, total: usize, loss: f64| {
             pb.set_length(total as u64);
@@ -706,21 +698,25 @@ fn train_model(
     Ok((entry, outcome == Outcome::Computed, trained_now))
 }
 
+impl CellCtx<'_> {
+    /// Examples as (text, class index).
+    fn pairs(&self, idx: &[usize]) -> Vec<(&str, usize)> {
+        idx.iter()
+            .map(|&i| {
+                let e = &self.ds.examples[i];
+                (e.text.as_str(), self.index[&e.label])
+            })
+            .collect()
+    }
+}
+
 fn run_cell(
     cx: &CellCtx,
     cell: &CellSpec,
     synth: Option<&SynthReady>,
 ) -> Result<(CellResult, Entry, bool)> {
     let stages = cell_stages(cell, cx.shared, synth.map(|s| s.key.as_str()));
-    let mut train: Vec<(&str, usize)> = cx
-        .split
-        .train
-        .iter()
-        .map(|&i| {
-            let e = &cx.ds.examples[i];
-            (e.text.as_str(), cx.index[&e.label])
-        })
-        .collect();
+    let mut train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
     if let Some(s) = synth {
         for (text, label) in s.data.kept() {
             let Some(&l) = cx.index.get(label) else {
@@ -947,15 +943,7 @@ fn synthesize(
     // The reference classifier, when the filter asks for one.
     let mut reference_model: Option<Trained> = None;
     if let Some((cell, id)) = &ids.reference {
-        let train: Vec<(&str, usize)> = cx
-            .split
-            .train
-            .iter()
-            .map(|&i| {
-                let e = &cx.ds.examples[i];
-                (e.text.as_str(), cx.index[&e.label])
-            })
-            .collect();
+        let train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
         let (entry, _, now) = train_model(cx, id, cell, &train, "reference classifier")?;
         reference_model = Some(match now {
             Some(Model::FastText(t)) => t,

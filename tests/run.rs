@@ -2,7 +2,6 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const SMALL: &str = "[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 4\nbatch_size = 16\nlr = 0.05\n";
@@ -15,19 +14,6 @@ fn small_sandbox() -> (Sandbox, PathBuf) {
         &("[split]\nseed = 7\n".to_string() + SMALL),
     );
     (s, m)
-}
-
-fn read_csv(p: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(p).unwrap();
-    let h = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            h.iter()
-                .zip(rec.unwrap().iter())
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -47,7 +33,7 @@ fn run_writes_every_output_and_a_second_run_trains_nothing() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let rows = read_csv(&out.join("summary.csv"));
+    let rows = read_csv_rows(&out.join("summary.csv"));
     assert_eq!(rows.len(), 2);
     for col in [
         "cell",
@@ -386,7 +372,7 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
         s.dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let rows = read_csv(&out.join("summary.csv"));
+    let rows = read_csv_rows(&out.join("summary.csv"));
     assert_eq!(rows.len(), 2);
     assert!(
         rows.iter()
@@ -404,7 +390,7 @@ fn cached_cells_take_the_names_of_the_current_grid() {
     s.run_ok(&m, &out, &["-q", "--set", "classifier.dim=[16,8]"]);
     let log = run_log(&out);
     assert!(log.contains("1 trained, 1 from cache"), "{log}");
-    let names: Vec<String> = read_csv(&out.join("summary.csv"))
+    let names: Vec<String> = read_csv_rows(&out.join("summary.csv"))
         .into_iter()
         .map(|r| r["cell"].clone())
         .collect();

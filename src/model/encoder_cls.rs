@@ -17,36 +17,15 @@ use burn::tensor::activation::{gelu, log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::Scored;
 use super::fasttext::{EpochLog, TrainLog};
+use super::{Scored, class_weights};
 use crate::encoder::{self, Bert, BertConfig, mean_pool};
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
-use crate::manifest::{ClassWeight, ClassifierKind, EncoderParams};
+use crate::manifest::{ClassifierKind, EncoderParams};
 use crate::metrics;
 
 pub const ENCODER_TRAIN_VERSION: u32 = 1;
-
-/// Per-class loss weights: `n / (classes × count)` when balanced.
-pub fn class_weights(cw: ClassWeight, labels: &[usize], n_classes: usize) -> Vec<f32> {
-    let mut counts = vec![0usize; n_classes];
-    for &y in labels {
-        counts[y] += 1;
-    }
-    match cw {
-        ClassWeight::None => vec![1.0; n_classes],
-        ClassWeight::Balanced => counts
-            .iter()
-            .map(|&c| {
-                if c == 0 {
-                    0.0
-                } else {
-                    labels.len() as f32 / (n_classes as f32 * c as f32)
-                }
-            })
-            .collect(),
-    }
-}
 
 /// Weighted mean cross-entropy of logits [B, C] against labels.
 fn weighted_ce(logits: Tensor<2>, ys: &[usize], weights: &[f32], device: &Device) -> Tensor<1> {
@@ -163,8 +142,7 @@ pub fn train_head(
         return Err(Error::data("no training examples"));
     }
     let dim = train[0].0.len();
-    let labels: Vec<usize> = train.iter().map(|x| x.1).collect();
-    let weights = class_weights(p.class_weight, &labels, n_classes);
+    let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), n_classes);
     let ad = device.clone().autodiff();
     ad.seed(seed);
     let mut model = Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad);
@@ -370,26 +348,11 @@ pub fn train_seq(
         encoder::load_weights(&mut model.bert, &dir.join("model.safetensors"))?;
         (config, tok, model)
     };
-    let tokenize = |texts: &[&str]| -> Result<Vec<Vec<u32>>> {
-        Ok(tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::internal(format!("tokenizing: {e}")))?
-            .iter()
-            .map(|e| {
-                e.get_ids()
-                    .iter()
-                    .zip(e.get_attention_mask())
-                    .filter(|(_, m)| **m == 1)
-                    .map(|(t, _)| *t)
-                    .collect()
-            })
-            .collect())
-    };
+    let tokenize = |texts: &[&str]| token_ids(&tokenizer, texts);
     let train_ids = tokenize(&train.iter().map(|x| x.0).collect::<Vec<_>>())?;
     let val_ids = tokenize(&validation.iter().map(|x| x.0).collect::<Vec<_>>())?;
     let val_y: Vec<usize> = validation.iter().map(|x| x.1).collect();
-    let labels: Vec<usize> = train.iter().map(|x| x.1).collect();
-    let weights = class_weights(p.class_weight, &labels, classes.len());
+    let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), classes.len());
     let mut optim = AdamWConfig::new()
         .with_weight_decay(p.weight_decay.unwrap_or(0.0) as f32)
         .init();
@@ -467,6 +430,23 @@ pub fn train_seq(
     })
 }
 
+/// Token ids of each text (truncated, unpadded).
+fn token_ids(tok: &tokenizers::Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    Ok(tok
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| Error::internal(format!("tokenizing: {e}")))?
+        .iter()
+        .map(|e| {
+            e.get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .filter(|(_, m)| **m == 1)
+                .map(|(t, _)| *t)
+                .collect()
+        })
+        .collect())
+}
+
 /// The `[PAD]` id of a tokenizer folder (0 when unknown).
 fn pad_id(dir: &Path) -> usize {
     tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
@@ -516,21 +496,7 @@ fn predict_ids(
 
 impl SeqTrained {
     pub fn predict(&self, texts: &[&str], device: &Device, top_k: usize) -> Result<Vec<Scored>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
-        let ids: Vec<Vec<u32>> = enc
-            .iter()
-            .map(|e| {
-                e.get_ids()
-                    .iter()
-                    .zip(e.get_attention_mask())
-                    .filter(|(_, m)| **m == 1)
-                    .map(|(t, _)| *t)
-                    .collect()
-            })
-            .collect();
+        let ids = token_ids(&self.tokenizer, texts)?;
         Ok(predict_ids(
             &self.model,
             &ids,
@@ -618,6 +584,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::ClassWeight;
 
     #[test]
     fn warmup_then_linear_decay() {
@@ -630,7 +597,7 @@ mod tests {
 
     #[test]
     fn balanced_weights_are_inverse_frequency() {
-        let w = class_weights(ClassWeight::Balanced, &[0, 0, 0, 1], 3);
+        let w = class_weights(ClassWeight::Balanced, [0, 0, 0, 1].into_iter(), 3);
         assert!((w[0] - 4.0 / 9.0).abs() < 1e-6);
         assert!((w[1] - 4.0 / 3.0).abs() < 1e-6);
         assert_eq!(w[2], 0.0);

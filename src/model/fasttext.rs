@@ -22,7 +22,7 @@ use super::Scored;
 use crate::error::{Error, Result};
 use crate::features::Featurizer;
 use crate::hash::SplitMix64;
-use crate::manifest::{ClassWeight, FastTextParams, Weighting};
+use crate::manifest::{FastTextParams, Weighting};
 use crate::metrics;
 
 /// Bump when training changes in a way that changes the model.
@@ -264,23 +264,7 @@ pub fn train(
     let val_gold: Vec<usize> = validation.iter().map(|(_, y)| *y).collect();
 
     let n_classes = classes.len();
-    let mut counts = vec![0usize; n_classes];
-    for (_, y) in train {
-        counts[*y] += 1;
-    }
-    let weights: Vec<f32> = match params.class_weight {
-        ClassWeight::None => vec![1.0; n_classes],
-        ClassWeight::Balanced => counts
-            .iter()
-            .map(|&c| {
-                if c == 0 {
-                    0.0
-                } else {
-                    train.len() as f32 / (n_classes as f32 * c as f32)
-                }
-            })
-            .collect(),
-    };
+    let weights = super::class_weights(params.class_weight, train.iter().map(|x| x.1), n_classes);
 
     let ad = device.clone().autodiff();
     ad.seed(seed);
