@@ -2,7 +2,12 @@
 //!  - all-MiniLM-L6-v2 embedding throughput over the 5,089 TRAM single-label sentences, batch 32,
 //!    padded to the longest text of each batch, in file order;
 //!  - one fine-tuning step (forward, backward, AdamW) on a batch of 32, dynamic padding.
-//! Prints one JSON line per measurement. Usage: cargo bench --bench encoder -- [RUNS]
+//! Prints one JSON line per measurement.
+//! Usage: cargo bench --bench encoder -- [RUNS] [embed|finetune]   (both when neither is named)
+
+// The allocator the synthcti binary uses (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::Path;
 use std::time::Instant;
@@ -27,6 +32,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| a == "embed" || a == "finetune");
+    let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("models/all-MiniLM-L6-v2");
     let data = std::env::var("SYNTHCTI_DATA_DIR")
@@ -45,17 +54,22 @@ fn main() {
     let enc = SentenceEncoder::load(&model, 128, &device).expect("MiniLM");
 
     let mut rates = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..if wants("embed") { runs } else { 0 } {
         let t = Instant::now();
         let v = enc.embed(&refs, 32, &device).unwrap();
         assert_eq!(v.len(), refs.len());
         rates.push(refs.len() as f64 / t.elapsed().as_secs_f64());
     }
-    println!(
-        "{}",
-        serde_json::json!({"impl": "synthcti-burn", "what": "embed", "sentences": refs.len(),
+    if !rates.is_empty() {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "synthcti-burn", "what": "embed", "sentences": refs.len(),
             "batch": 32, "runs": runs, "sentences_per_s": median(rates.clone()), "all": rates})
-    );
+        );
+    }
+    if !wants("finetune") {
+        return;
+    }
 
     // Fine-tuning steps: batches of 32 consecutive sentences, classes by label.
     let labels: Vec<String> = rows

@@ -8,6 +8,12 @@ use synthcti::manifest::{self, SetArg};
 use synthcti::pipeline::{self, RunOptions};
 use synthcti::{Error, ErrorKind, report};
 
+// burn's CPU backend allocates and frees megabyte tensors at every layer; glibc's malloc hands
+// them back to the OS each time, so every use page-faults anew. mimalloc keeps them for reuse
+// (MiniLM-sized matrix products measured 25-40% faster on the 2-core CI machine).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_CODES: &str = synthcti::error::EXIT_CODES_HELP;
 
 /// Reproduce and extend SynthCTI: classify CTI sentences into MITRE ATT&CK techniques, with and
