@@ -37,5 +37,5 @@ data-pull:
 check:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
-    DOCS_RS=1 cargo check --features cuda
+    DOCS_RS=1 cargo check --features cuda --all-targets
     cargo test

@@ -1,7 +1,8 @@
 //! Encoder benchmarks (run by `bash benches/encoder.sh` beside the PyTorch peer):
-//!  - all-MiniLM-L6-v2 embedding throughput over the 5,089 TRAM single-label sentences, batch 32,
-//!    padded to the longest text of each batch, in file order;
-//!  - one fine-tuning step (forward, backward, AdamW) on a batch of 32, dynamic padding.
+//! - all-MiniLM-L6-v2 embedding throughput over the 5,089 TRAM single-label sentences, batch 32,
+//!   padded to the longest text of each batch, in file order;
+//! - one fine-tuning step (forward, backward, AdamW) on a batch of 32, dynamic padding.
+//!
 //! Prints one JSON line per measurement.
 //! Usage: cargo bench --bench encoder -- [RUNS] [embed|finetune]   (both when neither is named)
 

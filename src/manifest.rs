@@ -1702,10 +1702,11 @@ const AXES: &[(&str, &str)] = &[
 fn classifier_combos(c: &ClassifierConfig) -> Vec<(ModelParams, Vec<(String, String)>)> {
     let r = c.resolved();
     let table = serde_json::to_value(&r).expect("classifier serializes");
-    let mut combos: Vec<(
+    type Partial = (
         serde_json::Map<String, serde_json::Value>,
         Vec<(String, String)>,
-    )> = vec![(serde_json::Map::new(), Vec::new())];
+    );
+    let mut combos: Vec<Partial> = vec![(serde_json::Map::new(), Vec::new())];
     for (field, tag) in AXES {
         let Some(v) = table.get(*field) else { continue };
         let vals = match v {

@@ -560,7 +560,8 @@ struct CellCtx<'a> {
     shared: &'a Shared,
 }
 
-/// A trained classifier of any kind.
+/// A trained classifier of any kind (one per cell at a time, so its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Model {
     FastText(Trained),
     Head {

@@ -408,8 +408,11 @@ mod tests {
             .collect();
         let n = xs.len();
         let t = Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device);
-        let ours: Vec<f32> = exact_gelu(t.clone()).into_data().to_vec::<f32>().unwrap();
-        let burn: Vec<f32> = gelu(t).into_data().to_vec::<f32>().unwrap();
+        let ours: Vec<f32> = exact_gelu(t.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let burn: Vec<f32> = gelu(t).into_data().try_to_vec::<f32>().unwrap();
         for ((x, a), b) in xs.iter().zip(&ours).zip(&burn) {
             assert!(
                 (a - b).abs() <= 1e-6 * (1.0 + b.abs()),

@@ -47,7 +47,7 @@ pub fn read_config(dir: &Path) -> Result<BertConfig> {
             c.model_type
         )));
     }
-    if c.hidden_size % c.num_attention_heads.max(1) != 0 {
+    if !c.hidden_size.is_multiple_of(c.num_attention_heads.max(1)) {
         return Err(Error::data(format!(
             "{}: hidden_size {} is not a multiple of num_attention_heads {}",
             p.display(),
@@ -305,6 +305,88 @@ impl EmbeddingCache {
     }
 }
 
+/// Hashes of model folders, computed once per process.
+fn hash_memo() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, String>> {
+    static MEMO: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, String>>> =
+        std::sync::OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+/// [`model_hash`], memoized; for a model trained from scratch only the tokenizer counts.
+pub fn identity(dir: &Path, tokenizer_only: bool) -> Result<String> {
+    let key = dir.join(if tokenizer_only { "tokenizer.json" } else { "" });
+    if let Some(h) = hash_memo().lock().expect("memo").get(&key) {
+        return Ok(h.clone());
+    }
+    let h = if tokenizer_only {
+        let p = dir.join("tokenizer.json");
+        crate::hash::file_hash(&p)
+            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
+    } else {
+        model_hash(dir)?
+    };
+    hash_memo().lock().expect("memo").insert(key, h.clone());
+    Ok(h)
+}
+
+/// Sentence embeddings for the cells of a run: encoders loaded once, vectors through the
+/// [`EmbeddingCache`].
+pub struct Embedder {
+    cache_root: PathBuf,
+    loaded: std::sync::Mutex<
+        std::collections::HashMap<(PathBuf, usize), std::sync::Arc<SentenceEncoder>>,
+    >,
+    /// Texts embedded now (not from the cache), for the log.
+    pub computed: std::sync::atomic::AtomicUsize,
+}
+
+impl Embedder {
+    pub fn new(cache_root: &Path) -> Self {
+        Self {
+            cache_root: cache_root.to_path_buf(),
+            loaded: Default::default(),
+            computed: Default::default(),
+        }
+    }
+
+    pub fn embed(
+        &self,
+        dir: &Path,
+        max_length: usize,
+        texts: &[&str],
+        device: &Device,
+        progress: &crate::progress::Progress,
+    ) -> Result<Vec<Vec<f32>>> {
+        let hash = identity(dir, false)?;
+        let cache = EmbeddingCache::new(&self.cache_root, &hash, max_length, "mean");
+        let (v, n) = cache.get_or_compute(texts, |todo| {
+            let enc = {
+                let mut m = self.loaded.lock().expect("encoders");
+                match m.get(&(dir.to_path_buf(), max_length)) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e =
+                            std::sync::Arc::new(SentenceEncoder::load(dir, max_length, device)?);
+                        m.insert((dir.to_path_buf(), max_length), e.clone());
+                        e
+                    }
+                }
+            };
+            let pb = progress.bar(todo.len() as u64, &format!("embed {}", dir.display()));
+            let mut out = Vec::with_capacity(todo.len());
+            for chunk in todo.chunks(32) {
+                out.extend(enc.embed(chunk, 32, device)?);
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish_and_clear();
+            Ok(out)
+        })?;
+        self.computed
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,87 +496,5 @@ mod tests {
         assert_eq!(calls.get(), 3);
         let other = EmbeddingCache::new(dir.path(), "m", 64, "mean");
         assert_eq!(other.get_or_compute(&["c"], &mut f).unwrap().1, 1);
-    }
-}
-
-/// Hashes of model folders, computed once per process.
-fn hash_memo() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, String>> {
-    static MEMO: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, String>>> =
-        std::sync::OnceLock::new();
-    MEMO.get_or_init(Default::default)
-}
-
-/// [`model_hash`], memoized; for a model trained from scratch only the tokenizer counts.
-pub fn identity(dir: &Path, tokenizer_only: bool) -> Result<String> {
-    let key = dir.join(if tokenizer_only { "tokenizer.json" } else { "" });
-    if let Some(h) = hash_memo().lock().expect("memo").get(&key) {
-        return Ok(h.clone());
-    }
-    let h = if tokenizer_only {
-        let p = dir.join("tokenizer.json");
-        crate::hash::file_hash(&p)
-            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
-    } else {
-        model_hash(dir)?
-    };
-    hash_memo().lock().expect("memo").insert(key, h.clone());
-    Ok(h)
-}
-
-/// Sentence embeddings for the cells of a run: encoders loaded once, vectors through the
-/// [`EmbeddingCache`].
-pub struct Embedder {
-    cache_root: PathBuf,
-    loaded: std::sync::Mutex<
-        std::collections::HashMap<(PathBuf, usize), std::sync::Arc<SentenceEncoder>>,
-    >,
-    /// Texts embedded now (not from the cache), for the log.
-    pub computed: std::sync::atomic::AtomicUsize,
-}
-
-impl Embedder {
-    pub fn new(cache_root: &Path) -> Self {
-        Self {
-            cache_root: cache_root.to_path_buf(),
-            loaded: Default::default(),
-            computed: Default::default(),
-        }
-    }
-
-    pub fn embed(
-        &self,
-        dir: &Path,
-        max_length: usize,
-        texts: &[&str],
-        device: &Device,
-        progress: &crate::progress::Progress,
-    ) -> Result<Vec<Vec<f32>>> {
-        let hash = identity(dir, false)?;
-        let cache = EmbeddingCache::new(&self.cache_root, &hash, max_length, "mean");
-        let (v, n) = cache.get_or_compute(texts, |todo| {
-            let enc = {
-                let mut m = self.loaded.lock().expect("encoders");
-                match m.get(&(dir.to_path_buf(), max_length)) {
-                    Some(e) => e.clone(),
-                    None => {
-                        let e =
-                            std::sync::Arc::new(SentenceEncoder::load(dir, max_length, device)?);
-                        m.insert((dir.to_path_buf(), max_length), e.clone());
-                        e
-                    }
-                }
-            };
-            let pb = progress.bar(todo.len() as u64, &format!("embed {}", dir.display()));
-            let mut out = Vec::with_capacity(todo.len());
-            for chunk in todo.chunks(32) {
-                out.extend(enc.embed(chunk, 32, device)?);
-                pb.inc(chunk.len() as u64);
-            }
-            pb.finish_and_clear();
-            Ok(out)
-        })?;
-        self.computed
-            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-        Ok(v)
     }
 }

@@ -153,8 +153,7 @@ impl Session<'_> {
         let mut out: Vec<u8> = Vec::new();
         let mut generated = 0u64;
         let mut finish = "length";
-        let mut pos = tokens.len();
-        for _ in 0..max_new {
+        for pos in tokens.len()..tokens.len() + max_new {
             let tok = sampler.sample(&self.ctx, batch.n_tokens() - 1);
             sampler.accept(tok);
             if vocab.is_eog(tok) {
@@ -167,7 +166,6 @@ impl Session<'_> {
             batch
                 .add(tok, pos as i32, &[0], true)
                 .map_err(|e| fail("batch", e.to_string()))?;
-            pos += 1;
             self.ctx
                 .decode(&mut batch)
                 .map_err(|e| fail("decode", e.to_string()))?;
