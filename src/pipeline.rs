@@ -25,7 +25,7 @@ use crate::progress::Progress;
 use crate::report;
 use crate::split::{self, SPLIT_VERSION, Split};
 
-pub const EVAL_VERSION: u32 = 1;
+pub const EVAL_VERSION: u32 = 2;
 const TOP_K: usize = 5;
 
 /// The stage ids every cell shares (load, split).
@@ -215,7 +215,11 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
             let id = crate::encoder::identity(Path::new(&p.model), tokenizer_only)
                 .unwrap_or_else(|e| format!("unreadable: {}", e.message));
             params["model_hash"] = serde_json::Value::String(id);
-            encoder_cls::ENCODER_TRAIN_VERSION
+            if cell.classifier == ClassifierKind::EncoderFrozen {
+                encoder_cls::HEAD_TRAIN_VERSION
+            } else {
+                encoder_cls::ENCODER_TRAIN_VERSION
+            }
         }
     };
     let train = StageId::new("train", version, &params, &inputs);
@@ -397,6 +401,9 @@ pub struct CellResult {
     pub test_size: usize,
     pub train_seconds: f64,
     pub best_epoch: usize,
+    /// Parameters the training updated (the head alone for `encoder-frozen`).
+    #[serde(default)]
+    pub trained_parameters: usize,
     pub train_key: String,
     pub evaluate_key: String,
     pub metrics: Metrics,
@@ -772,6 +779,7 @@ fn run_cell(
             test_size: test.len(),
             train_seconds: model.log().train_seconds,
             best_epoch: model.log().best_epoch,
+            trained_parameters: model.log().parameters,
             train_key: stages.train.key.clone(),
             evaluate_key: stages.evaluate.key.clone(),
             metrics,

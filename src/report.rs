@@ -30,6 +30,7 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "lr",
     "model",
     "size",
+    "trained_parameters",
     "target_macro_f1",
     "k",
     "template",
@@ -75,6 +76,7 @@ fn row(r: &CellResult) -> Vec<String> {
         p.encoder()
             .and_then(|e| e.layers.map(|l| format!("{l}x{}", e.hidden.unwrap_or(0))))
             .unwrap_or_default(),
+        r.trained_parameters.to_string(),
         r.target_macro_f1
             .map(|f| format!("{f:.4}"))
             .unwrap_or_default(),

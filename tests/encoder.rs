@@ -47,6 +47,13 @@ fn frozen_encoder_trains_a_head_on_cached_embeddings_shared_by_cells() {
         let f1: f64 = r["macro_f1"].parse().unwrap();
         assert!(f1 > 0.6, "four well-separated classes: {r:?}");
     }
+    // Trained parameters: the head only — linear 384 → 4, or 384 → 64 → 4, with biases.
+    let mut params: Vec<&str> = rows
+        .iter()
+        .map(|r| r["trained_parameters"].as_str())
+        .collect();
+    params.sort();
+    assert_eq!(params, ["1540", "24900"]);
     // Every distinct text embedded once, for both cells (train + validation + test = 148).
     let n = embedding_files(&s);
     assert!((140..=148).contains(&n), "{n} embeddings cached");
@@ -76,6 +83,12 @@ fn finetuned_and_from_scratch_encoders_run_as_cells() {
         .find(|r| r["classifier"] == "transformer")
         .unwrap();
     assert_eq!(tiny["size"], "1x32");
+    // Fine-tuning trains the whole of MiniLM (22,565,376 parameters without the pooler) and the
+    // linear head 384 → 4.
+    assert_eq!(
+        rows[0]["trained_parameters"],
+        (22_565_376 + 384 * 4 + 4).to_string()
+    );
     let ft: f64 = rows[0]["macro_f1"].parse().unwrap();
     assert!(
         ft > 0.5,

@@ -26,6 +26,9 @@ use crate::manifest::{ClassifierKind, EncoderParams};
 use crate::metrics;
 
 pub const ENCODER_TRAIN_VERSION: u32 = 1;
+/// The `encoder-frozen` head's train stage (2: the parameter count includes biases and a
+/// linear head).
+pub const HEAD_TRAIN_VERSION: u32 = 2;
 
 /// Weighted mean cross-entropy of logits [B, C] against labels.
 fn weighted_ce(logits: Tensor<2>, ys: &[usize], weights: &[f32], device: &Device) -> Tensor<1> {
@@ -197,10 +200,11 @@ pub fn train_head(
         }
     }
     let best_epoch = stop.best.map(|b| b.1).unwrap_or(1);
-    let parameters = dim * p.head_hidden.unwrap_or(0) + p.head_hidden.unwrap_or(dim) * n_classes;
+    let head = best_model.expect("an epoch ran").valid();
+    let parameters = head.num_params();
     let stopped_early = log.len() < p.epochs;
     Ok((
-        best_model.expect("an epoch ran").valid(),
+        head,
         TrainLog {
             epochs: log,
             best_epoch,
