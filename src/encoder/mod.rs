@@ -184,28 +184,45 @@ pub fn batch_tensors(
     texts: &[&str],
     device: &Device,
 ) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
-    let enc = tok
+    let ids = token_ids(tok, texts)?;
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let pad = tok.get_padding().map_or(0, |p| p.pad_id);
+    Ok(pad_batch(&seqs, pad, device))
+}
+
+/// Token ids of each text (truncated, unpadded).
+pub fn token_ids(tok: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    Ok(tok
         .encode_batch(texts.to_vec(), true)
-        .map_err(|e| Error::internal(format!("tokenizing: {e}")))?;
-    let b = enc.len();
-    let l = enc
+        .map_err(|e| Error::internal(format!("tokenizing: {e}")))?
         .iter()
-        .map(|e| e.get_ids().len())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let mut ids = vec![0i64; b * l];
+        .map(|e| {
+            e.get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .filter(|(_, m)| **m == 1)
+                .map(|(t, _)| *t)
+                .collect()
+        })
+        .collect())
+}
+
+/// Pad token-id sequences to the longest: (ids, mask) [B, L].
+pub fn pad_batch(seqs: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let b = seqs.len();
+    let l = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut ids = vec![pad as i64; b * l];
     let mut mask = vec![0i64; b * l];
-    for (i, e) in enc.iter().enumerate() {
-        for (j, (&t, &m)) in e.get_ids().iter().zip(e.get_attention_mask()).enumerate() {
+    for (i, s) in seqs.iter().enumerate() {
+        for (j, &t) in s.iter().enumerate() {
             ids[i * l + j] = t as i64;
-            mask[i * l + j] = m as i64;
+            mask[i * l + j] = 1;
         }
     }
-    Ok((
+    (
         Tensor::from_data(TensorData::new(ids, [b, l]), device),
         Tensor::from_data(TensorData::new(mask, [b, l]), device),
-    ))
+    )
 }
 
 /// The identity of a model folder: BLAKE3 over its config, tokenizer and weights.

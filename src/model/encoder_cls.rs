@@ -17,9 +17,8 @@ use burn::tensor::activation::{gelu, log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::fasttext::{EpochLog, TrainLog};
-use super::{Scored, class_weights};
-use crate::encoder::{self, Bert, BertConfig, mean_pool};
+use super::{EpochLog, Epochs, Scored, TrainLog, class_weights, length_bucketed_batches};
+use crate::encoder::{self, Bert, BertConfig, mean_pool, pad_batch, token_ids};
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
 use crate::manifest::{ClassifierKind, EncoderParams};
@@ -66,29 +65,6 @@ fn score_rows(probs: Tensor<2>, top_k: usize) -> Vec<Scored> {
             }
         })
         .collect()
-}
-
-/// Early stopping bookkeeping shared by the three trainers.
-struct Stopper {
-    patience: usize,
-    min_delta: f64,
-    best: Option<(f64, usize)>,
-    since: usize,
-}
-
-impl Stopper {
-    /// Record an epoch's validation F1; returns (is the best so far, stop now).
-    fn record(&mut self, epoch: usize, f1: Option<f64>) -> (bool, bool) {
-        let f1 = f1.unwrap_or(0.0);
-        if self.best.is_none_or(|(b, _)| f1 > b + self.min_delta) {
-            self.best = Some((f1, epoch));
-            self.since = 0;
-            (true, false)
-        } else {
-            self.since += 1;
-            (false, self.patience > 0 && self.since >= self.patience)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,14 +130,7 @@ pub fn train_head(
     let mut order: Vec<usize> = (0..train.len()).collect();
     let val_x = matrix(&validation.iter().map(|x| x.0).collect::<Vec<_>>(), device);
     let val_y: Vec<usize> = validation.iter().map(|x| x.1).collect();
-    let mut stop = Stopper {
-        patience: p.patience,
-        min_delta: p.min_delta,
-        best: None,
-        since: 0,
-    };
-    let mut best_model = None;
-    let mut log = Vec::new();
+    let mut epochs = Epochs::new(p.patience, p.min_delta);
     let steps = train.len().div_ceil(p.batch_size) * p.epochs;
     let mut step = 0;
     for epoch in 1..=p.epochs {
@@ -185,24 +154,19 @@ pub fn train_head(
                 .collect();
             metrics::macro_f1(&val_y, &preds, n_classes)
         });
-        log.push(EpochLog {
+        let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train.len() as f64,
             validation_macro_f1: f1,
             seconds: t0.elapsed().as_secs_f64(),
-        });
-        let (best, halt) = stop.record(epoch, f1);
-        if best {
-            best_model = Some(model.clone());
-        }
-        if halt {
+        };
+        if epochs.end(entry, &model) {
             break;
         }
     }
-    let best_epoch = stop.best.map(|b| b.1).unwrap_or(1);
-    let head = best_model.expect("an epoch ran").valid();
+    let (best, best_epoch, log, stopped_early) = epochs.finish(p.epochs);
+    let head = best.valid();
     let parameters = head.num_params();
-    let stopped_early = log.len() < p.epochs;
     Ok((
         head,
         TrainLog {
@@ -295,19 +259,6 @@ pub fn scratch_config(
     }
 }
 
-/// Batches of similar length (less padding), in shuffled order.
-fn length_batches(rng: &mut SplitMix64, lens: &[usize], batch: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    rng.shuffle(&mut order);
-    let mut batches = Vec::new();
-    for window in order.chunks_mut(batch * 16) {
-        window.sort_by_key(|&i| lens[i]);
-        batches.extend(window.chunks(batch).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
-}
-
 /// Warm-up then linear decay to zero.
 pub fn lr_at(step: usize, total: usize, warmup: f64, peak: f64) -> f64 {
     let w = ((total as f64) * warmup).round() as usize;
@@ -363,20 +314,15 @@ pub fn train_seq(
     let mut rng = SplitMix64::new(seed);
     let lens: Vec<usize> = train_ids.iter().map(Vec::len).collect();
     let steps = train.len().div_ceil(p.batch_size) * p.epochs;
-    let mut stop = Stopper {
-        patience: p.patience,
-        min_delta: p.min_delta,
-        best: None,
-        since: 0,
-    };
-    let mut best_model = None;
-    let mut log = Vec::new();
+    let mut epochs = Epochs::new(p.patience, p.min_delta);
     let mut step = 0;
     let pad = config.pad_token_id as u32;
     for epoch in 1..=p.epochs {
         let t0 = Instant::now();
         let mut loss_sum = 0.0;
-        for chunk in length_batches(&mut rng, &lens, p.batch_size) {
+        // A fresh order each epoch, windows of 16 batches sorted by length.
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        for chunk in length_bucketed_batches(&mut rng, &mut order, |i| lens[i], p.batch_size, 16) {
             let seqs: Vec<&[u32]> = chunk.iter().map(|&i| train_ids[i].as_slice()).collect();
             let (ids, mask) = pad_batch(&seqs, pad, &ad);
             let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
@@ -396,23 +342,19 @@ pub fn train_seq(
                 .collect();
             metrics::macro_f1(&val_y, &preds, classes.len())
         });
-        log.push(EpochLog {
+        let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train.len() as f64,
             validation_macro_f1: f1,
             seconds: t0.elapsed().as_secs_f64(),
-        });
-        let (best, halt) = stop.record(epoch, f1);
-        if best {
-            best_model = Some(model.clone());
-        }
-        if halt {
+        };
+        if epochs.end(entry, &model) {
             break;
         }
     }
-    let model = best_model.expect("an epoch ran").valid();
+    let (best, best_epoch, log, stopped_early) = epochs.finish(p.epochs);
+    let model = best.valid();
     let parameters = model.num_params();
-    let stopped_early = log.len() < p.epochs;
     Ok(SeqTrained {
         meta: SeqMeta {
             kind,
@@ -422,7 +364,7 @@ pub fn train_seq(
             tokenizer_dir: dir,
         },
         log: TrainLog {
-            best_epoch: stop.best.map(|b| b.1).unwrap_or(1),
+            best_epoch,
             epochs: log,
             stopped_early,
             train_seconds: started.elapsed().as_secs_f64(),
@@ -434,47 +376,12 @@ pub fn train_seq(
     })
 }
 
-/// Token ids of each text (truncated, unpadded).
-fn token_ids(tok: &tokenizers::Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-    Ok(tok
-        .encode_batch(texts.to_vec(), true)
-        .map_err(|e| Error::internal(format!("tokenizing: {e}")))?
-        .iter()
-        .map(|e| {
-            e.get_ids()
-                .iter()
-                .zip(e.get_attention_mask())
-                .filter(|(_, m)| **m == 1)
-                .map(|(t, _)| *t)
-                .collect()
-        })
-        .collect())
-}
-
 /// The `[PAD]` id of a tokenizer folder (0 when unknown).
 fn pad_id(dir: &Path) -> usize {
     tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
         .ok()
         .and_then(|t| t.token_to_id("[PAD]").or_else(|| t.token_to_id("<pad>")))
         .unwrap_or(0) as usize
-}
-
-/// Pad token-id sequences to the longest: (ids, mask) [B, L].
-pub fn pad_batch(seqs: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
-    let b = seqs.len();
-    let l = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
-    let mut ids = vec![pad as i64; b * l];
-    let mut mask = vec![0i64; b * l];
-    for (i, s) in seqs.iter().enumerate() {
-        for (j, &t) in s.iter().enumerate() {
-            ids[i * l + j] = t as i64;
-            mask[i * l + j] = 1;
-        }
-    }
-    (
-        Tensor::from_data(TensorData::new(ids, [b, l]), device),
-        Tensor::from_data(TensorData::new(mask, [b, l]), device),
-    )
 }
 
 fn predict_ids(

@@ -18,7 +18,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::Scored;
+use super::{Epochs, Scored, length_bucketed_batches};
 use crate::error::{Error, Result};
 use crate::features::Featurizer;
 use crate::hash::SplitMix64;
@@ -199,24 +199,6 @@ fn predict_encoded(model: &FastText, docs: &[Doc], device: &Device, top_k: usize
     out
 }
 
-/// Shuffle, then sort windows of 32 batches by length so a batch pads little, and shuffle the
-/// batches: nearly the randomness of plain shuffling at a fraction of the padding.
-fn length_bucketed_batches(
-    rng: &mut SplitMix64,
-    order: &mut [usize],
-    docs: &[Doc],
-    batch_size: usize,
-) -> Vec<Vec<usize>> {
-    rng.shuffle(order);
-    let mut batches = Vec::new();
-    for window in order.chunks_mut(batch_size * 32) {
-        window.sort_by_key(|&i| docs[i].len());
-        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    rng.shuffle(&mut batches);
-    batches
-}
-
 /// Train on (text, class index) pairs; `validation` drives early stopping when non-empty.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -273,17 +255,20 @@ pub fn train(
     let mut optim = AdamConfig::new().init();
     let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = (0..train_docs.len()).collect();
-    let mut best: Option<(f64, usize, FastText)> = None;
-    let mut log = Vec::new();
-    let mut since_best = 0;
-    let mut stopped_early = false;
+    let mut epochs = Epochs::new(params.patience, params.min_delta);
     let steps_per_epoch = train_docs.len().div_ceil(params.batch_size);
     let total_steps = steps_per_epoch * params.epochs;
     let mut step = 0usize;
 
     for epoch in 1..=params.epochs {
         let t0 = Instant::now();
-        let batches = length_bucketed_batches(&mut rng, &mut order, &train_docs, params.batch_size);
+        let batches = length_bucketed_batches(
+            &mut rng,
+            &mut order,
+            |i| train_docs[i].len(),
+            params.batch_size,
+            32,
+        );
         let mut loss_sum = 0.0;
         for chunk in &batches {
             let refs: Vec<&Doc> = chunk.iter().map(|&i| &train_docs[i]).collect();
@@ -318,32 +303,17 @@ pub fn train(
                 .collect();
             Some(metrics::macro_f1(&val_gold, &preds, n_classes))
         };
-        log.push(EpochLog {
+        let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train_docs.len() as f64,
             validation_macro_f1: val_f1,
             seconds: t0.elapsed().as_secs_f64(),
-        });
-        match val_f1 {
-            Some(f1) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|(b, _, _)| f1 > *b + params.min_delta)
-                {
-                    best = Some((f1, epoch, model.clone()));
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                    if params.patience > 0 && since_best >= params.patience {
-                        stopped_early = epoch < params.epochs;
-                        break;
-                    }
-                }
-            }
-            None => best = Some((0.0, epoch, model.clone())),
+        };
+        if epochs.end(entry, &model) {
+            break;
         }
     }
-    let (_, best_epoch, best_model) = best.expect("at least one epoch ran");
+    let (best_model, best_epoch, log, stopped_early) = epochs.finish(params.epochs);
     Ok(Trained {
         model: best_model.valid(),
         meta: ModelMeta {

@@ -3,6 +3,9 @@
 pub mod encoder_cls;
 pub mod fasttext;
 
+use crate::hash::SplitMix64;
+pub use fasttext::{EpochLog, TrainLog};
+
 /// A prediction for one text: the class scores, highest first (top k).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Scored {
@@ -35,5 +38,114 @@ pub fn class_weights(
                 }
             })
             .collect(),
+    }
+}
+
+/// The epoch log and early stopping on validation macro-F1, for every trainer. Without a
+/// validation split every epoch counts as the best (the last model is kept) and training runs
+/// all its epochs.
+pub struct Epochs<M> {
+    patience: usize,
+    min_delta: f64,
+    pub log: Vec<EpochLog>,
+    best: Option<(f64, usize, M)>,
+    since: usize,
+}
+
+impl<M: Clone> Epochs<M> {
+    pub fn new(patience: usize, min_delta: f64) -> Self {
+        Epochs {
+            patience,
+            min_delta,
+            log: Vec::new(),
+            best: None,
+            since: 0,
+        }
+    }
+
+    /// Record an epoch and the model it ended with; true when training should stop.
+    pub fn end(&mut self, entry: EpochLog, model: &M) -> bool {
+        let epoch = entry.epoch;
+        let f1 = entry.validation_macro_f1;
+        self.log.push(entry);
+        match f1 {
+            None => {
+                self.best = Some((0.0, epoch, model.clone()));
+                false
+            }
+            Some(f1) if self.best.as_ref().is_none_or(|b| f1 > b.0 + self.min_delta) => {
+                self.best = Some((f1, epoch, model.clone()));
+                self.since = 0;
+                false
+            }
+            Some(_) => {
+                self.since += 1;
+                self.patience > 0 && self.since >= self.patience
+            }
+        }
+    }
+
+    /// The best model, its epoch, the log, and whether training stopped before `epochs`.
+    pub fn finish(self, epochs: usize) -> (M, usize, Vec<EpochLog>, bool) {
+        let (_, best_epoch, model) = self.best.expect("at least one epoch ran");
+        let stopped_early = self.log.len() < epochs;
+        (model, best_epoch, self.log, stopped_early)
+    }
+}
+
+/// Shuffle `order`, sort windows of `window` batches by length so a batch pads little, and
+/// shuffle the batches: nearly the randomness of plain shuffling at a fraction of the padding.
+pub fn length_bucketed_batches(
+    rng: &mut SplitMix64,
+    order: &mut [usize],
+    len: impl Fn(usize) -> usize,
+    batch_size: usize,
+    window: usize,
+) -> Vec<Vec<usize>> {
+    rng.shuffle(order);
+    let mut batches = Vec::new();
+    for w in order.chunks_mut(batch_size * window) {
+        w.sort_by_key(|&i| len(i));
+        batches.extend(w.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(epoch: usize, f1: Option<f64>) -> EpochLog {
+        EpochLog {
+            epoch,
+            train_loss: 0.0,
+            validation_macro_f1: f1,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let mut e = Epochs::new(2, 0.01);
+        assert!(!e.end(entry(1, Some(0.5)), &1));
+        assert!(!e.end(entry(2, Some(0.7)), &2));
+        assert!(!e.end(entry(3, Some(0.705)), &3)); // not better by min_delta
+        assert!(e.end(entry(4, Some(0.6)), &4));
+        let (model, best_epoch, log, stopped_early) = e.finish(10);
+        assert_eq!(
+            (model, best_epoch, log.len(), stopped_early),
+            (2, 2, 4, true)
+        );
+    }
+
+    #[test]
+    fn without_validation_the_last_model_is_kept_and_nothing_stops() {
+        let mut e = Epochs::new(1, 0.0);
+        for epoch in 1..=3 {
+            assert!(!e.end(entry(epoch, None), &epoch));
+        }
+        let (model, best_epoch, _, stopped_early) = e.finish(3);
+        assert_eq!((model, best_epoch, stopped_early), (3, 3, false));
     }
 }
