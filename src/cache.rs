@@ -46,9 +46,41 @@ pub struct EntryMeta {
     pub created: String,
 }
 
-#[derive(Debug, Clone)]
+/// Where the cache's events (lock waits, corrupt entries) go: the run log, or stderr.
+pub type CacheLog = std::sync::Arc<dyn Fn(String) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
+    log: CacheLog,
+    /// Opened for a dry run: nothing is created, moved or written.
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("root", &self.root).finish()
+    }
+}
+
+/// Who holds a lock: written into the lock file by its holder, read by whoever waits for it.
+fn holder_line(stage: &str) -> String {
+    format!(
+        "host {} pid {} stage {stage} since {}",
+        hostname(),
+        std::process::id(),
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+/// This machine's name (Linux: /proc/sys/kernel/hostname; else $HOSTNAME).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// A stage's identity: what goes into its key.
@@ -148,7 +180,27 @@ impl Cache {
                 )
             })?;
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            log: std::sync::Arc::new(|line| eprintln!("{line}")),
+            read_only: false,
+        })
+    }
+
+    /// The cache for a dry run (`synthcti plan`): entries are looked up, nothing is created,
+    /// moved aside or written (a missing folder is an empty cache), and computing is an error.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            log: std::sync::Arc::new(|line| eprintln!("{line}")),
+            read_only: true,
+        }
+    }
+
+    /// Send the cache's events (lock waits, corrupt entries) to `log` instead of stderr.
+    pub fn with_log(mut self, log: CacheLog) -> Self {
+        self.log = log;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -173,6 +225,7 @@ impl Cache {
         }
         match self.verify(&dir) {
             Ok(meta) => Ok(Some(Entry { dir, meta })),
+            Err(_) if self.read_only => Ok(None),
             Err(why) => {
                 let aside = self.root.join("corrupt").join(format!(
                     "{}-{}-{}",
@@ -181,12 +234,12 @@ impl Cache {
                     std::process::id()
                 ));
                 let _ = fs::create_dir_all(self.root.join("corrupt"));
-                eprintln!(
+                (self.log)(format!(
                     "warning: cache entry {} ({}) is corrupt ({why}); moved to {} and recomputing",
                     id.short(),
                     id.stage,
                     aside.display()
-                );
+                ));
                 let _ = fs::rename(&dir, &aside);
                 Ok(None)
             }
@@ -215,6 +268,13 @@ impl Cache {
         if let Some(e) = self.get(id)? {
             return Ok((e, Outcome::Hit));
         }
+        if self.read_only {
+            return Err(Error::internal(format!(
+                "{} {} would be computed in a dry run",
+                id.stage,
+                id.short()
+            )));
+        }
         let lock_path = self.root.join("locks").join(format!("{}.lock", id.key));
         let lock = fs::OpenOptions::new()
             .create(true)
@@ -224,9 +284,38 @@ impl Cache {
             .io_ctx(ErrorKind::Cache, || {
                 format!("cannot open cache lock {}", lock_path.display())
             })?;
-        lock.lock().io_ctx(ErrorKind::Cache, || {
-            format!("cannot lock {}", lock_path.display())
-        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = holder.trim();
+                (self.log)(format!(
+                    "cache: waiting for {} {} ({}), held by {}",
+                    id.stage,
+                    id.short(),
+                    lock_path.display(),
+                    if holder.is_empty() {
+                        "another process"
+                    } else {
+                        holder
+                    }
+                ));
+                lock.lock().io_ctx(ErrorKind::Cache, || {
+                    format!("cannot lock {}", lock_path.display())
+                })?;
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).io_ctx(ErrorKind::Cache, || {
+                    format!("cannot lock {}", lock_path.display())
+                });
+            }
+        }
+        {
+            use std::io::Write;
+            let mut f = &lock;
+            let _ = f.set_len(0);
+            let _ = f.write_all(holder_line(id.stage).as_bytes());
+        }
         // Somebody may have finished it while we waited.
         if let Some(e) = self.get(id)? {
             return Ok((e, Outcome::Hit));
@@ -275,33 +364,33 @@ impl Cache {
         Ok((Entry { dir: dest, meta }, Outcome::Computed))
     }
 
-    /// Remove leftovers of writers that died (their pid no longer runs).
+    /// Remove leftovers of writers that died. Liveness is decided by the key's lock, not by a
+    /// process id: a writer holds its key's lock for as long as its temporary folder exists, so a
+    /// folder whose lock can be taken belongs to nobody — also when the cache is shared between
+    /// machines and the writer ran on another one.
     pub fn sweep_tmp(&self) {
         let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
             return;
         };
         for item in rd.flatten() {
             let name = item.file_name().to_string_lossy().to_string();
-            let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !pid_alive(pid)
-            {
-                let _ = fs::remove_dir_all(item.path());
+            let Some(key) = name.split('-').next().filter(|k| !k.is_empty()) else {
+                continue;
+            };
+            let lock_path = self.root.join("locks").join(format!("{key}.lock"));
+            let lock = match fs::OpenOptions::new().write(true).open(&lock_path) {
+                Ok(f) => Some(f),
+                // No lock file: no writer ever held this key here.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => continue,
+            };
+            match &lock {
+                Some(f) if f.try_lock().is_err() => continue, // a live writer
+                _ => {
+                    let _ = fs::remove_dir_all(item.path());
+                }
             }
         }
-    }
-}
-
-/// Whether a process with this id is running (Linux: /proc; elsewhere assume it is).
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc = Path::new("/proc");
-    if proc.is_dir() {
-        proc.join(pid.to_string()).exists()
-    } else {
-        true
     }
 }
 
@@ -360,6 +449,93 @@ mod tests {
         assert_eq!(o, Outcome::Computed);
         assert_eq!(e2.read("out.txt").unwrap(), b"good");
         assert!(dir.path().join("corrupt").read_dir().unwrap().count() == 1);
+    }
+
+    #[test]
+    fn a_lock_wait_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let waiting = Cache::open(dir.path())
+            .unwrap()
+            .with_log(std::sync::Arc::new(move |l| sink.lock().unwrap().push(l)));
+        let holder = Cache::open(dir.path()).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                holder
+                    .get_or_compute(&id(5), |w| {
+                        started_tx.send(()).unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        w.write("out.txt", b"x")
+                    })
+                    .unwrap();
+            });
+            started_rx.recv().unwrap();
+            let (_, o) = waiting
+                .get_or_compute(&id(5), |_| panic!("the holder computes it"))
+                .unwrap();
+            assert_eq!(o, Outcome::Hit);
+        });
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let want = format!(
+            "held by host {} pid {} stage test since ",
+            hostname(),
+            std::process::id()
+        );
+        assert!(
+            lines[0].starts_with("cache: waiting for test "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(&want), "{}", lines[0]);
+    }
+
+    #[test]
+    fn the_sweep_decides_liveness_by_the_lock_not_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        // pid 1 always runs, but nobody holds key a's lock: the folder is an orphan (its writer
+        // may have been another machine's pid 1).
+        let orphan = dir
+            .path()
+            .join("tmp")
+            .join(format!("{}-1-abcd", "a".repeat(64)));
+        fs::create_dir_all(&orphan).unwrap();
+        fs::write(
+            dir.path()
+                .join("locks")
+                .join(format!("{}.lock", "a".repeat(64))),
+            "",
+        )
+        .unwrap();
+        // Key b's lock is held (by another open file, as another process would): live work.
+        let live = dir
+            .path()
+            .join("tmp")
+            .join(format!("{}-999999-abcd", "b".repeat(64)));
+        fs::create_dir_all(&live).unwrap();
+        let held = fs::File::create(
+            dir.path()
+                .join("locks")
+                .join(format!("{}.lock", "b".repeat(64))),
+        )
+        .unwrap();
+        held.lock().unwrap();
+        // No lock file at all: never locked here, an orphan.
+        let no_lock = dir
+            .path()
+            .join("tmp")
+            .join(format!("{}-2-abcd", "c".repeat(64)));
+        fs::create_dir_all(&no_lock).unwrap();
+        cache.sweep_tmp();
+        assert!(!orphan.exists());
+        assert!(live.exists(), "a folder whose lock is held is live work");
+        assert!(!no_lock.exists());
+        drop(held);
+        cache.sweep_tmp();
+        assert!(!live.exists());
     }
 
     #[test]

@@ -169,7 +169,9 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
         }
         Command::Plan(a) => {
             let m = load_manifest(&a.m)?;
-            let cache = open_cache(a.m.cache_dir.clone())?;
+            // A dry run: nothing is written to the cache.
+            let cache =
+                Cache::open_read_only(a.m.cache_dir.clone().unwrap_or_else(default_cache_dir));
             let shared = pipeline::shared_stages(&m)?;
             let mut plan = pipeline::plan(&m, &shared, &cache)?;
             plan.notes = pipeline::plan_notes(&m, &shared, &cache)?;

@@ -198,23 +198,17 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
     if let Some(k) = synthetic {
         inputs.push(k);
     }
-    let mut params = serde_json::json!({
-        "classifier": cell.classifier,
-        "params": cell.params,
-        "seed": cell.seed,
-        "augment": cell.augment,
-    });
-    if !shared.backend.is_cpu() {
-        params["backend"] = serde_json::Value::String(shared.backend.as_str().into());
-    }
-    let version = match cell.params.encoder() {
-        None => fasttext::TRAIN_VERSION,
-        Some(p) => {
-            // The weights (or, from scratch, the tokenizer) the model starts from, by content.
+    // The model folder enters the key by content, never by path: a cache shared between
+    // checkouts or machines hits wherever the same weights sit.
+    let mut key_params = cell.params.clone();
+    let version = match &mut key_params {
+        crate::manifest::ModelParams::FastText(_) => fasttext::TRAIN_VERSION,
+        crate::manifest::ModelParams::Encoder(p) => {
+            // The weights (or, from scratch, the tokenizer) the model starts from.
             let tokenizer_only = cell.classifier == ClassifierKind::Transformer;
             let id = crate::encoder::identity(Path::new(&p.model), tokenizer_only)
                 .unwrap_or_else(|e| format!("unreadable: {}", e.message));
-            params["model_hash"] = serde_json::Value::String(id);
+            p.model = format!("blake3:{id}");
             if cell.classifier == ClassifierKind::EncoderFrozen {
                 encoder_cls::HEAD_TRAIN_VERSION
             } else {
@@ -222,6 +216,15 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
             }
         }
     };
+    let mut params = serde_json::json!({
+        "classifier": cell.classifier,
+        "params": key_params,
+        "seed": cell.seed,
+        "augment": cell.augment,
+    });
+    if !shared.backend.is_cpu() {
+        params["backend"] = serde_json::Value::String(shared.backend.as_str().into());
+    }
     let train = StageId::new("train", version, &params, &inputs);
     let evaluate = StageId::new(
         "evaluate",
@@ -310,15 +313,77 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
     })
 }
 
-/// The plan's notes (target techniques, clipped k): loads and splits the data through the cache.
+/// The plan's notes (target techniques, clipped k), as a dry run: stages found in the cache are
+/// read from it, the others (load, split) are computed in memory; nothing is written to the
+/// cache, and nothing is embedded, clustered, generated or trained.
 pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<String>> {
-    if synth_specs(m).is_empty() {
+    let specs = synth_specs(m);
+    if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let quiet = Progress::new(true);
-    let ds = load_dataset(shared, m, cache, &quiet)?;
-    let split = split_dataset(shared, m, &ds, cache, &quiet)?;
-    Ok(cluster_all(m, shared, &ds, &split, cache)?.1)
+    let ds: Dataset = match cache.get(&shared.load)? {
+        Some(e) => e.read_json("dataset.json")?,
+        None => compute_dataset(shared, m)?,
+    };
+    let s: Split = match cache.get(&shared.split)? {
+        Some(e) => e.read_json("split.json")?,
+        None => split::split(&ds, &m.raw.split)?,
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in &s.train {
+        *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
+    }
+    let mut notes = Vec::new();
+    for spec in specs {
+        let ids = synth_stages(m, shared, &spec);
+        let label = spec_label(&spec);
+        let c = match cache.get(&ids.cluster)? {
+            Some(e) => e.read_json::<Clusters>("clusters.json")?,
+            None => {
+                // What the cluster stage will decide, from the train counts alone.
+                let (targets, rule) = cluster::select_targets(&counts, &m.raw.augment.targets);
+                Clusters {
+                    rule,
+                    targets: targets
+                        .into_iter()
+                        .map(|t| {
+                            let n = counts.get(&t).copied().unwrap_or(0);
+                            cluster::TechniqueClusters {
+                                technique: t,
+                                train_count: n,
+                                k_requested: spec.k,
+                                k: spec.k.clamp(1, n.max(1)),
+                                texts: Vec::new(),
+                                clusters: Vec::new(),
+                            }
+                        })
+                        .collect(),
+                }
+            }
+        };
+        notes.extend(cluster_notes(&label, &c));
+    }
+    Ok(notes)
+}
+
+/// The plan's lines for one synthetic chain's clusters: its targets, and where k was clipped.
+fn cluster_notes(label: &str, c: &Clusters) -> Vec<String> {
+    let mut notes = vec![format!(
+        "{label}: {} target techniques ({}): {}",
+        c.targets.len(),
+        c.rule,
+        c.targets
+            .iter()
+            .map(|t| format!("{} ({})", t.technique, t.train_count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )];
+    notes.extend(
+        c.clipped_notes()
+            .into_iter()
+            .map(|n| format!("{label}: {n}")),
+    );
+    notes
 }
 
 /// The distinct synthetic chains of the grid, in a fixed order.
@@ -371,20 +436,7 @@ pub fn cluster_all(
             w.write_json("clusters.json", &c)
         })?;
         let c: Clusters = entry.read_json("clusters.json")?;
-        let label = spec_label(&spec);
-        notes.push(format!(
-            "{label}: {} target techniques ({}): {}",
-            c.targets.len(),
-            c.rule,
-            c.targets
-                .iter()
-                .map(|t| format!("{} ({})", t.technique, t.train_count))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        for n in c.clipped_notes() {
-            notes.push(format!("{label}: {n}"));
-        }
+        notes.extend(cluster_notes(&spec_label(&spec), &c));
         out.insert(spec, c);
     }
     Ok((out, notes))
@@ -462,6 +514,15 @@ pub struct RunOutcome {
     pub cached: usize,
 }
 
+/// The load stage's computation: the dataset file (and ATT&CK bundle) read and cleaned.
+fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
+    let catalog = match &shared.attack_path {
+        Some(p) => Some(Catalog::load(p)?),
+        None => None,
+    };
+    data::load(&m.raw.data, &shared.data_path, catalog.as_ref())
+}
+
 fn load_dataset(
     shared: &Shared,
     m: &Manifest,
@@ -471,11 +532,7 @@ fn load_dataset(
     let (entry, outcome) = cache.get_or_compute(&shared.load, |w| {
         let sp = progress.spinner("load");
         sp.set_message(shared.data_path.display().to_string());
-        let catalog = match &shared.attack_path {
-            Some(p) => Some(Catalog::load(p)?),
-            None => None,
-        };
-        let ds = data::load(&m.raw.data, &shared.data_path, catalog.as_ref())?;
+        let ds = compute_dataset(shared, m)?;
         sp.finish_and_clear();
         w.write_json("dataset.json", &ds)
     })?;
@@ -1064,43 +1121,86 @@ pub fn dataset_label(m: &Manifest) -> String {
     }
 }
 
-/// Remove half-written run folders left by runs that died.
-fn sweep_partial_runs(parent: &Path) {
-    let Ok(rd) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for item in rd.flatten() {
-        let name = item.file_name().to_string_lossy().to_string();
-        if let Some(pid) = name
-            .rsplit_once(".partial-")
-            .and_then(|(_, p)| p.parse::<u32>().ok())
-            && !crate::cache::pid_alive(pid)
-        {
-            let _ = std::fs::remove_dir_all(item.path());
-        }
+/// Refuse an `--out` that cannot take a new run, before any work: a file, or a folder that is
+/// not empty (another run's results, or a run writing there now).
+fn check_out(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::config(format!(
+            "--out {} is a file, not a folder; choose a folder path",
+            out.display()
+        )));
     }
+    if out.is_dir()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::config(format!(
+            "--out {} already exists and is not empty; choose another folder or remove it",
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
-fn pick_run_dir(m: &Manifest, opts: &RunOptions) -> PathBuf {
-    if let Some(o) = &opts.out {
-        return o.clone();
+/// Create the run folder and return it. `--out` is used as given (it was checked empty);
+/// otherwise `<output_dir>/<experiment>/<UTC time>`, with `-2`, `-3`, … when that name is taken.
+/// The folder is claimed with a single `create_dir`, which fails when it exists, so two runs
+/// started in the same second never share one.
+pub fn claim_run_dir(base: &Path, stamp: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(base).io_ctx(ErrorKind::Internal, || {
+        format!("cannot create {}", base.display())
+    })?;
+    for n in 1.. {
+        let dir = if n == 1 {
+            base.join(stamp)
+        } else {
+            base.join(format!("{stamp}-{n}"))
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).io_ctx(ErrorKind::Internal, || {
+                    format!("cannot create {}", dir.display())
+                });
+            }
+        }
     }
-    let base = m.raw.experiment.output_dir.join(&m.raw.experiment.name);
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
-    let mut dir = base.join(&stamp);
-    let mut n = 2;
-    while dir.exists() {
-        dir = base.join(format!("{stamp}-{n}"));
-        n += 1;
+    unreachable!("some run folder name is free")
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Test-only fault injection: in debug builds, `FAILPOINT_PANIC_CELL=<cell name>` makes
+/// that cell panic, so the tests can prove a panicking cell fails alone.
+fn failpoint_panic(cell: &str) {
+    if cfg!(debug_assertions) && std::env::var("FAILPOINT_PANIC_CELL").is_ok_and(|v| v == cell) {
+        panic!("failpoint: cell {cell} panics on purpose");
     }
-    dir
 }
 
 pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome> {
     let device = device_for(m.raw.experiment.backend)?;
     let progress = Progress::new(opts.quiet);
+    if let Some(out) = &opts.out {
+        check_out(out)?;
+    }
+    let sink = progress.clone();
+    let cache = &cache
+        .clone()
+        .with_log(std::sync::Arc::new(move |line| sink.log(line)));
     cache.sweep_tmp();
     let shared = shared_stages(m)?;
+    // What was cached before this run computed anything.
+    let mut plan_before = plan(m, &shared, cache)?;
     let ds = load_dataset(&shared, m, cache, &progress)?;
     let split = split_dataset(&shared, m, &ds, cache, &progress)?;
     let (classes, index) = class_index(&ds, &split);
@@ -1108,44 +1208,34 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     for n in &notes {
         progress.log(format!("plan: {n}"));
     }
-    let mut plan_before = plan(m, &shared, cache)?;
     plan_before.notes = notes;
     let targets = target_techniques(m, &ds, &split);
 
-    // Everything that can fail on bad input has been checked; now write the run folder, under a
-    // temporary name until it is complete.
-    let run_dir = pick_run_dir(m, opts);
-    if run_dir.exists()
-        && std::fs::read_dir(&run_dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        return Err(Error::config(format!(
-            "--out {} already exists and is not empty; choose another folder or remove it",
-            run_dir.display()
-        )));
-    }
-    let parent = run_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).io_ctx(ErrorKind::Internal, || {
-        format!("cannot create {}", parent.display())
-    })?;
-    sweep_partial_runs(&parent);
-    let partial = parent.join(format!(
-        ".{}.partial-{}",
-        run_dir
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::create_dir_all(partial.join("cells")).io_ctx(ErrorKind::Internal, || {
-        format!("cannot create {}", partial.display())
+    // Everything that can fail on bad input has been checked; now claim the run folder and write
+    // into it as the run goes (run.log first, so a killed run leaves its log).
+    let run_dir = match &opts.out {
+        Some(out) => {
+            check_out(out)?;
+            std::fs::create_dir_all(out).io_ctx(ErrorKind::Internal, || {
+                format!("cannot create {}", out.display())
+            })?;
+            out.clone()
+        }
+        None => claim_run_dir(
+            &m.raw.experiment.output_dir.join(&m.raw.experiment.name),
+            &chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
+        )?,
+    };
+    let _log_file = progress
+        .log_to(&run_dir.join("run.log"))
+        .io_ctx(ErrorKind::Internal, || {
+            format!("cannot write {}/run.log", run_dir.display())
+        })?;
+    std::fs::create_dir_all(run_dir.join("cells")).io_ctx(ErrorKind::Internal, || {
+        format!("cannot create {}", run_dir.display())
     })?;
     let write = |name: &str, body: &[u8]| -> Result<()> {
-        std::fs::write(partial.join(name), body)
+        std::fs::write(run_dir.join(name), body)
             .io_ctx(ErrorKind::Internal, || format!("cannot write {name}"))
     };
     write(
@@ -1156,7 +1246,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         "plan.json",
         &serde_json::to_vec_pretty(&plan_before).expect("plan serializes"),
     )?;
-    write_split_files(&partial, &ds, &split)?;
+    write_split_files(&run_dir, &ds, &split)?;
 
     let embedder = crate::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
@@ -1233,12 +1323,23 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                             ))),
                         },
                     };
+                    // A panic inside a cell (a bug, or a library's assertion) fails that cell.
                     let r = synth
                         .and_then(|synth| {
-                            run_cell(&cx, cell, synth).map(|(res, entry, t)| (res, entry, t, synth))
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                failpoint_panic(&cell.name);
+                                run_cell(&cx, cell, synth)
+                            }))
+                            .unwrap_or_else(|p| {
+                                Err(Error::internal(format!(
+                                    "panicked: {} (a bug in synthcti or a library; please report it with this run's run.log)",
+                                    panic_message(p.as_ref())
+                                )))
+                            })
+                            .map(|(res, entry, t)| (res, entry, t, synth))
                         })
                         .and_then(|(res, entry, trained, synth)| {
-                            let dir = partial.join("cells").join(&cell.name);
+                            let dir = run_dir.join("cells").join(&cell.name);
                             write_cell(&res, &entry, &dir)?;
                             if let Some(s) = synth {
                                 std::fs::write(dir.join("synthetic.jsonl"), s.data.jsonl())
@@ -1261,7 +1362,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                         }
                         Err(e) => {
                             progress.log(format!("cell {} failed: {}", cell.name, e.message));
-                            let dir = partial.join("cells").join(&cell.name);
+                            let dir = run_dir.join("cells").join(&cell.name);
                             let _ = std::fs::create_dir_all(&dir);
                             let _ = std::fs::write(dir.join("error.txt"), &e.message);
                             if opts.fail_fast {
@@ -1308,7 +1409,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             ));
         }
     }
-    report::write_all(&partial, &ok, &failed)?;
+    report::write_all(&run_dir, &ok, &failed)?;
     progress.log(format!(
         "{} cells: {} trained, {} from cache, {} failed, in {:.1}s",
         m.cells.len(),
@@ -1317,13 +1418,6 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         failed.len(),
         started.elapsed().as_secs_f64()
     ));
-    write("run.log", (progress.lines().join("\n") + "\n").as_bytes())?;
-    if run_dir.exists() {
-        let _ = std::fs::remove_dir(&run_dir);
-    }
-    std::fs::rename(&partial, &run_dir).io_ctx(ErrorKind::Internal, || {
-        format!("cannot move the finished run to {}", run_dir.display())
-    })?;
     Ok(RunOutcome {
         run_dir,
         results: ok,

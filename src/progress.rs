@@ -1,5 +1,11 @@
 //! Progress bars (indicatif), drawn only when stderr is a terminal, and the run log.
+//!
+//! The run log is written as the run goes: once [`Progress::log_to`] names a file, every line
+//! logged before is written to it and every later line is appended and flushed at once, so a
+//! killed run leaves its log.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,8 +14,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Clone)]
 pub struct Progress {
     multi: MultiProgress,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<RunLog>>,
     quiet: bool,
+}
+
+#[derive(Default)]
+struct RunLog {
+    lines: Vec<String>,
+    file: Option<std::fs::File>,
 }
 
 impl Progress {
@@ -22,7 +34,7 @@ impl Progress {
         };
         Self {
             multi: MultiProgress::with_draw_target(target),
-            log: Arc::new(Mutex::new(Vec::new())),
+            log: Arc::new(Mutex::new(RunLog::default())),
             quiet,
         }
     }
@@ -57,10 +69,55 @@ impl Progress {
         if !self.quiet {
             self.multi.suspend(|| eprintln!("{line}"));
         }
-        self.log.lock().expect("log lock").push(line);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = &mut log.file {
+            // A log line that cannot be written must not fail the run; the lines stay in memory.
+            let _ = writeln!(f, "{line}").and_then(|_| f.flush());
+        }
+        log.lines.push(line);
+    }
+
+    /// From now on, append every line to `path` as it is logged (the lines so far first).
+    /// Returns the open file, which the caller may lock to mark the folder as in use.
+    pub fn log_to(&self, path: &Path) -> std::io::Result<std::fs::File> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        for line in &log.lines {
+            writeln!(f, "{line}")?;
+        }
+        f.flush()?;
+        let handle = f.try_clone()?;
+        log.file = Some(f);
+        Ok(handle)
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").clone()
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_file_gets_earlier_and_later_lines_as_they_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Progress::new(true);
+        p.log("before");
+        let path = dir.path().join("run.log");
+        p.log_to(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "before\n");
+        p.log("after");
+        // On disk already, with the run still going.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "before\nafter\n");
+        assert_eq!(p.lines(), ["before", "after"]);
     }
 }

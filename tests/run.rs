@@ -307,9 +307,15 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // A killed run leaves its log, written as it went, and no summary that looks finished.
+    let killed = s.path("results/killed");
+    assert!(!killed.join("summary.csv").exists());
+    let log = run_log(&killed);
+    assert!(log.contains("load: ") && log.contains("split: "), "{log}");
     assert!(
-        !s.path("results/killed").exists(),
-        "a killed run leaves no finished-looking run folder"
+        log.lines()
+            .any(|l| l.starts_with("cell ") && l.contains("macro-F1")),
+        "{log}"
     );
 
     let out = s.path("results/resumed");
@@ -334,12 +340,12 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
         );
     }
     assert!(!s.path("cache/corrupt").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(s.path("results"))
+    let hidden: Vec<_> = std::fs::read_dir(s.path("results"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "half-written run folders were swept");
+    assert!(hidden.is_empty(), "no hidden run folder: {hidden:?}");
 }
 
 #[test]
@@ -356,7 +362,17 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
             .unwrap()
     };
     // From the repository root, as the README runs them (model paths are relative to it).
-    for m in ["tram", "cti-to-mitre", "smoke"] {
+    let mut shipped: Vec<String> = std::fs::read_dir(root.join("experiments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".toml"))
+        .map(|n| n.trim_end_matches(".toml").to_string())
+        .collect();
+    shipped.sort();
+    // Every shipped manifest, model-size.toml included; a new one is picked up by itself.
+    assert_eq!(shipped, ["cti-to-mitre", "model-size", "smoke", "tram"]);
+    for m in &shipped {
         let p = root.join(format!("experiments/{m}.toml"));
         let o = with_data(&["plan", p.to_str().unwrap(), "--json"], root);
         assert!(o.status.success(), "{m}: {}", stderr(&o));

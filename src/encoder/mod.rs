@@ -242,17 +242,26 @@ pub fn model_hash(dir: &Path) -> Result<String> {
 
 /// Sentence embeddings on disk, one file per (model, max length, pooling, text), shared by every
 /// cell, run and dataset that embeds the same text with the same model:
-/// `<cache>/embeddings/<model key>/<2 hex>/<text hash>.f32` (little-endian f32). Files are written
-/// to a temporary name and renamed, so a reader never sees half a vector.
+/// `<cache>/embeddings/<model key>/<2 hex>/<text hash>.f32`.
+///
+/// A file holds the dimension (u32, little-endian), the vector (f32, little-endian) and the first
+/// 16 bytes of the BLAKE3 hash of both; a file that does not verify (truncated, or written by
+/// something else) is recomputed, never trusted. Each writer writes to its own temporary file in
+/// the same folder (unique per process and thread) and renames it into place, so a reader never
+/// sees half a vector and two writers never share a temporary file.
 pub struct EmbeddingCache {
     dir: PathBuf,
 }
 
+/// Bytes of the checksum that ends an embedding file.
+const EMBEDDING_CHECKSUM: usize = 16;
+
 impl EmbeddingCache {
+    /// The cache for one model (by content hash), max length (tokens) and pooling.
     pub fn new(cache_root: &Path, model_hash: &str, max_length: usize, pooling: &str) -> Self {
         let key = crate::hash::stage_key(
             "embedding",
-            1,
+            2,
             &serde_json::json!({"model": model_hash, "max_length": max_length, "pooling": pooling}),
             &[],
         );
@@ -266,29 +275,26 @@ impl EmbeddingCache {
         self.dir.join(&h[..2]).join(format!("{}.f32", &h[..40]))
     }
 
+    /// The file's vector, or None when it is absent or does not verify.
     fn read(&self, text: &str) -> Option<Vec<f32>> {
         let bytes = std::fs::read(self.path(text)).ok()?;
-        if bytes.is_empty() || bytes.len() % 4 != 0 {
-            return None;
-        }
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        decode_embedding(&bytes)
     }
 
     fn write(&self, text: &str, v: &[f32]) -> Result<()> {
+        use std::io::Write;
         let p = self.path(text);
         let parent = p.parent().expect("has a parent");
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::cache(format!("cannot create {}: {e}", parent.display())))?;
-        let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &p))
-            .map_err(|e| Error::cache(format!("cannot write {}: {e}", p.display())))
+        let fail = |e: std::io::Error| Error::cache(format!("cannot write {}: {e}", p.display()));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(parent)
+            .map_err(fail)?;
+        tmp.write_all(&encode_embedding(v)).map_err(fail)?;
+        tmp.persist(&p).map_err(|e| fail(e.error))?;
+        Ok(())
     }
 
     /// Embeddings of `texts`, computing (with `compute`) only those not on disk. Returns the
@@ -320,6 +326,35 @@ impl EmbeddingCache {
             todo.len(),
         ))
     }
+}
+
+/// An embedding file's bytes: dimension, vector, checksum (see [`EmbeddingCache`]).
+fn encode_embedding(v: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4 + 4 * v.len() + EMBEDDING_CHECKSUM);
+    bytes.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    let sum = blake3::hash(&bytes);
+    bytes.extend_from_slice(&sum.as_bytes()[..EMBEDDING_CHECKSUM]);
+    bytes
+}
+
+/// The vector of an embedding file, or None when its length or checksum is wrong.
+fn decode_embedding(bytes: &[u8]) -> Option<Vec<f32>> {
+    let body_len = bytes.len().checked_sub(EMBEDDING_CHECKSUM)?;
+    let (body, sum) = bytes.split_at(body_len);
+    let dim = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
+    if dim == 0 || body.len() != 4 + 4 * dim {
+        return None;
+    }
+    if &blake3::hash(body).as_bytes()[..EMBEDDING_CHECKSUM] != sum {
+        return None;
+    }
+    Some(
+        body[4..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
 }
 
 /// Hashes of model folders, computed once per process.
@@ -416,6 +451,65 @@ mod tests {
             p.display()
         );
         p
+    }
+
+    #[test]
+    fn a_truncated_or_foreign_embedding_file_is_recomputed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = EmbeddingCache::new(dir.path(), "m", 128, "mean");
+        let mut calls = 0;
+        let mut embed = |todo: &[&str]| {
+            calls += 1;
+            Ok(todo.iter().map(|_| vec![0.25f32, -1.5, 3.0]).collect())
+        };
+        let (v, n) = cache.get_or_compute(&["a"], &mut embed).unwrap();
+        assert_eq!((v, n), (vec![vec![0.25, -1.5, 3.0]], 1));
+        let file = cache.path("a");
+        // 4 (dimension) + 3 × 4 (vector) + 16 (checksum) bytes.
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 32);
+        let good = std::fs::read(&file).unwrap();
+        // Truncated by a crash mid-copy, a flipped bit, an old headerless file: all recomputed.
+        for bad in [
+            good[..20].to_vec(),
+            {
+                let mut b = good.clone();
+                b[6] ^= 1;
+                b
+            },
+            good[4..16].to_vec(),
+            Vec::new(),
+        ] {
+            std::fs::write(&file, &bad).unwrap();
+            let (v, n) = cache.get_or_compute(&["a"], &mut embed).unwrap();
+            assert_eq!((v, n), (vec![vec![0.25, -1.5, 3.0]], 1));
+            assert_eq!(std::fs::read(&file).unwrap(), good);
+        }
+        assert_eq!(calls, 5);
+        // No temporary file is left beside the entries.
+        let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_embedding_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let root = dir.path().to_path_buf();
+                s.spawn(move || {
+                    let cache = EmbeddingCache::new(&root, "m", 128, "mean");
+                    for _ in 0..50 {
+                        cache.write("same text", &[t as f32; 8]).unwrap();
+                        let v = cache.read("same text").expect("a whole vector");
+                        assert_eq!(v.len(), 8);
+                    }
+                });
+            }
+        });
     }
 
     #[test]

@@ -24,10 +24,12 @@ use crate::hash::SplitMix64;
 use crate::manifest::{ClassifierKind, EncoderParams};
 use crate::metrics;
 
-pub const ENCODER_TRAIN_VERSION: u32 = 1;
+/// The `encoder-finetune` / `transformer` train stage (2: dropout draws seeded per step, the
+/// tokenizer saved inside the entry).
+pub const ENCODER_TRAIN_VERSION: u32 = 2;
 /// The `encoder-frozen` head's train stage (2: the parameter count includes biases and a
-/// linear head).
-pub const HEAD_TRAIN_VERSION: u32 = 2;
+/// linear head; 3: dropout draws seeded per step).
+pub const HEAD_TRAIN_VERSION: u32 = 3;
 
 /// Weighted mean cross-entropy of logits [B, C] against labels.
 fn weighted_ce(logits: Tensor<2>, ys: &[usize], weights: &[f32], device: &Device) -> Tensor<1> {
@@ -123,8 +125,9 @@ pub fn train_head(
     let dim = train[0].0.len();
     let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), n_classes);
     let ad = device.clone().autodiff();
-    ad.seed(seed);
-    let mut model = Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad);
+    let mut model = crate::model::seeded(&ad, seed, || {
+        Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad)
+    });
     let mut optim = AdamConfig::new().init();
     let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -140,7 +143,10 @@ pub fn train_head(
         for chunk in order.chunks(p.batch_size) {
             let x = matrix(&chunk.iter().map(|&i| train[i].0).collect::<Vec<_>>(), &ad);
             let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
-            let loss = weighted_ce(model.forward(x), &ys, &weights, &ad);
+            let logits = crate::model::seeded(&ad, crate::model::step_seed(seed, step), || {
+                model.forward(x)
+            });
+            let loss = weighted_ce(logits, &ys, &weights, &ad);
             loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(p.lr, model, grads);
@@ -225,8 +231,6 @@ pub struct SeqMeta {
     pub params: EncoderParams,
     pub config: BertConfig,
     pub classes: Vec<String>,
-    /// The folder whose tokenizer.json it reads.
-    pub tokenizer_dir: PathBuf,
 }
 
 pub struct SeqTrained {
@@ -287,19 +291,22 @@ pub fn train_seq(
     }
     let dir = PathBuf::from(&p.model);
     let ad = device.clone().autodiff();
-    ad.seed(seed);
     let (config, tokenizer, mut model) = if kind == ClassifierKind::Transformer {
         let pad = pad_id(&dir);
         let tok = encoder::load_tokenizer(&dir, p.max_length, pad as u32)?;
         let config = scratch_config(p, &tok, pad);
-        let model = SeqClassifier::new(&config, classes.len(), p.dropout, &ad);
+        let model = crate::model::seeded(&ad, seed, || {
+            SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
+        });
         (config, tok, model)
     } else {
         let mut config = encoder::read_config(&dir)?;
         config.hidden_dropout_prob = p.dropout;
         let max = p.max_length.min(config.max_tokens());
         let tok = encoder::load_tokenizer(&dir, max, config.pad_token_id as u32)?;
-        let mut model = SeqClassifier::new(&config, classes.len(), p.dropout, &ad);
+        let mut model = crate::model::seeded(&ad, seed, || {
+            SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
+        });
         encoder::load_weights(&mut model.bert, &dir.join("model.safetensors"))?;
         (config, tok, model)
     };
@@ -326,7 +333,10 @@ pub fn train_seq(
             let seqs: Vec<&[u32]> = chunk.iter().map(|&i| train_ids[i].as_slice()).collect();
             let (ids, mask) = pad_batch(&seqs, pad, &ad);
             let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
-            let loss = weighted_ce(model.forward(ids, mask), &ys, &weights, &ad);
+            let logits = crate::model::seeded(&ad, crate::model::step_seed(seed, step), || {
+                model.forward(ids, mask)
+            });
+            let loss = weighted_ce(logits, &ys, &weights, &ad);
             loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = lr_at(step, steps, p.warmup.unwrap_or(0.0), p.lr);
@@ -361,7 +371,6 @@ pub fn train_seq(
             params: p.clone(),
             config,
             classes: classes.to_vec(),
-            tokenizer_dir: dir,
         },
         log: TrainLog {
             best_epoch,
@@ -424,9 +433,14 @@ impl SeqTrained {
             .save_into(&mut store)
             .map_err(|e| Error::internal(format!("saving the model: {e}")))?;
         write_json(&dir.join("model.json"), &self.meta)?;
+        // The tokenizer travels with the weights: a cached model needs no folder but its own.
+        self.tokenizer
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(|e| Error::internal(format!("saving the tokenizer: {e}")))?;
         write_json(&dir.join("train_log.json"), &self.log)
     }
 
+    /// Load a model saved by [`SeqTrained::save`]: weights, meta and tokenizer from `dir` alone.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let meta: SeqMeta = read_json(&dir.join("model.json"))?;
         let log: TrainLog = read_json(&dir.join("train_log.json"))?;
@@ -436,8 +450,7 @@ impl SeqTrained {
             .load_from(&mut store)
             .map_err(|e| Error::cache(format!("loading {}: {e}", dir.display())))?;
         let max = meta.params.max_length.min(meta.config.max_tokens());
-        let tokenizer =
-            encoder::load_tokenizer(&meta.tokenizer_dir, max, meta.config.pad_token_id as u32)?;
+        let tokenizer = encoder::load_tokenizer(dir, max, meta.config.pad_token_id as u32)?;
         Ok(Self {
             model,
             meta,

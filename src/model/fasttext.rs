@@ -249,8 +249,9 @@ pub fn train(
     let weights = super::class_weights(params.class_weight, train.iter().map(|x| x.1), n_classes);
 
     let ad = device.clone().autodiff();
-    ad.seed(seed);
-    let mut model = FastText::new(vocab.len() + 1, params.dim, n_classes, &ad);
+    let mut model = super::seeded(&ad, seed, || {
+        FastText::new(vocab.len() + 1, params.dim, n_classes, &ad)
+    });
     let parameters = (vocab.len() + 1) * params.dim + params.dim * n_classes + n_classes;
     let mut optim = AdamConfig::new().init();
     let mut rng = SplitMix64::new(seed);

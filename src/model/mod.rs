@@ -6,6 +6,32 @@ pub mod fasttext;
 use crate::hash::SplitMix64;
 pub use fasttext::{EpochLog, TrainLog};
 
+/// The backend's random number generator is one per process (burn-flex keeps it in a global
+/// `Mutex<Option<StdRng>>`; `Device::seed` replaces it, and every random tensor — weight
+/// initialisation, dropout masks — draws from it). Cells trained on several threads (`--jobs N`)
+/// would draw from each other's streams between a `seed` and the draws it was meant for, so a
+/// result would depend on scheduling. Every backend draw in synthcti therefore goes through
+/// [`seeded`], which holds this lock, reseeds, and runs the drawing code alone.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `f` with the backend's random number generator seeded with `seed` and no other thread
+/// drawing from it: the random tensors `f` makes depend on `seed` alone, whatever else runs.
+///
+/// Hold it only around code that draws (model construction, a training forward pass with
+/// dropout): other threads' draws wait for it.
+pub fn seeded<T>(device: &burn::tensor::Device, seed: u64, f: impl FnOnce() -> T) -> T {
+    let _alone = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    f()
+}
+
+/// The seed of a training step's random draws (dropout), from the cell's seed and the step:
+/// the same for a step whatever ran before it in the process.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut r = SplitMix64::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    r.next_u64()
+}
+
 /// A prediction for one text: the class scores, highest first (top k).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Scored {
@@ -123,6 +149,40 @@ mod tests {
             validation_macro_f1: f1,
             seconds: 0.0,
         }
+    }
+
+    /// What `--jobs N` relies on: draws inside a seeded region depend on its seed alone, even
+    /// when another thread draws (through `seeded`, as all of synthcti does) in the middle of it.
+    #[test]
+    fn a_seeded_region_draws_alone() {
+        use burn::tensor::{Distribution, Tensor};
+        let device = burn::tensor::Device::flex();
+        let draw = || {
+            Tensor::<1>::random([8], Distribution::Default, &device)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let alone = seeded(&device, 5, || (draw(), draw()));
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let together = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                seeded(&device, 5, || {
+                    let first = draw();
+                    inside_tx.send(()).unwrap();
+                    // Another thread tries to draw now.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    (first, draw())
+                })
+            });
+            inside_rx.recv().unwrap();
+            s.spawn(|| seeded(&device, 99, draw)).join().unwrap();
+            a.join().unwrap()
+        });
+        assert_eq!(alone, together);
+        assert_ne!(alone.0, alone.1, "the stream advances within a region");
+        assert_ne!(step_seed(5, 0), step_seed(5, 1));
+        assert_eq!(step_seed(5, 3), step_seed(5, 3));
     }
 
     #[test]
