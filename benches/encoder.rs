@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use synthcti::encoder::SentenceEncoder;
-use synthcti::model::encoder_cls::SeqClassifier;
+use synthcti::ml::encoder::SentenceEncoder;
+use synthcti::ml::encoder_cls::SeqClassifier;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -83,7 +83,7 @@ fn main() {
     let ad = device.clone().autodiff();
     ad.seed(1);
     let mut cls = SeqClassifier::new(&enc.config, classes.len(), 0.1, &ad);
-    synthcti::encoder::load_weights(&mut cls.bert, &model.join("model.safetensors")).unwrap();
+    synthcti::ml::encoder::load_weights(&mut cls.bert, &model.join("model.safetensors")).unwrap();
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
     let steps = 2 + 5 * runs;
     let mut secs = Vec::new();

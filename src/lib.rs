@@ -3,14 +3,13 @@
 //!
 //! A manifest ([`manifest`]) expands into grid cells; each cell is a chain of stages — load
 //! ([`data`]), split ([`split`]), and on augmented cells cluster ([`cluster`]), prompt
-//! ([`prompt`]), generate ([`generate`], [`llm`]) and filter ([`filter`]); then train ([`model`])
+//! ([`prompt`]), generate ([`generate`], [`llm`]) and filter ([`filter`]); then train ([`ml`], the only module on burn)
 //! and evaluate ([`metrics`]) — run through a content-addressed cache ([`cache`]) by the
 //! [`pipeline`], and summarised by [`report`].
 
 pub mod cache;
 pub mod cluster;
 pub mod data;
-pub mod encoder;
 pub mod error;
 pub mod features;
 pub mod filter;
@@ -19,7 +18,7 @@ pub mod hash;
 pub mod llm;
 pub mod manifest;
 pub mod metrics;
-pub mod model;
+pub mod ml;
 pub mod pipeline;
 pub mod progress;
 pub mod prompt;

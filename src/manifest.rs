@@ -1410,7 +1410,7 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
                 let files: &[&str] = if c.kind == ClassifierKind::Transformer {
                     &["tokenizer.json"]
                 } else {
-                    crate::encoder::MODEL_FILES
+                    crate::ml::encoder::MODEL_FILES
                 };
                 let dir = Path::new(&m);
                 let missing: Vec<&str> = files
@@ -1532,7 +1532,7 @@ fn validate_augment(
     range("augment.representatives", vec![a.representatives], 0, 50)?;
     range("augment.svd_dim", vec![a.svd_dim], 1, 1024)?;
     if a.embedding == ClusterEmbedding::Encoder {
-        crate::encoder::identity(Path::new(&a.encoder), false).map_err(|err| {
+        crate::ml::encoder::identity(Path::new(&a.encoder), false).map_err(|err| {
             e(
                 "augment.encoder",
                 format!(

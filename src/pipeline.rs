@@ -6,7 +6,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, Entry, Outcome, StageId};
@@ -19,8 +18,8 @@ use crate::hash::file_hash;
 use crate::llm::{self, Budget, CallJob};
 use crate::manifest::{CellSpec, ClassifierKind, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
-use crate::model::fasttext::{self, Trained};
-use crate::model::{Scored, encoder_cls};
+use crate::ml::fasttext::Trained;
+use crate::ml::{Device, TrainContext, device_for};
 use crate::progress::Progress;
 use crate::report;
 use crate::split::{self, SPLIT_VERSION, Split};
@@ -148,7 +147,7 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
     match a.embedding {
         crate::manifest::ClusterEmbedding::TfidfSvd => params["svd_dim"] = a.svd_dim.into(),
         crate::manifest::ClusterEmbedding::Encoder => {
-            params["encoder"] = crate::encoder::identity(Path::new(&a.encoder), false)
+            params["encoder"] = crate::ml::encoder::identity(Path::new(&a.encoder), false)
                 .unwrap_or_else(|e| format!("unreadable: {}", e.message))
                 .into()
         }
@@ -200,22 +199,15 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
     }
     // The model folder enters the key by content, never by path: a cache shared between
     // checkouts or machines hits wherever the same weights sit.
+    let version = crate::ml::trainer(cell.classifier, &cell.params).version();
     let mut key_params = cell.params.clone();
-    let version = match &mut key_params {
-        crate::manifest::ModelParams::FastText(_) => fasttext::TRAIN_VERSION,
-        crate::manifest::ModelParams::Encoder(p) => {
-            // The weights (or, from scratch, the tokenizer) the model starts from.
-            let tokenizer_only = cell.classifier == ClassifierKind::Transformer;
-            let id = crate::encoder::identity(Path::new(&p.model), tokenizer_only)
-                .unwrap_or_else(|e| format!("unreadable: {}", e.message));
-            p.model = format!("blake3:{id}");
-            if cell.classifier == ClassifierKind::EncoderFrozen {
-                encoder_cls::HEAD_TRAIN_VERSION
-            } else {
-                encoder_cls::ENCODER_TRAIN_VERSION
-            }
-        }
-    };
+    if let crate::manifest::ModelParams::Encoder(p) = &mut key_params {
+        // The weights (or, from scratch, the tokenizer) the model starts from.
+        let tokenizer_only = cell.classifier == ClassifierKind::Transformer;
+        let id = crate::ml::encoder::identity(Path::new(&p.model), tokenizer_only)
+            .unwrap_or_else(|e| format!("unreadable: {}", e.message));
+        p.model = format!("blake3:{id}");
+    }
     let mut params = serde_json::json!({
         "classifier": cell.classifier,
         "params": key_params,
@@ -421,7 +413,7 @@ pub fn cluster_all(
         let ids = synth_stages(m, shared, &spec);
         let (entry, _) = cache.get_or_compute(&ids.cluster, |w| {
             let a = &m.raw.augment;
-            let embedder = crate::encoder::Embedder::new(cache.root());
+            let embedder = crate::ml::encoder::Embedder::new(cache.root());
             let device = Device::flex();
             let quiet = Progress::new(true);
             let embed = |texts: &[String]| {
@@ -612,7 +604,7 @@ fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>
 
 struct CellCtx<'a> {
     m: &'a Manifest,
-    embedder: &'a crate::encoder::Embedder,
+    embedder: &'a crate::ml::encoder::Embedder,
     targets: &'a [String],
     ds: &'a Dataset,
     split: &'a Split,
@@ -624,60 +616,6 @@ struct CellCtx<'a> {
     shared: &'a Shared,
 }
 
-/// A trained classifier of any kind (one per cell at a time, so its size does not matter).
-#[allow(clippy::large_enum_variant)]
-enum Model {
-    FastText(Trained),
-    Head {
-        head: encoder_cls::Head,
-        meta: encoder_cls::HeadMeta,
-        log: crate::model::fasttext::TrainLog,
-    },
-    Seq(encoder_cls::SeqTrained),
-}
-
-impl Model {
-    fn log(&self) -> &crate::model::fasttext::TrainLog {
-        match self {
-            Model::FastText(t) => &t.log,
-            Model::Head { log, .. } => log,
-            Model::Seq(t) => &t.log,
-        }
-    }
-
-    fn load(kind: ClassifierKind, dir: &Path, device: &Device) -> Result<Self> {
-        Ok(match kind {
-            ClassifierKind::Fasttext => Model::FastText(Trained::load(dir, device)?),
-            ClassifierKind::EncoderFrozen => {
-                let (head, meta, log) = encoder_cls::load_head(dir, device)?;
-                Model::Head { head, meta, log }
-            }
-            ClassifierKind::EncoderFinetune | ClassifierKind::Transformer => {
-                Model::Seq(encoder_cls::SeqTrained::load(dir, device)?)
-            }
-        })
-    }
-
-    fn predict(&self, cx: &CellCtx, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
-        match self {
-            Model::FastText(t) => Ok(t.predict(texts, cx.device, top_k)),
-            Model::Head { head, meta, .. } => {
-                let p = &meta.params;
-                let emb = cx.embedder.embed(
-                    Path::new(&p.model),
-                    p.max_length,
-                    texts,
-                    cx.device,
-                    cx.progress,
-                )?;
-                let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
-                Ok(encoder_cls::predict_head(head, &rows, cx.device, top_k))
-            }
-            Model::Seq(t) => t.predict(texts, cx.device, top_k),
-        }
-    }
-}
-
 /// Train a cell's classifier through the cache; returns the entry, whether it was trained now,
 /// and the model when it was.
 fn train_model(
@@ -686,76 +624,19 @@ fn train_model(
     cell: &CellSpec,
     train: &[(&str, usize)],
     what: &str,
-) -> Result<(Entry, bool, Option<Model>)> {
-    let mut trained_now: Option<Model> = None;
+) -> Result<(Entry, bool, Option<Box<dyn crate::ml::Classifier>>)> {
+    let trainer = crate::ml::trainer(cell.classifier, &cell.params);
+    let mut trained_now = None;
     let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
         let val: Vec<(&str, usize)> = cx.pairs(&cx.split.validation);
         let pb = cx.progress.bar(0, &format!("train {what}"));
-        let tick = |step: usize, total: usize, loss: f64| {
+        let mut tick = |step: usize, total: usize, loss: f64| {
             pb.set_length(total as u64);
             pb.set_position(step as u64);
             pb.set_message(format!("loss {loss:.3}"));
         };
-        let model = match &cell.params {
-            crate::manifest::ModelParams::FastText(p) => {
-                let t = fasttext::train(p, cell.seed, cx.classes, train, &val, cx.device, tick)?;
-                t.save(&w.path(""))?;
-                Model::FastText(t)
-            }
-            crate::manifest::ModelParams::Encoder(p)
-                if cell.classifier == ClassifierKind::EncoderFrozen =>
-            {
-                let texts: Vec<&str> = train.iter().chain(&val).map(|x| x.0).collect();
-                let emb = cx.embedder.embed(
-                    Path::new(&p.model),
-                    p.max_length,
-                    &texts,
-                    cx.device,
-                    cx.progress,
-                )?;
-                let (tr, va) = emb.split_at(train.len());
-                let tr: Vec<(&[f32], usize)> = tr
-                    .iter()
-                    .zip(train)
-                    .map(|(e, x)| (e.as_slice(), x.1))
-                    .collect();
-                let va: Vec<(&[f32], usize)> = va
-                    .iter()
-                    .zip(&val)
-                    .map(|(e, x)| (e.as_slice(), x.1))
-                    .collect();
-                let (head, log) = encoder_cls::train_head(
-                    p,
-                    cell.seed,
-                    cx.classes.len(),
-                    &tr,
-                    &va,
-                    cx.device,
-                    tick,
-                )?;
-                let meta = encoder_cls::HeadMeta {
-                    params: p.clone(),
-                    classes: cx.classes.to_vec(),
-                    dim: emb.first().map(Vec::len).unwrap_or(0),
-                };
-                encoder_cls::save_head(&head, &meta, &log, &w.path(""))?;
-                Model::Head { head, meta, log }
-            }
-            crate::manifest::ModelParams::Encoder(p) => {
-                let t = encoder_cls::train_seq(
-                    cell.classifier,
-                    p,
-                    cell.seed,
-                    cx.classes,
-                    train,
-                    &val,
-                    cx.device,
-                    tick,
-                )?;
-                t.save(&w.path(""))?;
-                Model::Seq(t)
-            }
-        };
+        let model = trainer.train(&cx.tcx(), cell.seed, cx.classes, train, &val, &mut tick)?;
+        model.save(&w.path(""))?;
         pb.finish_and_clear();
         trained_now = Some(model);
         Ok(())
@@ -764,6 +645,15 @@ fn train_model(
 }
 
 impl CellCtx<'_> {
+    /// What the trainers and classifiers may use.
+    fn tcx(&self) -> TrainContext<'_> {
+        TrainContext {
+            device: self.device,
+            embedder: self.embedder,
+            progress: self.progress,
+        }
+    }
+
     /// Examples as (text, class index).
     fn pairs(&self, idx: &[usize]) -> Vec<(&str, usize)> {
         idx.iter()
@@ -797,7 +687,8 @@ fn run_cell(
     let (eval_entry, _) = cx.cache.get_or_compute(&stages.evaluate, |w| {
         let model = match trained_now.take() {
             Some(t) => t,
-            None => Model::load(cell.classifier, &train_entry.dir, cx.device)?,
+            None => crate::ml::trainer(cell.classifier, &cell.params)
+                .load(&cx.tcx(), &train_entry.dir)?,
         };
         let test = &cx.split.test;
         let texts: Vec<&str> = test
@@ -808,7 +699,7 @@ fn run_cell(
             .iter()
             .map(|&i| cx.index[&cx.ds.examples[i].label])
             .collect();
-        let scored = model.predict(cx, &texts, TOP_K)?;
+        let scored = model.predict(&cx.tcx(), &texts, TOP_K)?;
         let pred: Vec<usize> = scored.iter().map(|s| s.pred).collect();
         let metrics = metrics::evaluate(&gold, &pred, cx.classes, 20);
         let mut lines = String::new();
@@ -1010,11 +901,10 @@ fn synthesize(
     let mut reference_model: Option<Trained> = None;
     if let Some((cell, id)) = &ids.reference {
         let train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
-        let (entry, _, now) = train_model(cx, id, cell, &train, "reference classifier")?;
-        reference_model = Some(match now {
-            Some(Model::FastText(t)) => t,
-            _ => Trained::load(&entry.dir, cx.device)?,
-        });
+        // The reference is the default fastText configuration; its entry is read back (a small
+        // model) so the filter gets the concrete type whose prediction cannot fail.
+        let (entry, _, _) = train_model(cx, id, cell, &train, "reference classifier")?;
+        reference_model = Some(Trained::load(&entry.dir, cx.device)?);
     }
     let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
     let (entry, outcome) = cx.cache.get_or_compute(&fid, |w| {
@@ -1097,19 +987,6 @@ fn synthesize(
         data,
         summary,
     })
-}
-
-/// The burn device of a backend.
-pub fn device_for(backend: crate::manifest::Backend) -> Result<Device> {
-    match backend {
-        crate::manifest::Backend::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        crate::manifest::Backend::Cuda => Ok(Device::cuda(0)),
-        #[cfg(not(feature = "cuda"))]
-        crate::manifest::Backend::Cuda => Err(Error::config(
-            "`experiment.backend = \"cuda\"` needs a build with the CUDA backend: `cargo build --release --features cuda` (and an NVIDIA driver at run time)",
-        )),
-    }
 }
 
 /// The dataset column of the summary, e.g. `tram-single` or `cti-to-mitre:label_subtec`.
@@ -1248,7 +1125,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     )?;
     write_split_files(&run_dir, &ds, &split)?;
 
-    let embedder = crate::encoder::Embedder::new(cache.root());
+    let embedder = crate::ml::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
         m,
         embedder: &embedder,

@@ -1,10 +1,31 @@
-//! Classifiers. Each kind trains from a split and predicts scores over the classes.
+//! Everything that runs on burn: the BERT-family encoder ([`bert`], [`encoder`]), the three
+//! classifier kinds ([`fasttext`], [`encoder_cls`]) behind one [`Trainer`] trait, and the
+//! device a backend names. No other module uses burn.
 
+pub mod bert;
+pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
+pub mod trainer;
+
+pub use burn::tensor::Device;
+pub use trainer::{Classifier, TrainContext, Trainer, trainer};
 
 use crate::hash::SplitMix64;
 pub use fasttext::{EpochLog, TrainLog};
+
+/// The burn device of a backend (`experiment.backend`).
+pub fn device_for(backend: crate::manifest::Backend) -> crate::error::Result<Device> {
+    match backend {
+        crate::manifest::Backend::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        crate::manifest::Backend::Cuda => Ok(Device::cuda(0)),
+        #[cfg(not(feature = "cuda"))]
+        crate::manifest::Backend::Cuda => Err(crate::error::Error::config(
+            "`experiment.backend = \"cuda\"` needs a build with the CUDA backend: `cargo build --release --features cuda` (and an NVIDIA driver at run time)",
+        )),
+    }
+}
 
 /// The backend's random number generator is one per process (burn-flex keeps it in a global
 /// `Mutex<Option<StdRng>>`; `Device::seed` replaces it, and every random tensor — weight
@@ -160,7 +181,7 @@ mod tests {
         let draw = || {
             Tensor::<1>::random([8], Distribution::Default, &device)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         };
         let alone = seeded(&device, 5, || (draw(), draw()));

@@ -4,15 +4,13 @@
 //! (padding to the longest text of each batch, truncation at a configured length), and
 //! mean-pooled, L2-normalized sentence embeddings.
 
-pub mod bert;
-
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-pub use bert::{Bert, BertConfig, l2_normalize, mean_pool};
+pub use super::bert::{Bert, BertConfig, l2_normalize, mean_pool};
 
 use crate::error::{Error, Result};
 

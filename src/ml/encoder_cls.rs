@@ -18,11 +18,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{EpochLog, Epochs, Scored, TrainLog, class_weights, length_bucketed_batches};
-use crate::encoder::{self, Bert, BertConfig, mean_pool, pad_batch, token_ids};
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
 use crate::manifest::{ClassifierKind, EncoderParams};
 use crate::metrics;
+use crate::ml::encoder::{self, Bert, BertConfig, mean_pool, pad_batch, token_ids};
 
 /// The `encoder-finetune` / `transformer` train stage (2: dropout draws seeded per step, the
 /// tokenizer saved inside the entry).
@@ -125,7 +125,7 @@ pub fn train_head(
     let dim = train[0].0.len();
     let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), n_classes);
     let ad = device.clone().autodiff();
-    let mut model = crate::model::seeded(&ad, seed, || {
+    let mut model = crate::ml::seeded(&ad, seed, || {
         Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad)
     });
     let mut optim = AdamConfig::new().init();
@@ -143,9 +143,8 @@ pub fn train_head(
         for chunk in order.chunks(p.batch_size) {
             let x = matrix(&chunk.iter().map(|&i| train[i].0).collect::<Vec<_>>(), &ad);
             let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
-            let logits = crate::model::seeded(&ad, crate::model::step_seed(seed, step), || {
-                model.forward(x)
-            });
+            let logits =
+                crate::ml::seeded(&ad, crate::ml::step_seed(seed, step), || model.forward(x));
             let loss = weighted_ce(logits, &ys, &weights, &ad);
             loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -295,7 +294,7 @@ pub fn train_seq(
         let pad = pad_id(&dir);
         let tok = encoder::load_tokenizer(&dir, p.max_length, pad as u32)?;
         let config = scratch_config(p, &tok, pad);
-        let model = crate::model::seeded(&ad, seed, || {
+        let model = crate::ml::seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
         (config, tok, model)
@@ -304,7 +303,7 @@ pub fn train_seq(
         config.hidden_dropout_prob = p.dropout;
         let max = p.max_length.min(config.max_tokens());
         let tok = encoder::load_tokenizer(&dir, max, config.pad_token_id as u32)?;
-        let mut model = crate::model::seeded(&ad, seed, || {
+        let mut model = crate::ml::seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
         encoder::load_weights(&mut model.bert, &dir.join("model.safetensors"))?;
@@ -333,7 +332,7 @@ pub fn train_seq(
             let seqs: Vec<&[u32]> = chunk.iter().map(|&i| train_ids[i].as_slice()).collect();
             let (ids, mask) = pad_batch(&seqs, pad, &ad);
             let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
-            let logits = crate::model::seeded(&ad, crate::model::step_seed(seed, step), || {
+            let logits = crate::ml::seeded(&ad, crate::ml::step_seed(seed, step), || {
                 model.forward(ids, mask)
             });
             let loss = weighted_ce(logits, &ys, &weights, &ad);

@@ -1,0 +1,228 @@
+//! One interface for the classifier kinds: a [`Trainer`] turns (text, class) pairs into a
+//! [`Classifier`], which predicts scores, saves itself into a cache entry and loads back from
+//! it. The train and evaluate stages see only these two traits.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::encoder::Embedder;
+use super::encoder_cls::{self, Head, HeadMeta, SeqTrained};
+use super::fasttext::{self, Trained};
+use super::{Scored, TrainLog};
+use crate::error::Result;
+use crate::manifest::{ClassifierKind, EncoderParams, FastTextParams, ModelParams};
+use crate::progress::Progress;
+
+/// What training and prediction may use besides their inputs: where tensors live, the
+/// sentence-embedding cache (frozen encoders) and the progress display.
+pub struct TrainContext<'a> {
+    pub device: &'a Device,
+    pub embedder: &'a Embedder,
+    pub progress: &'a Progress,
+}
+
+/// A trained classifier over a fixed list of classes (indices into the caller's class list).
+pub trait Classifier {
+    /// The top `top_k` classes of each text, highest score first (softmax probabilities).
+    fn predict(&self, cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>>;
+    /// Write everything needed to predict again into `dir` (a cache entry being written).
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// The training record: epochs, best epoch, time, parameter count.
+    fn log(&self) -> &TrainLog;
+}
+
+/// A classifier kind with its settings.
+pub trait Trainer {
+    /// The version of this kind's train stage (part of the cache key): raise it when the same
+    /// settings and data would train a different model.
+    fn version(&self) -> u32;
+    /// Train on `train` (text, class index) with early stopping on `validation`; `progress` gets
+    /// (step, total steps, mean loss so far).
+    fn train(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, usize)],
+        validation: &[(&str, usize)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>>;
+    /// Load a classifier that [`Classifier::save`] wrote into `dir`.
+    fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>>;
+}
+
+/// The trainer of a classifier kind with its settings.
+pub fn trainer<'a>(kind: ClassifierKind, params: &'a ModelParams) -> Box<dyn Trainer + 'a> {
+    match (kind, params) {
+        (_, ModelParams::FastText(p)) => Box::new(FastTextTrainer(p)),
+        (ClassifierKind::EncoderFrozen, ModelParams::Encoder(p)) => Box::new(HeadTrainer(p)),
+        (kind, ModelParams::Encoder(p)) => Box::new(SeqTrainer { kind, p }),
+    }
+}
+
+/// `fasttext`: the hashed n-gram bag trained in burn.
+struct FastTextTrainer<'a>(&'a FastTextParams);
+
+impl Trainer for FastTextTrainer<'_> {
+    fn version(&self) -> u32 {
+        fasttext::TRAIN_VERSION
+    }
+    fn train(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, usize)],
+        validation: &[(&str, usize)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let t = fasttext::train(
+            self.0, seed, classes, train, validation, cx.device, progress,
+        )?;
+        Ok(Box::new(t))
+    }
+    fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(Trained::load(dir, cx.device)?))
+    }
+}
+
+impl Classifier for Trained {
+    fn predict(&self, cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
+        Ok(Trained::predict(self, texts, cx.device, top_k))
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        Trained::save(self, dir)
+    }
+    fn log(&self) -> &TrainLog {
+        &self.log
+    }
+}
+
+/// `encoder-frozen`: a head over cached sentence embeddings of a frozen encoder.
+struct HeadTrainer<'a>(&'a EncoderParams);
+
+/// A trained head and what it needs to embed new texts.
+struct FrozenHead {
+    head: Head,
+    meta: HeadMeta,
+    log: TrainLog,
+}
+
+impl Trainer for HeadTrainer<'_> {
+    fn version(&self) -> u32 {
+        encoder_cls::HEAD_TRAIN_VERSION
+    }
+    fn train(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, usize)],
+        validation: &[(&str, usize)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let p = self.0;
+        let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
+        let emb = cx.embedder.embed(
+            Path::new(&p.model),
+            p.max_length,
+            &texts,
+            cx.device,
+            cx.progress,
+        )?;
+        let (tr, va) = emb.split_at(train.len());
+        let (head, log) = encoder_cls::train_head(
+            p,
+            seed,
+            classes.len(),
+            &rows(tr, train),
+            &rows(va, validation),
+            cx.device,
+            progress,
+        )?;
+        let meta = HeadMeta {
+            params: p.clone(),
+            classes: classes.to_vec(),
+            dim: emb.first().map(Vec::len).unwrap_or(0),
+        };
+        Ok(Box::new(FrozenHead { head, meta, log }))
+    }
+    fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
+        let (head, meta, log) = encoder_cls::load_head(dir, cx.device)?;
+        Ok(Box::new(FrozenHead { head, meta, log }))
+    }
+}
+
+/// Embeddings paired with the classes of their texts.
+fn rows<'e>(emb: &'e [Vec<f32>], xs: &[(&str, usize)]) -> Vec<(&'e [f32], usize)> {
+    emb.iter()
+        .zip(xs)
+        .map(|(e, x)| (e.as_slice(), x.1))
+        .collect()
+}
+
+impl Classifier for FrozenHead {
+    fn predict(&self, cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
+        let p = &self.meta.params;
+        let emb = cx.embedder.embed(
+            Path::new(&p.model),
+            p.max_length,
+            texts,
+            cx.device,
+            cx.progress,
+        )?;
+        let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
+        Ok(encoder_cls::predict_head(
+            &self.head, &rows, cx.device, top_k,
+        ))
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        encoder_cls::save_head(&self.head, &self.meta, &self.log, dir)
+    }
+    fn log(&self) -> &TrainLog {
+        &self.log
+    }
+}
+
+/// `encoder-finetune` (pretrained weights, all trained) and `transformer` (the same
+/// architecture from random weights).
+struct SeqTrainer<'a> {
+    kind: ClassifierKind,
+    p: &'a EncoderParams,
+}
+
+impl Trainer for SeqTrainer<'_> {
+    fn version(&self) -> u32 {
+        encoder_cls::ENCODER_TRAIN_VERSION
+    }
+    fn train(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, usize)],
+        validation: &[(&str, usize)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let t = encoder_cls::train_seq(
+            self.kind, self.p, seed, classes, train, validation, cx.device, progress,
+        )?;
+        Ok(Box::new(t))
+    }
+    fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(SeqTrained::load(dir, cx.device)?))
+    }
+}
+
+impl Classifier for SeqTrained {
+    fn predict(&self, cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
+        SeqTrained::predict(self, texts, cx.device, top_k)
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        SeqTrained::save(self, dir)
+    }
+    fn log(&self) -> &TrainLog {
+        &self.log
+    }
+}
