@@ -244,6 +244,28 @@ pub enum MultiLabelPolicy {
     First,
 }
 
+/// What becomes of rows whose technique the ATT&CK catalog marks deprecated, or revoked with no
+/// successor to map it to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeprecatedPolicy {
+    /// Drop them, counted and named in the load line.
+    Drop,
+    /// Keep them as classes, with a warning naming them.
+    Keep,
+}
+
+/// What becomes of rows whose technique ID the ATT&CK catalog lacks (or has in another domain
+/// only, e.g. a Mobile ID in an enterprise dataset).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownTechniquePolicy {
+    /// Keep them as classes, with a warning naming them.
+    Keep,
+    /// Drop them, counted and named in the load line.
+    Drop,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -266,6 +288,12 @@ pub struct DataConfig {
     pub multi_label: MultiLabelPolicy,
     /// ATT&CK STIX bundle for revoked-ID mapping: a path in the data folder, `auto` or `none`.
     pub attack: String,
+    /// Techniques the catalog marks deprecated or revoked without successor: `drop` or `keep`.
+    pub deprecated: DeprecatedPolicy,
+    /// Technique IDs absent from the catalog (or of another domain): `keep` (warned) or `drop`.
+    pub unknown_techniques: UnknownTechniquePolicy,
+    /// Technique IDs whose rows are dropped, normalized and mapped like the data's labels.
+    pub exclude: Vec<String>,
 }
 
 impl Default for DataConfig {
@@ -283,6 +311,9 @@ impl Default for DataConfig {
             negatives: NegativePolicy::Drop,
             multi_label: MultiLabelPolicy::Drop,
             attack: "auto".into(),
+            deprecated: DeprecatedPolicy::Drop,
+            unknown_techniques: UnknownTechniquePolicy::Keep,
+            exclude: Vec::new(),
         }
     }
 }
@@ -1232,7 +1263,7 @@ fn range_err(fig: &Figment, manifest: &Path, key: &str, msg: String) -> Error {
 }
 
 /// Check every number is in range and every path exists; expand the grid.
-pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest> {
+pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Manifest> {
     let e = |key: &str, msg: String| range_err(fig, path, key, msg);
     let x = &raw.experiment;
     if x.name.trim().is_empty() || x.name.contains(['/', '\\']) || x.name.starts_with('.') {
@@ -1298,6 +1329,20 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
                 "`{l}`: TRAM bootstrap labels come from `sentences[].mappings[].attack_id`; leave `data.label` unset or `attack_id`"
             ),
         ));
+    }
+    let mut exclude = Vec::with_capacity(d.exclude.len());
+    for x in &d.exclude {
+        match crate::data::labels::technique_id(x) {
+            Some(id) => exclude.push(id),
+            None => {
+                return Err(e(
+                    "data.exclude",
+                    format!(
+                        "`{x}` is not a technique ID; give ATT&CK IDs such as [\"T1059.001\", \"T1105\"]"
+                    ),
+                ));
+            }
+        }
     }
     let data_dir = resolve_data_dir(d.dir.as_deref());
     if !data_dir.is_dir() {
@@ -1437,6 +1482,7 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
             "no classifier; add a [[classifier]] table with `kind = \"fasttext\"` (or `encoder-frozen`, `encoder-finetune`, `transformer`)".into(),
         ));
     }
+    raw.data.exclude = exclude;
     let cells = expand(&raw);
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
     Ok(Manifest {
