@@ -15,6 +15,7 @@ use rand_xoshiro::Xoshiro256Plus;
 use rand_xoshiro::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::labels::technique_id;
 use crate::manifest::{AugmentConfig, TargetConfig};
 use crate::similarity::{Tfidf, cosine};
 
@@ -70,12 +71,14 @@ impl Clusters {
 }
 
 /// Pick the target techniques from the train counts. Returns the IDs (sorted) and the rule.
+/// Listed IDs are compared in ATT&CK's spelling (`t1059.001` is `T1059.001`); manifest
+/// validation has already mapped revoked ones and rejected those that resolve to nothing.
 pub fn select_targets(counts: &BTreeMap<String, usize>, t: &TargetConfig) -> (Vec<String>, String) {
     if let Some(list) = &t.list {
         let mut ids: Vec<String> = list
             .iter()
-            .filter(|id| counts.contains_key(*id))
-            .cloned()
+            .map(|id| technique_id(id).unwrap_or_else(|| id.trim().to_string()))
+            .filter(|id| counts.contains_key(id))
             .collect();
         ids.sort();
         ids.dedup();
@@ -398,5 +401,22 @@ mod tests {
             select_targets(&counts, &TargetConfig::default()).0,
             ["A", "B", "D"]
         );
+    }
+
+    #[test]
+    fn listed_targets_are_compared_in_attack_spelling() {
+        let counts: BTreeMap<String, usize> = [("T1059.001", 3), ("T1105", 10)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let t = TargetConfig {
+            list: Some(vec![
+                " t1059.001".into(),
+                "T1059.001".into(),
+                "t1105".into(),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(select_targets(&counts, &t).0, ["T1059.001", "T1105"]);
     }
 }

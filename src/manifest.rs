@@ -244,6 +244,28 @@ pub enum MultiLabelPolicy {
     First,
 }
 
+/// What becomes of rows whose technique the ATT&CK catalog marks deprecated, or revoked with no
+/// successor to map it to.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeprecatedPolicy {
+    /// Drop them, counted and named in the load line.
+    Drop,
+    /// Keep them as classes, with a warning naming them.
+    Keep,
+}
+
+/// What becomes of rows whose technique ID the ATT&CK catalog lacks (or has in another domain
+/// only, e.g. a Mobile ID in an enterprise dataset).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownTechniquePolicy {
+    /// Keep them as classes, with a warning naming them.
+    Keep,
+    /// Drop them, counted and named in the load line.
+    Drop,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -266,6 +288,12 @@ pub struct DataConfig {
     pub multi_label: MultiLabelPolicy,
     /// ATT&CK STIX bundle for revoked-ID mapping: a path in the data folder, `auto` or `none`.
     pub attack: String,
+    /// Techniques the catalog marks deprecated or revoked without successor: `drop` or `keep`.
+    pub deprecated: DeprecatedPolicy,
+    /// Technique IDs absent from the catalog (or of another domain): `keep` (warned) or `drop`.
+    pub unknown_techniques: UnknownTechniquePolicy,
+    /// Technique IDs whose rows are dropped, normalized and mapped like the data's labels.
+    pub exclude: Vec<String>,
 }
 
 impl Default for DataConfig {
@@ -283,6 +311,9 @@ impl Default for DataConfig {
             negatives: NegativePolicy::Drop,
             multi_label: MultiLabelPolicy::Drop,
             attack: "auto".into(),
+            deprecated: DeprecatedPolicy::Drop,
+            unknown_techniques: UnknownTechniquePolicy::Keep,
+            exclude: Vec::new(),
         }
     }
 }
@@ -1232,7 +1263,7 @@ fn range_err(fig: &Figment, manifest: &Path, key: &str, msg: String) -> Error {
 }
 
 /// Check every number is in range and every path exists; expand the grid.
-pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest> {
+pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Manifest> {
     let e = |key: &str, msg: String| range_err(fig, path, key, msg);
     let x = &raw.experiment;
     if x.name.trim().is_empty() || x.name.contains(['/', '\\']) || x.name.starts_with('.') {
@@ -1298,6 +1329,20 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
                 "`{l}`: TRAM bootstrap labels come from `sentences[].mappings[].attack_id`; leave `data.label` unset or `attack_id`"
             ),
         ));
+    }
+    let mut exclude = Vec::with_capacity(d.exclude.len());
+    for x in &d.exclude {
+        match crate::data::labels::technique_id(x) {
+            Some(id) => exclude.push(id),
+            None => {
+                return Err(e(
+                    "data.exclude",
+                    format!(
+                        "`{x}` is not a technique ID; give ATT&CK IDs such as [\"T1059.001\", \"T1105\"]"
+                    ),
+                ));
+            }
+        }
     }
     let data_dir = resolve_data_dir(d.dir.as_deref());
     if !data_dir.is_dir() {
@@ -1437,8 +1482,12 @@ pub fn validate(path: &Path, fig: &Figment, raw: RawManifest) -> Result<Manifest
             "no classifier; add a [[classifier]] table with `kind = \"fasttext\"` (or `encoder-frozen`, `encoder-finetune`, `transformer`)".into(),
         ));
     }
+    raw.data.exclude = exclude;
     let cells = expand(&raw);
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
+    if let Some(list) = resolve_target_list(&raw, &data_dir, &e)? {
+        raw.augment.targets.list = Some(list);
+    }
     Ok(Manifest {
         source: path.to_path_buf(),
         data_dir,
@@ -1505,14 +1554,6 @@ fn validate_augment(
         return Err(e(
             "augment.targets.quantile",
             format!("{q} is out of range; it must be > 0 and < 1, e.g. 0.25"),
-        ));
-    }
-    if let Some(l) = &t.list
-        && (l.is_empty() || l.iter().any(|x| x.trim().is_empty()))
-    {
-        return Err(e(
-            "augment.targets.list",
-            "give technique IDs such as [\"T1001\", \"T1059.001\"]".into(),
         ));
     }
     let range = |key: &str, vals: Vec<usize>, lo: usize, hi: usize| -> Result<()> {
@@ -1660,6 +1701,117 @@ fn validate_augment(
         generators.insert(name, resolved);
     }
     Ok((templates, generators))
+}
+
+/// `augment.targets.list` as the data's labels are: in ATT&CK's spelling, revoked IDs mapped to
+/// their successors, duplicates removed. A listed ID that resolves to nothing is an error naming
+/// it and why: not a technique ID, absent from the ATT&CK catalog, revoked with no successor,
+/// deprecated, or without examples in the loaded data (the catalog and the dataset are read
+/// here for that, when there is a list).
+fn resolve_target_list(
+    raw: &RawManifest,
+    data_dir: &Path,
+    e: &dyn Fn(&str, String) -> Error,
+) -> Result<Option<Vec<String>>> {
+    const KEY: &str = "augment.targets.list";
+    let Some(list) = &raw.augment.targets.list else {
+        return Ok(None);
+    };
+    if list.is_empty() || list.iter().any(|x| x.trim().is_empty()) {
+        return Err(e(
+            KEY,
+            "give technique IDs such as [\"T1001\", \"T1059.001\"]".into(),
+        ));
+    }
+    let mut spelled = Vec::with_capacity(list.len());
+    for x in list {
+        let Some(id) = crate::data::labels::technique_id(x) else {
+            return Err(e(
+                KEY,
+                format!(
+                    "`{x}` is not a technique ID; give ATT&CK IDs such as [\"T1001\", \"T1059.001\"]"
+                ),
+            ));
+        };
+        spelled.push((x, id));
+    }
+    let catalog = match crate::data::attack_path(&raw.data, data_dir)? {
+        Some(p) => Some(crate::data::Catalog::load(&p)?),
+        None => None,
+    };
+    let mut resolved: Vec<(&String, String)> = Vec::with_capacity(spelled.len());
+    for (x, id) in spelled {
+        let Some(cat) = &catalog else {
+            resolved.push((x, id));
+            continue;
+        };
+        let now = cat.resolve(&id);
+        let standing = cat.standing(&id);
+        if standing != crate::data::attack::Standing::Active {
+            let via = if now != id {
+                format!(" (revoked in favour of {now})")
+            } else {
+                String::new()
+            };
+            return Err(e(
+                KEY,
+                format!(
+                    "`{x}` resolves to no technique to write sentences for: {now}{via} is {}; list current ATT&CK techniques, or remove it",
+                    cat.why(&standing)
+                ),
+            ));
+        }
+        resolved.push((x, now));
+    }
+    let data_path = crate::data::check_dataset_file(&raw.data, data_dir)?;
+    let ds = crate::data::load(&raw.data, &data_path, catalog.as_ref())?;
+    let classes = ds.class_counts();
+    for (x, id) in &resolved {
+        if classes.contains_key(id) {
+            continue;
+        }
+        let st = &ds.stats;
+        let why = if let Some(n) = st.excluded.get(id) {
+            format!("`data.exclude` drops its {n} rows")
+        } else if let Some(n) = st.rare_classes_dropped.get(id) {
+            format!(
+                "it has {n} examples, under `data.min_examples = {}`",
+                raw.data.min_examples
+            )
+        } else if let Some(f) = st.deprecated.get(id).or(st.unknown_techniques.get(id)) {
+            format!(
+                "its {} rows are dropped ({}; see `data.deprecated` and `data.unknown_techniques`)",
+                f.rows, f.why
+            )
+        } else {
+            format!("no row of {} has it as its label", data_path.display())
+        };
+        let named = if x.as_str() == id.as_str() {
+            format!("`{x}`")
+        } else {
+            format!("`{x}` ({id})")
+        };
+        return Err(e(
+            KEY,
+            format!(
+                "{named} has no examples in the data: {why}; list techniques the dataset has ({} classes, e.g. {})",
+                classes.len(),
+                classes
+                    .keys()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(resolved.len());
+    for (_, id) in resolved {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(Some(ids))
 }
 
 /// The data folder: `data.dir`, else `SYNTHCTI_DATA_DIR` (already layered into `data.dir`), else

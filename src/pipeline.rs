@@ -532,15 +532,18 @@ fn load_dataset(
     let s = &ds.stats;
     if outcome == Outcome::Computed {
         progress.log(format!(
-            "load: {} rows read, {} examples in {} classes ({} duplicates and {} conflicting rows dropped, {} revoked IDs mapped, {} rare classes dropped)",
+            "load: {} rows read, {} examples in {} classes ({} duplicates and {} conflicting rows dropped, {} rare classes dropped){}",
             s.rows_read,
             s.examples,
             s.classes,
             s.duplicates_dropped,
             s.conflict_rows_dropped,
-            s.revoked_mapped.values().map(|v| v.1).sum::<usize>(),
-            s.rare_classes_dropped.len()
+            s.rare_classes_dropped.len(),
+            s.labels_note(&m.raw.data)
         ));
+        for note in s.technique_notes(&m.raw.data) {
+            progress.log(format!("load: {note}"));
+        }
     }
     if shared.attack_path.is_none() && m.raw.data.attack == "auto" && outcome == Outcome::Computed {
         progress.log(

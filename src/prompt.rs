@@ -193,8 +193,32 @@ fn shipped_names() -> String {
         .join(", ")
 }
 
+/// Whether a paragraph of an ATT&CK description is a deprecation notice (`**This technique has
+/// been deprecated and should no longer be used.**`, `This technique is deprecated due to …`):
+/// it says nothing about what adversaries do, so it never reaches a prompt.
+pub fn is_deprecation_notice(paragraph: &str) -> bool {
+    let t = paragraph
+        .trim()
+        .trim_matches(|c: char| c == '*' || c == '_')
+        .trim()
+        .to_lowercase();
+    let first_sentence = t.split(". ").next().unwrap_or_default();
+    ["this technique", "this sub-technique", "this subtechnique"]
+        .iter()
+        .any(|p| t.starts_with(p))
+        && [
+            "been deprecated",
+            "is deprecated",
+            "was deprecated",
+            "is now deprecated",
+        ]
+        .iter()
+        .any(|p| first_sentence.contains(p))
+}
+
 /// ATT&CK descriptions carry `(Citation: …)` markers and Markdown links; prompts get plain text.
-/// Returns (first paragraph, whole text).
+/// Deprecation notices are left out, so a description that is only a notice is no description
+/// (empty strings). Returns (first paragraph, whole text).
 pub fn clean_description(raw: &str) -> (String, String) {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -239,12 +263,13 @@ pub fn clean_description(raw: &str) -> (String, String) {
             .replace(" .", ".")
             .replace(" ,", ",")
     };
-    let first = plain
+    let kept: Vec<&str> = plain
         .split("\n\n")
         .map(str::trim)
-        .find(|p| !p.is_empty())
-        .unwrap_or("");
-    (tidy(first), tidy(&plain))
+        .filter(|p| !p.is_empty() && !is_deprecation_notice(p))
+        .collect();
+    let first = kept.first().copied().unwrap_or("");
+    (tidy(first), tidy(&kept.join("\n\n")))
 }
 
 #[cfg(test)]
@@ -313,6 +338,35 @@ mod tests {
         let t = PromptTemplate::resolve("zero-shot", dir.path()).unwrap();
         assert_eq!(t.render(&vars()).unwrap(), "Only 4.");
         assert!(PromptTemplate::resolve("nope", dir.path()).is_err());
+    }
+
+    #[test]
+    fn deprecation_notices_never_reach_a_prompt() {
+        // T1064 in ATT&CK v18.1: a notice, then the old description.
+        let (first, full) = clean_description(
+            "**This technique has been deprecated. Please use [Command and Scripting Interpreter](https://attack.mitre.org/techniques/T1059) where appropriate.**\n\nAdversaries may use scripts to aid in operations.(Citation: X)",
+        );
+        assert_eq!(first, "Adversaries may use scripts to aid in operations.");
+        assert_eq!(full, "Adversaries may use scripts to aid in operations.");
+        // T1053.004: the notice is plain text, several sentences long.
+        let (first, _) = clean_description(
+            "This technique is deprecated due to the inaccurate usage. The report cited did not provide technical detail.\n\nAdversaries may abuse the Launchd daemon.",
+        );
+        assert_eq!(first, "Adversaries may abuse the Launchd daemon.");
+        // Only a notice: no description at all.
+        assert_eq!(
+            clean_description(
+                "**This technique has been deprecated and should no longer be used.**"
+            ),
+            (String::new(), String::new())
+        );
+        // A description that mentions deprecation in passing is a description.
+        assert!(!is_deprecation_notice(
+            "Adversaries may use deprecated protocols such as SSLv3."
+        ));
+        assert!(!is_deprecation_notice(
+            "This technique covers deprecated APIs. Adversaries call them."
+        ));
     }
 
     #[test]

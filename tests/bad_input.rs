@@ -312,3 +312,124 @@ fn k_out_of_range_is_rejected() {
     let (s, m) = synthetic_sandbox("generator = \"remote\"\nk = [3, 0]", REMOTE);
     assert_rejected(&s, &m, &[], 2, &["augment.k", "between 1 and 64"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Target techniques that resolve to nothing: rejected at validation, naming the ID and why.
+
+/// A synthetic manifest whose `[augment.targets]` lists `list` (TOML array body).
+fn target_list_sandbox(list: &str) -> (Sandbox, std::path::PathBuf) {
+    synthetic_sandbox(
+        &format!("generator = \"remote\"\n[augment.targets]\nlist = [{list}]"),
+        REMOTE,
+    )
+}
+
+#[test]
+fn target_list_id_absent_from_the_catalog_is_rejected() {
+    let (s, m) = target_list_sandbox("\"T1027\", \" t9999 \"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "key `augment.targets.list`",
+            "` t9999 `",
+            "T9999 is not in the enterprise catalog (another domain?)",
+        ],
+    );
+}
+
+#[test]
+fn target_list_deprecated_id_is_rejected() {
+    // T1064 (Scripting) is deprecated in ATT&CK v18.1.
+    let (s, m) = target_list_sandbox("\"T1064\"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["augment.targets.list", "`T1064`", "deprecated in ATT&CK"],
+    );
+}
+
+#[test]
+fn target_list_id_without_examples_in_the_data_is_rejected() {
+    // The sandbox's rows are T1027, T1059.003, T1105 and T1071.001 only.
+    let (s, m) = target_list_sandbox("\"T1027\", \"t1059.001\"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.targets.list",
+            "`t1059.001` (T1059.001) has no examples in the data",
+            "no row of",
+            "4 classes, e.g. T1027, T1059.003, T1071.001, T1105",
+        ],
+    );
+}
+
+#[test]
+fn target_list_id_revoked_without_successor_is_rejected() {
+    let s = tram_sandbox();
+    let technique = |stix: &str, id: &str, extra: &str| {
+        format!(
+            r#"{{"type":"attack-pattern","id":"{stix}","name":"{id}","x_mitre_domains":["enterprise-attack"]{extra},"external_references":[{{"source_name":"mitre-attack","external_id":"{id}"}}]}}"#
+        )
+    };
+    s.write(
+        "data/attack/mini.json",
+        &format!(
+            r#"{{"type":"bundle","objects":[{},{},{},{},{}]}}"#,
+            technique("a", "T1027", ""),
+            technique("b", "T1059.003", ""),
+            technique("c", "T1105", ""),
+            technique("d", "T1071.001", ""),
+            technique("e", "T1002", r#","revoked":true"#),
+        ),
+    );
+    let m = s.manifest(
+        "kind = \"tram-single\"\nattack = \"attack/mini.json\"",
+        &format!(
+            "[augment]\nkind = [\"none\", \"synthetic\"]\ngenerator = \"remote\"\n[augment.targets]\nlist = [\"T1002\"]\n{REMOTE}"
+        ),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.targets.list",
+            "`T1002`",
+            "revoked in ATT&CK with no successor",
+        ],
+    );
+}
+
+#[test]
+fn target_list_entry_that_is_not_a_technique_id_is_rejected() {
+    let (s, m) = target_list_sandbox("\"PowerShell\"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["augment.targets.list", "`PowerShell` is not a technique ID"],
+    );
+}
+
+#[test]
+fn exclude_entry_that_is_not_a_technique_id_is_rejected() {
+    let s = tram_sandbox();
+    let m = s.manifest("kind = \"tram-single\"\nexclude = [\"T1027\", \"T10\"]", "");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["data.exclude", "`T10` is not a technique ID"],
+    );
+}

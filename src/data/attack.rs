@@ -19,11 +19,32 @@ pub struct Technique {
     pub deprecated: bool,
     /// The ATT&CK id this one was revoked in favour of (one hop).
     pub revoked_by: Option<String>,
+    /// `x_mitre_domains`: `enterprise-attack`, `mobile-attack`, `ics-attack` (empty if unsaid).
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// Where a technique ID stands in the catalog, once mapped through `revoked-by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// A current technique of the catalog's domain.
+    Active,
+    /// Marked `x_mitre_deprecated`.
+    Deprecated,
+    /// Revoked, with no `revoked-by` successor in the bundle.
+    RevokedWithoutSuccessor,
+    /// In the bundle, but of other ATT&CK domains only (the domains named).
+    OtherDomain(Vec<String>),
+    /// Not in the bundle at all.
+    Absent,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Catalog {
     pub techniques: BTreeMap<String, Technique>,
+    /// The domain most of its techniques belong to (`enterprise-attack` for enterprise-attack.json).
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +124,15 @@ impl Catalog {
                     revoked: b("revoked"),
                     deprecated: b("x_mitre_deprecated"),
                     revoked_by: None,
+                    domains: o
+                        .get("x_mitre_domains")
+                        .and_then(|d| d.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|d| d.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 },
             );
         }
@@ -135,7 +165,17 @@ impl Catalog {
                 "the bundle holds no ATT&CK attack-pattern objects; is this a STIX bundle from mitre/cti?",
             ));
         }
-        Ok(Self { techniques })
+        let mut by_domain: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in techniques.values() {
+            for d in &t.domains {
+                *by_domain.entry(d.as_str()).or_insert(0) += 1;
+            }
+        }
+        let domain = by_domain
+            .iter()
+            .max_by_key(|(d, n)| (**n, std::cmp::Reverse(**d)))
+            .map(|(d, _)| d.to_string());
+        Ok(Self { techniques, domain })
     }
 
     /// Follow the revoked-by chain to the technique that stands today (cycle-safe).
@@ -152,6 +192,53 @@ impl Catalog {
 
     pub fn get(&self, id: &str) -> Option<&Technique> {
         self.techniques.get(id)
+    }
+
+    /// Where `id` stands once mapped through `revoked-by` (pass it mapped or not).
+    pub fn standing(&self, id: &str) -> Standing {
+        let Some(t) = self.techniques.get(&self.resolve(id)) else {
+            return Standing::Absent;
+        };
+        if t.revoked {
+            return Standing::RevokedWithoutSuccessor;
+        }
+        if t.deprecated {
+            return Standing::Deprecated;
+        }
+        match &self.domain {
+            Some(d) if !t.domains.is_empty() && !t.domains.contains(d) => {
+                Standing::OtherDomain(t.domains.clone())
+            }
+            _ => Standing::Active,
+        }
+    }
+
+    /// The catalog's domain in words: `enterprise` for `enterprise-attack`, `ATT&CK` if unknown.
+    pub fn domain_name(&self) -> &str {
+        match &self.domain {
+            Some(d) => d.strip_suffix("-attack").unwrap_or(d),
+            None => "ATT&CK",
+        }
+    }
+
+    /// Why a technique that is not [`Standing::Active`] is not, in words, for reports and errors.
+    pub fn why(&self, standing: &Standing) -> String {
+        match standing {
+            Standing::Active => "a current technique".into(),
+            Standing::Deprecated => "deprecated in ATT&CK".into(),
+            Standing::RevokedWithoutSuccessor => {
+                "revoked in ATT&CK with no successor to map it to".into()
+            }
+            Standing::OtherDomain(d) => format!(
+                "a technique of {}, not of the {} catalog",
+                d.join(", "),
+                self.domain_name()
+            ),
+            Standing::Absent => format!(
+                "not in the {} catalog (another domain?)",
+                self.domain_name()
+            ),
+        }
     }
 }
 
@@ -188,6 +275,47 @@ mod tests {
             .filter(|t| !t.revoked && !t.deprecated)
             .count();
         assert_eq!(active, 691);
+    }
+
+    #[test]
+    fn standing_of_ids_in_the_real_bundle() {
+        let c = Catalog::load(&shared_bundle()).unwrap();
+        assert_eq!(c.domain.as_deref(), Some("enterprise-attack"));
+        assert_eq!(c.standing("T1059.001"), Standing::Active);
+        // Revoked with a successor: stands as the successor.
+        assert_eq!(c.standing("T1574.002"), Standing::Active);
+        assert_eq!(c.standing("T1064"), Standing::Deprecated);
+        // A Mobile ID (CTI-to-MITRE's dataset_tram.csv has it by a name clash).
+        assert_eq!(c.standing("T1521"), Standing::Absent);
+        assert_eq!(
+            c.why(&Standing::Absent),
+            "not in the enterprise catalog (another domain?)"
+        );
+    }
+
+    #[test]
+    fn standing_of_revoked_and_other_domain_ids() {
+        let objs: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[
+            {"type":"attack-pattern","id":"a","name":"A","x_mitre_domains":["enterprise-attack"],"external_references":[{"source_name":"mitre-attack","external_id":"T1001"}]},
+            {"type":"attack-pattern","id":"b","name":"B","x_mitre_domains":["enterprise-attack"],"revoked":true,"external_references":[{"source_name":"mitre-attack","external_id":"T1002"}]},
+            {"type":"attack-pattern","id":"c","name":"C","x_mitre_domains":["mobile-attack"],"external_references":[{"source_name":"mitre-attack","external_id":"T1521"}]},
+            {"type":"attack-pattern","id":"d","name":"D","x_mitre_domains":["enterprise-attack"],"x_mitre_deprecated":true,"external_references":[{"source_name":"mitre-attack","external_id":"T1003"}]}
+        ]"#,
+        )
+        .unwrap();
+        let c = Catalog::from_objects(&objs).unwrap();
+        assert_eq!(c.domain.as_deref(), Some("enterprise-attack"));
+        assert_eq!(c.standing("T1001"), Standing::Active);
+        assert_eq!(c.standing("T1002"), Standing::RevokedWithoutSuccessor);
+        assert_eq!(c.standing("T1003"), Standing::Deprecated);
+        let other = c.standing("T1521");
+        assert_eq!(other, Standing::OtherDomain(vec!["mobile-attack".into()]));
+        assert_eq!(
+            c.why(&other),
+            "a technique of mobile-attack, not of the enterprise catalog"
+        );
+        assert_eq!(c.standing("T9999"), Standing::Absent);
     }
 
     #[test]

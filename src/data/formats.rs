@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::labels::Normalizer;
 use super::{Example, LoadStats};
 use crate::error::{Error, Result};
 use crate::manifest::{DataConfig, DataKind, MultiLabelPolicy, NegativePolicy};
@@ -34,7 +35,9 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::data(format!("cannot read {}: {e}", path.display())))
 }
 
-pub fn read(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
+/// Read the rows of `path` in the format `cfg` names; every label value goes through `norm`
+/// (ATT&CK spelling, revoked IDs mapped) before the negative and multi-label policies.
+pub fn read(cfg: &DataConfig, path: &Path, norm: &Normalizer) -> Result<RawRows> {
     let label = cfg
         .label
         .clone()
@@ -57,7 +60,8 @@ pub fn read(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
                     path.display()
                 ))
             })?;
-            objects_to_rows(cfg, path, arr.iter().map(|o| (0, o)), &text, &label, &group)
+            let objs = arr.iter().map(|o| (0, o));
+            objects_to_rows(cfg, norm, path, objs, &text, &label, &group)
         }
         DataKind::Jsonl | DataKind::TramMulti => {
             let bytes = read_bytes(path)?;
@@ -84,6 +88,7 @@ pub fn read(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
             }
             objects_to_rows(
                 cfg,
+                norm,
                 path,
                 objs.iter().map(|(i, o)| (*i, o)),
                 &text,
@@ -91,20 +96,19 @@ pub fn read(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
                 &group,
             )
         }
-        DataKind::TramBootstrap => read_bootstrap(cfg, path),
-        DataKind::CtiToMitre | DataKind::Csv => read_csv(cfg, path, &text, &label, &group),
+        DataKind::TramBootstrap => read_bootstrap(cfg, norm, path),
+        DataKind::CtiToMitre | DataKind::Csv => read_csv(cfg, norm, path, &text, &label, &group),
     }
 }
 
-/// Turn a label value (string, list of strings, or null) into zero or more labels.
+/// The label values of a JSON field (a string, a list of strings, or null), as written; the
+/// normalizer splits, respells and maps them.
 fn labels_of(v: Option<&Value>) -> Option<Vec<String>> {
     match v? {
-        Value::String(s) if s.trim().is_empty() => Some(vec![]),
-        Value::String(s) => Some(vec![s.trim().to_string()]),
+        Value::String(s) => Some(vec![s.clone()]),
         Value::Array(a) => Some(
             a.iter()
-                .filter_map(|x| x.as_str().map(|s| s.trim().to_string()))
-                .filter(|s| !s.is_empty())
+                .filter_map(|x| x.as_str().map(str::to_string))
                 .collect(),
         ),
         Value::Null => Some(vec![]),
@@ -124,13 +128,15 @@ fn fields_of(o: &Value) -> String {
         .unwrap_or_else(|| "(not an object)".into())
 }
 
-/// Shared by JSON and CSV formats: apply negative and multi-label policies.
+/// Shared by every format: normalize the label values as written, then apply the negative and
+/// multi-label policies, counting respelled and mapped labels of the rows kept.
 fn push_row(
     cfg: &DataConfig,
+    norm: &Normalizer,
     stats: &mut LoadStats,
     rows: &mut Vec<Example>,
     text: &str,
-    mut labels: Vec<String>,
+    values: &[String],
     group: Option<String>,
 ) {
     stats.rows_read += 1;
@@ -139,15 +145,21 @@ fn push_row(
         stats.empty_texts += 1;
         return;
     }
-    let mut seen = std::collections::HashSet::new();
-    labels.retain(|l| seen.insert(l.clone()));
+    let mut labels = norm.row(values);
     let label = match labels.len() {
         0 => match cfg.negatives {
             NegativePolicy::Drop => {
                 stats.negatives_dropped += 1;
                 return;
             }
-            NegativePolicy::Keep => NEGATIVE_LABEL.to_string(),
+            NegativePolicy::Keep => {
+                rows.push(Example {
+                    text: text.to_string(),
+                    label: NEGATIVE_LABEL.to_string(),
+                    group,
+                });
+                return;
+            }
         },
         1 => labels.remove(0),
         _ => match cfg.multi_label {
@@ -155,18 +167,36 @@ fn push_row(
                 stats.multi_label_dropped += 1;
                 return;
             }
-            MultiLabelPolicy::First => labels.remove(0),
+            MultiLabelPolicy::First => {
+                stats.multi_label_first += 1;
+                labels.remove(0)
+            }
         },
     };
+    if label.respelled() {
+        stats
+            .labels_normalized
+            .entry(label.written.clone())
+            .or_insert_with(|| (label.spelled.clone(), 0))
+            .1 += 1;
+    }
+    if label.mapped() {
+        stats
+            .revoked_mapped
+            .entry(label.spelled.clone())
+            .or_insert_with(|| (label.id.clone(), 0))
+            .1 += 1;
+    }
     rows.push(Example {
         text: text.to_string(),
-        label,
+        label: label.id,
         group,
     });
 }
 
 fn objects_to_rows<'a>(
     cfg: &DataConfig,
+    norm: &Normalizer,
     path: &Path,
     objs: impl Iterator<Item = (usize, &'a Value)>,
     text_f: &str,
@@ -205,12 +235,12 @@ fn objects_to_rows<'a>(
             .get(group_f)
             .and_then(|g| g.as_str())
             .map(str::to_string);
-        push_row(cfg, &mut stats, &mut rows, text, labels, group);
+        push_row(cfg, norm, &mut stats, &mut rows, text, &labels, group);
     }
     Ok(RawRows { rows, stats })
 }
 
-fn read_bootstrap(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
+fn read_bootstrap(cfg: &DataConfig, norm: &Normalizer, path: &Path) -> Result<RawRows> {
     let v: Value = serde_json::from_slice(&read_bytes(path)?).map_err(|e| json_error(path, &e))?;
     let sentences = v.get("sentences").and_then(|s| s.as_array()).ok_or_else(|| {
         Error::data(format!(
@@ -232,11 +262,19 @@ fn read_bootstrap(cfg: &DataConfig, path: &Path) -> Result<RawRows> {
             .and_then(|m| m.as_array())
             .map(|a| {
                 a.iter()
-                    .filter_map(|m| m.get("attack_id")?.as_str().map(|x| x.trim().to_string()))
+                    .filter_map(|m| m.get("attack_id")?.as_str().map(str::to_string))
                     .collect()
             })
             .unwrap_or_default();
-        push_row(cfg, &mut stats, &mut rows, text, labels, group.clone());
+        push_row(
+            cfg,
+            norm,
+            &mut stats,
+            &mut rows,
+            text,
+            &labels,
+            group.clone(),
+        );
     }
     Ok(RawRows { rows, stats })
 }
@@ -278,6 +316,7 @@ fn broken_quote(bytes: &[u8]) -> Option<usize> {
 
 fn read_csv(
     cfg: &DataConfig,
+    norm: &Normalizer,
     path: &Path,
     text_f: &str,
     label_f: &str,
@@ -329,19 +368,15 @@ fn read_csv(
                 path.display()
             ))
         })?;
-        let labels: Vec<String> = rec
-            .get(li)
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .map(|l| vec![l.to_string()])
-            .unwrap_or_default();
+        let labels: Vec<String> = rec.get(li).map(str::to_string).into_iter().collect();
         let group = gi.and_then(|g| rec.get(g)).map(str::to_string);
         push_row(
             cfg,
+            norm,
             &mut stats,
             &mut rows,
             rec.get(ti).unwrap_or(""),
-            labels,
+            &labels,
             group,
         );
     }

@@ -1,8 +1,10 @@
-//! The load stage: parse a publisher's own file format into labelled examples, map revoked
-//! ATT&CK IDs, and handle duplicates, conflicting labels and rare classes as the manifest says.
+//! The load stage: parse a publisher's own file format into labelled examples, write every
+//! technique ID as ATT&CK does and map revoked ones, drop deprecated, unknown and excluded
+//! techniques, duplicates, conflicting labels and rare classes as the manifest says.
 
 pub mod attack;
 mod formats;
+pub mod labels;
 pub mod pull;
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,11 +13,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::manifest::{ConflictPolicy, DataConfig, DataKind, DuplicatePolicy};
+use crate::manifest::{
+    ConflictPolicy, DataConfig, DataKind, DeprecatedPolicy, DuplicatePolicy, MultiLabelPolicy,
+    UnknownTechniquePolicy,
+};
 pub use attack::Catalog;
+use attack::Standing;
+use labels::{Normalizer, is_technique_id, technique_id};
 
 /// Version of the load stage's output; bump when the parsing or filtering changes.
-pub const LOAD_VERSION: u32 = 1;
+/// 2: technique IDs respelled and split before the multi-label policy; deprecated, unknown and
+/// excluded techniques handled as `data.deprecated`, `data.unknown_techniques`, `data.exclude` say.
+pub const LOAD_VERSION: u32 = 2;
 
 /// One labelled text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,15 +36,42 @@ pub struct Example {
     pub group: Option<String>,
 }
 
+/// A technique the catalog does not hold as current, and the rows that carry it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Flagged {
+    /// Why, in words (`deprecated in ATT&CK`, `not in the enterprise catalog (another domain?)`).
+    pub why: String,
+    /// Rows that carry it (before any policy dropped them).
+    pub rows: usize,
+}
+
 /// What loading and filtering did, for the report and the plan.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadStats {
     pub rows_read: usize,
     pub empty_texts: usize,
     pub negatives_dropped: usize,
+    /// Rows with several technique IDs (a list, or IDs joined in one cell) dropped by
+    /// `data.multi_label = "drop"`.
     pub multi_label_dropped: usize,
+    /// Rows with several technique IDs kept with their first by `data.multi_label = "first"`.
+    pub multi_label_first: usize,
+    /// Technique IDs of kept rows written in another spelling (case, spaces, a list in a
+    /// string): as written → ATT&CK's spelling, with the number of rows.
+    pub labels_normalized: BTreeMap<String, (String, usize)>,
     /// old id → new id, with the number of rows mapped.
     pub revoked_mapped: BTreeMap<String, (String, usize)>,
+    /// Techniques the catalog marks deprecated or revoked without successor (kept or dropped as
+    /// `data.deprecated` says): id → why and rows.
+    pub deprecated: BTreeMap<String, Flagged>,
+    /// Technique IDs the catalog lacks or has in another domain only (kept or dropped as
+    /// `data.unknown_techniques` says): id → why and rows.
+    pub unknown_techniques: BTreeMap<String, Flagged>,
+    /// Rows dropped because `data.exclude` names their technique: id → rows.
+    pub excluded: BTreeMap<String, usize>,
+    /// Rows dropped for their label, by the setting that dropped them (`data.exclude`,
+    /// `data.deprecated`, `data.unknown_techniques`, `data.multi_label`).
+    pub labels_dropped: BTreeMap<String, usize>,
     pub exact_duplicates: usize,
     pub duplicates_dropped: usize,
     pub conflicting_texts: usize,
@@ -50,6 +86,119 @@ pub struct LoadStats {
 pub struct Dataset {
     pub examples: Vec<Example>,
     pub stats: LoadStats,
+}
+
+/// `ID (why, N rows), …` for a log line.
+fn flagged_list(m: &BTreeMap<String, Flagged>) -> String {
+    m.iter()
+        .map(|(id, f)| format!("{id} ({}, {} rows)", f.why, f.rows))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl LoadStats {
+    /// Labels respelled as ATT&CK writes them (rows).
+    pub fn normalized_count(&self) -> usize {
+        self.labels_normalized.values().map(|v| v.1).sum()
+    }
+
+    /// Labels mapped from a revoked ID to its successor (rows).
+    pub fn mapped_count(&self) -> usize {
+        self.revoked_mapped.values().map(|v| v.1).sum()
+    }
+
+    /// What happened to the labels, for the load line: `labels: 13 normalized (…), 10 revoked
+    /// IDs mapped (T1574.002 → T1574.001: 10), …`; empty when labels were taken as written.
+    pub fn labels_note(&self, cfg: &DataConfig) -> String {
+        let mut parts = Vec::new();
+        if !self.labels_normalized.is_empty() {
+            parts.push(format!(
+                "{} normalized to ATT&CK spelling ({})",
+                self.normalized_count(),
+                self.labels_normalized
+                    .iter()
+                    .map(|(w, (id, n))| format!("{w:?} → {id}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !self.revoked_mapped.is_empty() {
+            parts.push(format!(
+                "{} revoked IDs mapped ({})",
+                self.mapped_count(),
+                self.revoked_mapped
+                    .iter()
+                    .map(|(old, (new, n))| format!("{old} → {new}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.multi_label_dropped > 0 {
+            parts.push(format!(
+                "{} rows with several technique IDs dropped (data.multi_label = \"drop\")",
+                self.multi_label_dropped
+            ));
+        }
+        if self.multi_label_first > 0 && cfg.multi_label == MultiLabelPolicy::First {
+            parts.push(format!(
+                "{} rows with several technique IDs kept with their first (data.multi_label = \"first\")",
+                self.multi_label_first
+            ));
+        }
+        if !self.excluded.is_empty() {
+            parts.push(format!(
+                "{} rows dropped by data.exclude ({})",
+                self.excluded.values().sum::<usize>(),
+                self.excluded
+                    .iter()
+                    .map(|(id, n)| format!("{id}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("; labels: {}", parts.join(", "))
+        }
+    }
+
+    /// Lines about deprecated and unknown techniques, by name and count, saying what the
+    /// manifest's policy did with them.
+    pub fn technique_notes(&self, cfg: &DataConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.deprecated.is_empty() {
+            let rows: usize = self.deprecated.values().map(|f| f.rows).sum();
+            out.push(match cfg.deprecated {
+                DeprecatedPolicy::Drop => format!(
+                    "{} rows of deprecated or revoked techniques dropped (data.deprecated = \"drop\"): {}",
+                    rows,
+                    flagged_list(&self.deprecated)
+                ),
+                DeprecatedPolicy::Keep => format!(
+                    "warning: {} rows of deprecated or revoked techniques kept as classes (data.deprecated = \"keep\"; \"drop\" drops them): {}",
+                    rows,
+                    flagged_list(&self.deprecated)
+                ),
+            });
+        }
+        if !self.unknown_techniques.is_empty() {
+            let rows: usize = self.unknown_techniques.values().map(|f| f.rows).sum();
+            out.push(match cfg.unknown_techniques {
+                UnknownTechniquePolicy::Keep => format!(
+                    "warning: {} rows with technique IDs the ATT&CK catalog does not hold kept as classes (data.unknown_techniques = \"keep\"; \"drop\" drops them, data.exclude drops some): {}",
+                    rows,
+                    flagged_list(&self.unknown_techniques)
+                ),
+                UnknownTechniquePolicy::Drop => format!(
+                    "{} rows with technique IDs the ATT&CK catalog does not hold dropped (data.unknown_techniques = \"drop\"): {}",
+                    rows,
+                    flagged_list(&self.unknown_techniques)
+                ),
+            });
+        }
+        out
+    }
 }
 
 impl Dataset {
@@ -161,25 +310,77 @@ pub fn check_dataset_file(cfg: &DataConfig, data_dir: &Path) -> Result<PathBuf> 
     Ok(p)
 }
 
-/// Load, map, dedup and filter. `catalog` maps revoked IDs when given.
+/// The technique IDs of `data.exclude` as the load stage compares them: respelled and mapped
+/// through `revoked-by` like the data's labels. Entries that are not technique IDs are left out
+/// (manifest validation rejects them).
+fn excluded_ids(cfg: &DataConfig, catalog: Option<&Catalog>) -> std::collections::BTreeSet<String> {
+    let norm = Normalizer::new(catalog);
+    cfg.exclude
+        .iter()
+        .filter_map(|x| technique_id(x))
+        .map(|x| norm.map(&x))
+        .collect()
+}
+
+/// Drop or keep rows by their technique as `data.exclude`, `data.deprecated` and
+/// `data.unknown_techniques` say, counting each technique. Labels that are not technique IDs
+/// pass untouched; without a catalog only `data.exclude` applies.
+fn apply_technique_policies(
+    cfg: &DataConfig,
+    catalog: Option<&Catalog>,
+    rows: &mut Vec<Example>,
+    stats: &mut LoadStats,
+) {
+    let excluded = excluded_ids(cfg, catalog);
+    let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+    if stats.multi_label_dropped > 0 {
+        dropped.insert("data.multi_label".into(), stats.multi_label_dropped);
+    }
+    rows.retain(|r| {
+        if !is_technique_id(&r.label) {
+            return true;
+        }
+        if excluded.contains(&r.label) {
+            *stats.excluded.entry(r.label.clone()).or_insert(0) += 1;
+            *dropped.entry("data.exclude".into()).or_insert(0) += 1;
+            return false;
+        }
+        let Some(cat) = catalog else { return true };
+        let standing = cat.standing(&r.label);
+        let (map, keep, key) = match standing {
+            Standing::Active => return true,
+            Standing::Deprecated | Standing::RevokedWithoutSuccessor => (
+                &mut stats.deprecated,
+                cfg.deprecated == DeprecatedPolicy::Keep,
+                "data.deprecated",
+            ),
+            Standing::OtherDomain(_) | Standing::Absent => (
+                &mut stats.unknown_techniques,
+                cfg.unknown_techniques == UnknownTechniquePolicy::Keep,
+                "data.unknown_techniques",
+            ),
+        };
+        map.entry(r.label.clone())
+            .or_insert_with(|| Flagged {
+                why: cat.why(&standing),
+                rows: 0,
+            })
+            .rows += 1;
+        if !keep {
+            *dropped.entry(key.into()).or_insert(0) += 1;
+        }
+        keep
+    });
+    stats.labels_dropped = dropped;
+}
+
+/// Load, normalize, map, dedup and filter. `catalog` maps revoked IDs and tells deprecated and
+/// unknown techniques when given.
 pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<Dataset> {
-    let raw = formats::read(cfg, path)?;
+    let raw = formats::read(cfg, path, &Normalizer::new(catalog))?;
     let mut stats = raw.stats;
     let mut rows = raw.rows;
-
-    if let Some(cat) = catalog {
-        for r in &mut rows {
-            let new = cat.resolve(&r.label);
-            if new != r.label {
-                let e = stats
-                    .revoked_mapped
-                    .entry(r.label.clone())
-                    .or_insert((new.clone(), 0));
-                e.1 += 1;
-                r.label = new;
-            }
-        }
-    }
+    apply_technique_policies(cfg, catalog, &mut rows, &mut stats);
 
     // Exact duplicates and conflicting labels, keyed on the text with runs of whitespace
     // collapsed (the same sentence copied with a different line break is the same sentence).
@@ -258,13 +459,19 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
 
     if examples.is_empty() || stats.classes < 2 {
         return Err(Error::data(format!(
-            "{}: {} examples in {} classes remain after filtering ({} rows read, {} negatives and {} multi-label rows dropped, {} conflict rows and {} duplicates dropped, {} classes under data.min_examples = {}). A classifier needs at least two classes: check `data.label`, `data.negatives`, `data.min_examples` and the file itself",
+            "{}: {} examples in {} classes remain after filtering ({} rows read, {} negatives and {} multi-label rows dropped, {} rows dropped by data.exclude, data.deprecated or data.unknown_techniques, {} conflict rows and {} duplicates dropped, {} classes under data.min_examples = {}). A classifier needs at least two classes: check `data.label`, `data.negatives`, `data.multi_label`, `data.min_examples` and the file itself",
             path.display(),
             examples.len(),
             stats.classes,
             stats.rows_read,
             stats.negatives_dropped,
             stats.multi_label_dropped,
+            stats
+                .labels_dropped
+                .iter()
+                .filter(|(k, _)| *k != "data.multi_label")
+                .map(|(_, n)| n)
+                .sum::<usize>(),
             stats.conflict_rows_dropped,
             stats.duplicates_dropped,
             stats.rare_classes_dropped.len(),
@@ -409,6 +616,171 @@ mod tests {
             ("T1574.001".to_string(), 1)
         );
         assert_eq!(d.class_counts()["T1574.001"], 2);
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/label-spellings")
+            .join(name)
+    }
+
+    fn real_catalog() -> Catalog {
+        Catalog::load(&shared("attack/enterprise-attack-techniques-18.1.json")).unwrap()
+    }
+
+    fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn spellings_of_one_technique_are_one_class() {
+        let c = DataConfig {
+            kind: DataKind::Jsonl,
+            file: Some("data.jsonl".into()),
+            ..Default::default()
+        };
+        let cat = real_catalog();
+        let d = load(&c, &fixture("data.jsonl"), Some(&cat)).unwrap();
+        assert_eq!(
+            d.class_counts(),
+            counts(&[("T1059.001", 16), ("T1105", 10), ("T1574.001", 10)])
+        );
+        let respelled: BTreeMap<String, (String, usize)> = [
+            (" T1059.001 ", "T1059.001", 3),
+            ("t1059.001", "T1059.001", 5),
+            ("t1574.002", "T1574.002", 5),
+        ]
+        .iter()
+        .map(|(w, id, n)| (w.to_string(), (id.to_string(), *n)))
+        .collect();
+        assert_eq!(d.stats.labels_normalized, respelled);
+        assert_eq!(d.stats.normalized_count(), 13);
+        assert_eq!(
+            d.stats.revoked_mapped,
+            [("T1574.002".to_string(), ("T1574.001".to_string(), 10))].into()
+        );
+        assert!(d.stats.deprecated.is_empty() && d.stats.unknown_techniques.is_empty());
+        // Without a catalog: respelled, not mapped.
+        let d = load(&c, &fixture("data.jsonl"), None).unwrap();
+        assert_eq!(
+            d.class_counts(),
+            counts(&[("T1059.001", 16), ("T1105", 10), ("T1574.002", 10)])
+        );
+    }
+
+    #[test]
+    fn several_ids_in_one_cell_follow_the_multi_label_policy() {
+        let c = DataConfig {
+            kind: DataKind::Csv,
+            file: Some("data.csv".into()),
+            ..Default::default()
+        };
+        let d = load(&c, &fixture("data.csv"), None).unwrap();
+        assert_eq!(d.stats.rows_read, 28);
+        assert_eq!(d.stats.multi_label_dropped, 8);
+        assert_eq!(d.stats.labels_dropped, counts(&[("data.multi_label", 8)]));
+        assert_eq!(d.class_counts(), counts(&[("T1027", 10), ("T1105", 10)]));
+        let first = DataConfig {
+            multi_label: crate::manifest::MultiLabelPolicy::First,
+            ..c
+        };
+        let d = load(&first, &fixture("data.csv"), None).unwrap();
+        assert_eq!(d.stats.multi_label_first, 8);
+        assert_eq!(
+            d.class_counts(),
+            counts(&[("T1027", 10), ("T1059.001", 4), ("T1105", 14)])
+        );
+    }
+
+    /// Rows of T1059 ×3, the deprecated T1064 ×3, the Mobile T1521 ×2, T1105 ×2 and `none` ×2.
+    fn policy_rows(dir: &Path) -> PathBuf {
+        let mut rows = Vec::new();
+        for (label, n) in [
+            ("T1059", 3),
+            ("t1064", 3),
+            ("T1521", 2),
+            ("T1105", 2),
+            ("none", 2),
+        ] {
+            for i in 0..n {
+                rows.push(serde_json::json!({"text": format!("{label} row {i}"), "label": label}));
+            }
+        }
+        let f = dir.join("s.json");
+        std::fs::write(&f, serde_json::to_string(&rows).unwrap()).unwrap();
+        f
+    }
+
+    #[test]
+    fn deprecated_techniques_are_dropped_by_default_and_kept_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = policy_rows(dir.path());
+        let cat = real_catalog();
+        let d = load(&cfg(DataKind::TramSingle), &f, Some(&cat)).unwrap();
+        assert!(!d.class_counts().contains_key("T1064"));
+        assert_eq!(
+            d.stats.deprecated["T1064"],
+            Flagged {
+                why: "deprecated in ATT&CK".into(),
+                rows: 3
+            }
+        );
+        assert_eq!(d.stats.labels_dropped, counts(&[("data.deprecated", 3)]));
+        let keep = DataConfig {
+            deprecated: DeprecatedPolicy::Keep,
+            ..cfg(DataKind::TramSingle)
+        };
+        let d = load(&keep, &f, Some(&cat)).unwrap();
+        assert_eq!(d.class_counts()["T1064"], 3);
+        assert_eq!(d.stats.deprecated["T1064"].rows, 3);
+        assert!(d.stats.labels_dropped.is_empty());
+    }
+
+    #[test]
+    fn unknown_techniques_are_kept_by_default_and_dropped_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = policy_rows(dir.path());
+        let cat = real_catalog();
+        let d = load(&cfg(DataKind::TramSingle), &f, Some(&cat)).unwrap();
+        assert_eq!(d.class_counts()["T1521"], 2);
+        assert_eq!(
+            d.stats.unknown_techniques["T1521"],
+            Flagged {
+                why: "not in the enterprise catalog (another domain?)".into(),
+                rows: 2
+            }
+        );
+        // A label that is not a technique ID is never flagged.
+        assert_eq!(d.class_counts()["none"], 2);
+        assert_eq!(d.stats.unknown_techniques.len(), 1);
+        let drop = DataConfig {
+            unknown_techniques: UnknownTechniquePolicy::Drop,
+            ..cfg(DataKind::TramSingle)
+        };
+        let d = load(&drop, &f, Some(&cat)).unwrap();
+        assert!(!d.class_counts().contains_key("T1521"));
+        assert_eq!(
+            d.stats.labels_dropped,
+            counts(&[("data.deprecated", 3), ("data.unknown_techniques", 2)])
+        );
+    }
+
+    #[test]
+    fn excluded_techniques_are_dropped_in_any_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = policy_rows(dir.path());
+        let c = DataConfig {
+            exclude: vec![" t1105".into(), "T1059".into()],
+            ..cfg(DataKind::TramSingle)
+        };
+        // Without a catalog too.
+        let d = load(&c, &f, None).unwrap();
+        assert_eq!(
+            d.class_counts(),
+            counts(&[("T1064", 3), ("T1521", 2), ("none", 2)])
+        );
+        assert_eq!(d.stats.excluded, counts(&[("T1059", 3), ("T1105", 2)]));
+        assert_eq!(d.stats.labels_dropped, counts(&[("data.exclude", 5)]));
     }
 
     #[test]
