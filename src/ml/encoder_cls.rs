@@ -125,7 +125,7 @@ pub fn train_head(
     let dim = train[0].0.len();
     let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), n_classes);
     let ad = device.clone().autodiff();
-    let mut model = crate::ml::seeded(&ad, seed, || {
+    let mut model = crate::ml::init_seeded(&ad, seed, || {
         Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad)
     });
     let mut optim = AdamConfig::new().init();
@@ -294,7 +294,7 @@ pub fn train_seq(
         let pad = pad_id(&dir);
         let tok = encoder::load_tokenizer(&dir, p.max_length, pad as u32)?;
         let config = scratch_config(p, &tok, pad);
-        let model = crate::ml::seeded(&ad, seed, || {
+        let model = crate::ml::init_seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
         (config, tok, model)
@@ -303,7 +303,7 @@ pub fn train_seq(
         config.hidden_dropout_prob = p.dropout;
         let max = p.max_length.min(config.max_tokens());
         let tok = encoder::load_tokenizer(&dir, max, config.pad_token_id as u32)?;
-        let mut model = crate::ml::seeded(&ad, seed, || {
+        let mut model = crate::ml::init_seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
         encoder::load_weights(&mut model.bert, &dir.join("model.safetensors"))?;

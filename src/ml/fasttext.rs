@@ -25,8 +25,9 @@ use crate::hash::SplitMix64;
 use crate::manifest::{FastTextParams, Weighting};
 use crate::metrics;
 
-/// Bump when training changes in a way that changes the model.
-pub const TRAIN_VERSION: u32 = 1;
+/// Bump when training changes in a way that changes the model (2: initial weights drawn inside
+/// the seeded region, not lazily at the first forward pass).
+pub const TRAIN_VERSION: u32 = 2;
 
 #[derive(Module, Debug)]
 pub struct FastText {
@@ -249,7 +250,7 @@ pub fn train(
     let weights = super::class_weights(params.class_weight, train.iter().map(|x| x.1), n_classes);
 
     let ad = device.clone().autodiff();
-    let mut model = super::seeded(&ad, seed, || {
+    let mut model = super::init_seeded(&ad, seed, || {
         FastText::new(vocab.len() + 1, params.dim, n_classes, &ad)
     });
     let parameters = (vocab.len() + 1) * params.dim + params.dim * n_classes + n_classes;

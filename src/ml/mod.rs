@@ -46,6 +46,35 @@ pub fn seeded<T>(device: &burn::tensor::Device, seed: u64, f: impl FnOnce() -> T
     f()
 }
 
+/// Build a module with its random initial weights drawn from `seed` alone.
+///
+/// burn initialises parameters lazily, on first access; left lazy, the draws would happen at the
+/// first forward pass, outside any seeded region, from whatever state another thread left the
+/// generator in. So every parameter is touched inside the region.
+pub fn init_seeded<M: burn::module::Module>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    build: impl FnOnce() -> M,
+) -> M {
+    seeded(device, seed, || {
+        let module = build();
+        module.visit(&mut Materialize);
+        module
+    })
+}
+
+/// A visitor that reads every float parameter, which initialises a lazy one.
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        let _ = param.val();
+    }
+}
+
 /// The seed of a training step's random draws (dropout), from the cell's seed and the step:
 /// the same for a step whatever ran before it in the process.
 pub fn step_seed(seed: u64, step: usize) -> u64 {
@@ -204,6 +233,24 @@ mod tests {
         assert_ne!(alone.0, alone.1, "the stream advances within a region");
         assert_ne!(step_seed(5, 0), step_seed(5, 1));
         assert_eq!(step_seed(5, 3), step_seed(5, 3));
+    }
+
+    /// burn initialises parameters lazily; `init_seeded` draws them inside its region, so a
+    /// draw by another cell between building a model and its first use changes nothing.
+    #[test]
+    fn initial_weights_depend_on_the_seed_alone() {
+        use burn::nn::LinearConfig;
+        let device = burn::tensor::Device::flex();
+        let weights =
+            |l: &burn::nn::Linear| l.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let undisturbed = init_seeded(&device, 3, || LinearConfig::new(4, 3).init(&device));
+        let undisturbed = weights(&undisturbed);
+        let built = init_seeded(&device, 3, || LinearConfig::new(4, 3).init(&device));
+        // Another cell draws before this one first uses its model.
+        seeded(&device, 99, || {
+            burn::tensor::Tensor::<1>::random([16], burn::tensor::Distribution::Default, &device)
+        });
+        assert_eq!(weights(&built), undisturbed);
     }
 
     #[test]
