@@ -580,6 +580,7 @@ mod tests {
                 top_k: 0,
                 max_tokens: 10,
                 seed: 0,
+                context: 512,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),

@@ -1,10 +1,11 @@
 //! LLM providers and the per-call cache.
 //!
 //! Every call is one cache entry (stage `llm-call`) whose key covers the provider kind, the model
-//! (its id for a remote model, the BLAKE3 of the file for a GGUF), every sampling parameter, the
-//! rendered prompt and a sample index. An entry is written only once the whole answer is in, into
-//! a temporary folder renamed into place, so a run killed mid-generation repeats no finished call
-//! and trusts no partial answer. API keys are never part of a key, an entry, a log or an error.
+//! (its id for a remote model, the BLAKE3 of the file for a GGUF), every sampling parameter, a
+//! local model's context size (not its thread count), the rendered prompt and a sample index. An
+//! entry is written only once the whole answer is in, into a temporary folder renamed into place,
+//! so a run killed mid-generation repeats no finished call and trusts no partial answer. API keys
+//! are never part of a key, an entry, a log or an error.
 
 pub mod local;
 pub mod openai;
@@ -22,7 +23,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{GeneratorConfig, ProviderKind};
 use crate::progress::Progress;
 
-pub const CALL_VERSION: u32 = 1;
+/// Version 2: the identity has `context`.
+pub const CALL_VERSION: u32 = 2;
 
 /// What identifies an answer, besides the prompt and sample index: the call key's parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,6 +39,9 @@ pub struct Identity {
     pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u64,
+    /// Local models only: the context window in tokens, which bounds the prompt and the answer
+    /// (a prompt that fills it fails, an answer that reaches it is cut); 0 elsewhere.
+    pub context: u32,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -118,6 +123,11 @@ impl Generator {
                 },
                 max_tokens: source.max_tokens,
                 seed: source.seed,
+                context: if source.provider == ProviderKind::Local {
+                    source.context
+                } else {
+                    0
+                },
             },
             config: source.clone(),
             model_path,
@@ -431,6 +441,42 @@ mod tests {
         g.api_key_env = Some("SOME_KEY".into());
         let c = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
         assert_eq!(k(&a, "p", 0), k(&c, "p", 0));
+    }
+
+    #[test]
+    fn call_key_covers_the_local_context_but_not_the_threads() {
+        let g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Local,
+            // A replay names a local model by hash, so no GGUF file has to be read.
+            model: "blake3:00ff".into(),
+            context: 2048,
+            threads: 2,
+            ..Default::default()
+        };
+        let key = |g: &GeneratorConfig| {
+            let replay = GeneratorConfig {
+                name: "r".into(),
+                provider: ProviderKind::Replay,
+                of: Some("x".into()),
+                ..Default::default()
+            };
+            Generator::resolve("r", &[g.clone(), replay])
+                .unwrap()
+                .call_id("p", 0)
+                .key
+        };
+        let base = key(&g);
+        let other_context = key(&GeneratorConfig {
+            context: 4096,
+            ..g.clone()
+        });
+        let other_threads = key(&GeneratorConfig {
+            threads: 8,
+            ..g.clone()
+        });
+        assert_ne!(base, other_context, "the context size is in the call key");
+        assert_eq!(base, other_threads, "the thread count is not");
     }
 
     #[test]
