@@ -13,7 +13,8 @@ use crate::generate::{Generation, Usage};
 use crate::manifest::FilterConfig;
 use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 
-pub const FILTER_VERSION: u32 = 1;
+/// Version 2: the usage figures count estimated tokens ([`Usage`]).
+pub const FILTER_VERSION: u32 = 2;
 
 /// The filters, in the order they are applied.
 pub const FILTERS: &[&str] = &[
@@ -599,6 +600,7 @@ mod tests {
                             text: a.to_string(),
                             prompt_tokens: 1,
                             completion_tokens: 1,
+                            usage_estimated: false,
                             finish_reason: "stop".into(),
                             seconds: 0.0,
                             decode_seconds: None,

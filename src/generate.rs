@@ -14,7 +14,8 @@ use crate::llm::{CallJob, Generator, Identity, Outcome};
 use crate::manifest::CountMode;
 use crate::prompt::{PromptTemplate, PromptVars, clean_description};
 
-pub const GENERATE_VERSION: u32 = 1;
+/// Version 2: answers say whether their token counts are estimated (see [`crate::llm::Answer`]).
+pub const GENERATE_VERSION: u32 = 2;
 
 /// One call of the stage and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +54,22 @@ pub struct Usage {
     pub skipped: usize,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Answers whose server sent no token usage, so that their tokens are estimated.
+    pub estimated_answers: usize,
+    /// The part of `prompt_tokens + completion_tokens` that is estimated (characters / 4).
+    pub estimated_tokens: u64,
+}
+
+impl Usage {
+    /// Calls answered, now or from the cache.
+    pub fn answered(&self) -> usize {
+        self.made + self.cached
+    }
+
+    /// Prompt + completion tokens.
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
 }
 
 impl Generation {
@@ -77,6 +94,10 @@ impl Generation {
             if let Some(a) = c.outcome.answer() {
                 u.prompt_tokens += a.prompt_tokens;
                 u.completion_tokens += a.completion_tokens;
+                if a.usage_estimated {
+                    u.estimated_answers += 1;
+                    u.estimated_tokens += a.prompt_tokens + a.completion_tokens;
+                }
             }
         }
         u

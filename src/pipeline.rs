@@ -908,7 +908,7 @@ fn synthesize(
                 .map(|a| a.completion_tokens)
                 .sum();
             cx.progress.log(format!(
-                "generate {label}: {} calls: {} made, {} cached, {} failed, {} skipped; {} prompt + {} completion tokens{}",
+                "generate {label}: {} calls: {} made, {} cached, {} failed, {} skipped; {} prompt + {} completion tokens{}{}",
                 u.calls,
                 u.made,
                 u.cached,
@@ -916,7 +916,17 @@ fn synthesize(
                 u.skipped,
                 u.prompt_tokens,
                 u.completion_tokens,
-                if u.made > 0 && secs > 0.0 {
+                if u.estimated_answers > 0 {
+                    format!(
+                        ", {} of them estimated (no usage from the server for {} of the {} answers)",
+                        u.estimated_tokens,
+                        u.estimated_answers,
+                        u.answered()
+                    )
+                } else {
+                    String::new()
+                },
+                if u.made > 0 && secs > 0.0 && u.estimated_answers == 0 {
                     format!(" ({:.1} tokens/s over the calls made)", new_tokens as f64 / secs)
                 } else {
                     String::new()

@@ -478,3 +478,71 @@ fn clusters_can_come_from_minilm_embeddings() {
     assert!(embedded >= 20, "{embedded}");
     assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "4");
 }
+
+/// A budget of 100 tokens against a server that reports no usage: the first call's estimate
+/// (characters / 4 of the prompt and of the answer) passes it, so the other two are not made.
+fn budget_holds_without_usage(reply: fn(Reply) -> Reply) {
+    let server = llm_server::start(move |n, _| reply(Reply::sentences(1, n)));
+    let (s, m) = sandbox(
+        THREE_CALLS,
+        &remote(&server.url, "concurrency = 1\nbudget_tokens = 100"),
+    );
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "the estimate stops the next calls");
+    let prompt = reqs[0].prompt();
+    let answer = Reply::sentences(1, 0).text();
+    let tokens = prompt.chars().count().div_ceil(4) + answer.chars().count().div_ceil(4);
+    assert!(tokens > 100, "{tokens}");
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains("generate remote: T1027 cluster 0 sample 0: the server sent no token usage; tokens are estimated as characters / 4 (rounded up) of the prompt and the answer, and counted against the budget"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!(
+            "skipped: token budget of 100 reached ({tokens} tokens spent, {tokens} of them estimated: the server sent no usage)"
+        ))
+        .count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "1 made, 0 cached, 0 failed, 2 skipped; {} prompt + {} completion tokens, {tokens} of them estimated (no usage from the server for 1 of the 1 answers)",
+            prompt.chars().count().div_ceil(4),
+            answer.chars().count().div_ceil(4)
+        )),
+        "{log}"
+    );
+    let row = synthetic_row(&run_dir);
+    assert_eq!(row["status"], "ok", "a partial generation is a result");
+    assert_eq!(row["synthetic_kept"], "1");
+    assert_eq!(row["llm_tokens"], tokens.to_string());
+    assert_eq!(row["llm_tokens_estimated"], tokens.to_string());
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(md.contains(&format!("({tokens} estimated) |")), "{md}");
+    // The cached answer says its counts are estimates.
+    let answers: Vec<serde_json::Value> = s
+        .files_under("cache/entries/llm-call")
+        .into_iter()
+        .filter(|p| p.ends_with("answer.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["usage_estimated"], true);
+    assert_eq!(
+        answers[0]["prompt_tokens"],
+        prompt.chars().count().div_ceil(4)
+    );
+}
+
+#[test]
+fn token_budget_holds_when_the_usage_field_is_absent() {
+    budget_holds_without_usage(Reply::without_usage);
+}
+
+#[test]
+fn token_budget_holds_when_usage_is_null() {
+    budget_holds_without_usage(Reply::null_usage);
+}

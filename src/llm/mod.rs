@@ -23,8 +23,18 @@ use crate::error::{Error, Result};
 use crate::manifest::{GeneratorConfig, ProviderKind};
 use crate::progress::Progress;
 
-/// Version 2: the identity has `context`.
+/// Version 2: the identity has `context`; an answer says whether its token counts are estimated.
 pub const CALL_VERSION: u32 = 2;
+
+/// Characters per token of the estimate used when a server reports no token usage: OpenAI's rule
+/// of thumb for English text.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// The tokens of a text when the server does not count them: its characters / [`CHARS_PER_TOKEN`],
+/// rounded up.
+pub fn estimate_tokens(text: &str) -> u64 {
+    text.chars().count().div_ceil(CHARS_PER_TOKEN) as u64
+}
 
 /// What identifies an answer, besides the prompt and sample index: the call key's parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +177,9 @@ pub struct Answer {
     pub text: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The server reported no token usage, so both counts are [`estimate_tokens`] of the prompt
+    /// and of the answer's text.
+    pub usage_estimated: bool,
     /// Why generation stopped: `stop`, `length`, …
     pub finish_reason: String,
     /// Wall time of the call, and of its token generation alone (local only).
@@ -215,13 +228,16 @@ impl Outcome {
     }
 }
 
-/// A per-run spending limit of one generator: calls made and tokens used.
+/// A per-run spending limit of one generator: calls made and tokens used (counted by the server,
+/// or estimated where it sent no usage).
 #[derive(Debug, Default)]
 pub struct Budget {
     pub max_calls: Option<u64>,
     pub max_tokens: Option<u64>,
     calls: AtomicU64,
     tokens: AtomicU64,
+    /// The part of `tokens` that is estimated.
+    estimated: AtomicU64,
 }
 
 impl Budget {
@@ -234,10 +250,18 @@ impl Budget {
     }
     /// Reserve one call; `Err(why)` once the budget is spent.
     pub fn start(&self) -> std::result::Result<(), String> {
-        if let Some(t) = self.max_tokens
-            && self.tokens.load(Ordering::SeqCst) >= t
-        {
-            return Err(format!("token budget of {t} reached"));
+        if let Some(t) = self.max_tokens {
+            let spent = self.tokens.load(Ordering::SeqCst);
+            if spent >= t {
+                let estimated = self.estimated.load(Ordering::SeqCst);
+                return Err(if estimated > 0 {
+                    format!(
+                        "token budget of {t} reached ({spent} tokens spent, {estimated} of them estimated: the server sent no usage)"
+                    )
+                } else {
+                    format!("token budget of {t} reached")
+                });
+            }
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(m) = self.max_calls
@@ -248,8 +272,13 @@ impl Budget {
         }
         Ok(())
     }
-    pub fn spend(&self, tokens: u64) {
+    /// Count an answer's tokens against the budget.
+    pub fn spend(&self, answer: &Answer) {
+        let tokens = answer.prompt_tokens + answer.completion_tokens;
         self.tokens.fetch_add(tokens, Ordering::SeqCst);
+        if answer.usage_estimated {
+            self.estimated.fetch_add(tokens, Ordering::SeqCst);
+        }
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -412,35 +441,36 @@ mod tests {
         assert!(b.start().is_ok());
         assert!(b.start().is_ok());
         assert!(b.start().unwrap_err().contains("call budget of 2"));
+        let answer = |tokens: u64, usage_estimated: bool| Answer {
+            text: String::new(),
+            prompt_tokens: tokens,
+            completion_tokens: 0,
+            usage_estimated,
+            finish_reason: "stop".into(),
+            seconds: 0.0,
+            decode_seconds: None,
+        };
         let t = Budget::new(None, Some(100));
         assert!(t.start().is_ok());
-        t.spend(120);
-        assert!(t.start().unwrap_err().contains("token budget of 100"));
+        t.spend(&answer(120, false));
+        assert_eq!(t.start().unwrap_err(), "token budget of 100 reached");
+        let e = Budget::new(None, Some(100));
+        e.spend(&answer(30, false));
+        assert!(e.start().is_ok());
+        e.spend(&answer(90, true));
+        assert_eq!(
+            e.start().unwrap_err(),
+            "token budget of 100 reached (120 tokens spent, 90 of them estimated: the server sent no usage)"
+        );
     }
 
     #[test]
-    fn call_key_covers_prompt_sample_and_sampling() {
-        let mut g = GeneratorConfig {
-            name: "x".into(),
-            provider: ProviderKind::Openai,
-            model: "m".into(),
-            ..Default::default()
-        };
-        let a = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
-        let k = |g: &Generator, p: &str, s| g.call_id(p, s).key;
-        assert_eq!(k(&a, "p", 0), k(&a, "p", 0));
-        assert_ne!(k(&a, "p", 0), k(&a, "p", 1));
-        assert_ne!(k(&a, "p", 0), k(&a, "q", 0));
-        g.temperature = 0.1;
-        let b = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
-        assert_ne!(k(&a, "p", 0), k(&b, "p", 0));
-        // Settings that cannot change an answer stay out of the key.
-        g.temperature = a.identity.temperature;
-        g.concurrency = 64;
-        g.timeout_s = 1.0;
-        g.api_key_env = Some("SOME_KEY".into());
-        let c = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
-        assert_eq!(k(&a, "p", 0), k(&c, "p", 0));
+    fn estimated_tokens_are_characters_over_four_rounded_up() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("abcd"), 1);
+        assert_eq!(estimate_tokens("abcde"), 2);
+        // Characters, not bytes: four 2-byte letters are one token.
+        assert_eq!(estimate_tokens("éééé"), 1);
     }
 
     #[test]
@@ -477,6 +507,31 @@ mod tests {
         });
         assert_ne!(base, other_context, "the context size is in the call key");
         assert_eq!(base, other_threads, "the thread count is not");
+    }
+
+    #[test]
+    fn call_key_covers_prompt_sample_and_sampling() {
+        let mut g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Openai,
+            model: "m".into(),
+            ..Default::default()
+        };
+        let a = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        let k = |g: &Generator, p: &str, s| g.call_id(p, s).key;
+        assert_eq!(k(&a, "p", 0), k(&a, "p", 0));
+        assert_ne!(k(&a, "p", 0), k(&a, "p", 1));
+        assert_ne!(k(&a, "p", 0), k(&a, "q", 0));
+        g.temperature = 0.1;
+        let b = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        assert_ne!(k(&a, "p", 0), k(&b, "p", 0));
+        // Settings that cannot change an answer stay out of the key.
+        g.temperature = a.identity.temperature;
+        g.concurrency = 64;
+        g.timeout_s = 1.0;
+        g.api_key_env = Some("SOME_KEY".into());
+        let c = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        assert_eq!(k(&a, "p", 0), k(&c, "p", 0));
     }
 
     #[test]
