@@ -98,6 +98,38 @@ impl Synthetic {
             .map(|s| (s.text.as_str(), s.technique.as_str()))
     }
 
+    /// Why no sentence is left to train on, with the figures: the answers held none, or the
+    /// filters removed every one (and which removed how many). `None` when some sentence is kept.
+    pub fn nothing_kept(&self) -> Option<String> {
+        if self.kept > 0 {
+            return None;
+        }
+        let answers = self.usage.answered();
+        if self.sentences.is_empty() {
+            return Some(format!(
+                "the answers held no sentence at all ({answers} answered {}); look at the answers in the cache (stage `llm-call`) and at the template",
+                if answers == 1 { "call" } else { "calls" }
+            ));
+        }
+        let mut removed: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.sentences {
+            if let Some(f) = &s.rejected_by {
+                *removed.entry(f.as_str()).or_insert(0) += 1;
+            }
+        }
+        // In the order the filters apply.
+        let by: Vec<String> = FILTERS
+            .iter()
+            .filter_map(|f| removed.get(f).map(|n| format!("{f} {n}")))
+            .collect();
+        Some(format!(
+            "the filters removed every sentence parsed from the answers ({} sentences from {answers} answered {}: {}); the cell's synthetic.jsonl names the filter that removed each; change the template or the generator, or loosen `[augment.filter]`",
+            self.sentences.len(),
+            if answers == 1 { "call" } else { "calls" },
+            by.join(", ")
+        ))
+    }
+
     pub fn jsonl(&self) -> String {
         let mut out = String::new();
         for s in &self.sentences {

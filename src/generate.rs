@@ -102,6 +102,39 @@ impl Generation {
         }
         u
     }
+
+    /// Why this generation gives no sentence to train on before any parsing: no call was planned,
+    /// or none was answered (with the figures and the last error). `None` when some call answered.
+    pub fn unanswered(&self) -> Option<String> {
+        let u = self.usage();
+        if u.calls == 0 {
+            let targets = self.requested.len();
+            return Some(format!(
+                "0 sentences were requested for its {targets} target techniques, so no LLM call was made (with `augment.count = \"up-to\"` each already has `per_technique` train sentences); raise `augment.per_technique` or set `augment.count = \"fixed\"`"
+            ));
+        }
+        if u.answered() > 0 {
+            return None;
+        }
+        let last = self.calls.iter().rev().find_map(|c| match &c.outcome {
+            Outcome::Failed { error } => Some(format!("last error: {error}")),
+            _ => None,
+        });
+        let last = last.or_else(|| {
+            self.calls.iter().rev().find_map(|c| match &c.outcome {
+                Outcome::Skipped { reason } => Some(format!("skipped: {reason}")),
+                _ => None,
+            })
+        });
+        Some(format!(
+            "0 of {} LLM calls succeeded ({} failed, {} skipped over budget); {}. Check the generator `{}` (its model, `base_url`, key and budget) and rerun: failed calls are not cached, so a rerun makes them again",
+            u.calls,
+            u.failed,
+            u.skipped,
+            last.unwrap_or_default(),
+            self.generator
+        ))
+    }
 }
 
 /// How many new sentences a target technique gets.

@@ -41,6 +41,7 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "llm_tokens",
     "llm_tokens_estimated",
     "status",
+    "error",
 ];
 
 fn row(r: &CellResult) -> Vec<String> {
@@ -95,7 +96,7 @@ fn row(r: &CellResult) -> Vec<String> {
         ],
         None => Default::default(),
     })
-    .chain(["ok".to_string()])
+    .chain(["ok".to_string(), String::new()])
     .collect()
 }
 
@@ -171,10 +172,12 @@ pub fn summary_csv(results: &[CellResult], failed: &[(String, String)]) -> Strin
     for r in results {
         w.write_record(row(r)).expect("csv");
     }
-    for (name, _) in failed {
+    for (name, why) in failed {
         let mut rec = vec![String::new(); SUMMARY_COLUMNS.len()];
         rec[0] = name.clone();
-        *rec.last_mut().expect("columns") = "failed".into();
+        let n = rec.len();
+        rec[n - 2] = "failed".into();
+        rec[n - 1] = why.clone();
         w.write_record(rec).expect("csv");
     }
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")

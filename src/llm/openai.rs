@@ -239,7 +239,11 @@ fn describe_error(e: &OpenAIError) -> String {
             "malformed response body ({err}): {}",
             super::preview(content, 200)
         ),
-        OpenAIError::ApiError(api) => format!("API error: {}", api.api_error.message),
+        OpenAIError::ApiError(api) => format!(
+            "HTTP {}: API error: {}",
+            api.status_code.as_u16(),
+            api.api_error.message
+        ),
         OpenAIError::Reqwest(err) => without_url(err),
         other => other.to_string(),
     }
