@@ -11,7 +11,8 @@ Exit codes:
   1  internal error (a bug, or an I/O failure outside the cache and data folders)
   2  usage or manifest error: bad flag, unknown key, wrong type, value out of range
   3  data error: a dataset file is missing, malformed, or empty after filtering
-  4  the run finished but one or more cells failed (--keep-going) or were skipped (--fail-fast)
+  4  the run finished but one or more cells failed (--keep-going) or were skipped (--fail-fast);
+     an augmented cell that got no synthetic sentence is a failed cell
   5  cache error: the cache folder cannot be written or locked
   6  download error: a file could not be fetched or its checksum does not match
 

@@ -13,7 +13,8 @@ use crate::generate::{Generation, Usage};
 use crate::manifest::FilterConfig;
 use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 
-pub const FILTER_VERSION: u32 = 1;
+/// Version 2: the usage figures count estimated tokens ([`Usage`]).
+pub const FILTER_VERSION: u32 = 2;
 
 /// The filters, in the order they are applied.
 pub const FILTERS: &[&str] = &[
@@ -95,6 +96,38 @@ impl Synthetic {
             .iter()
             .filter(|s| s.kept)
             .map(|s| (s.text.as_str(), s.technique.as_str()))
+    }
+
+    /// Why no sentence is left to train on, with the figures: the answers held none, or the
+    /// filters removed every one (and which removed how many). `None` when some sentence is kept.
+    pub fn nothing_kept(&self) -> Option<String> {
+        if self.kept > 0 {
+            return None;
+        }
+        let answers = self.usage.answered();
+        if self.sentences.is_empty() {
+            return Some(format!(
+                "the answers held no sentence at all ({answers} answered {}); look at the answers in the cache (stage `llm-call`) and at the template",
+                if answers == 1 { "call" } else { "calls" }
+            ));
+        }
+        let mut removed: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.sentences {
+            if let Some(f) = &s.rejected_by {
+                *removed.entry(f.as_str()).or_insert(0) += 1;
+            }
+        }
+        // In the order the filters apply.
+        let by: Vec<String> = FILTERS
+            .iter()
+            .filter_map(|f| removed.get(f).map(|n| format!("{f} {n}")))
+            .collect();
+        Some(format!(
+            "the filters removed every sentence parsed from the answers ({} sentences from {answers} answered {}: {}); the cell's synthetic.jsonl names the filter that removed each; change the template or the generator, or loosen `[augment.filter]`",
+            self.sentences.len(),
+            if answers == 1 { "call" } else { "calls" },
+            by.join(", ")
+        ))
     }
 
     pub fn jsonl(&self) -> String {
@@ -580,6 +613,7 @@ mod tests {
                 top_k: 0,
                 max_tokens: 10,
                 seed: 0,
+                context: 512,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),
@@ -598,6 +632,7 @@ mod tests {
                             text: a.to_string(),
                             prompt_tokens: 1,
                             completion_tokens: 1,
+                            usage_estimated: false,
                             finish_reason: "stop".into(),
                             seconds: 0.0,
                             decode_seconds: None,

@@ -14,7 +14,8 @@ use crate::llm::{CallJob, Generator, Identity, Outcome};
 use crate::manifest::CountMode;
 use crate::prompt::{PromptTemplate, PromptVars, clean_description};
 
-pub const GENERATE_VERSION: u32 = 1;
+/// Version 2: answers say whether their token counts are estimated (see [`crate::llm::Answer`]).
+pub const GENERATE_VERSION: u32 = 2;
 
 /// One call of the stage and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +54,22 @@ pub struct Usage {
     pub skipped: usize,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Answers whose server sent no token usage, so that their tokens are estimated.
+    pub estimated_answers: usize,
+    /// The part of `prompt_tokens + completion_tokens` that is estimated (characters / 4).
+    pub estimated_tokens: u64,
+}
+
+impl Usage {
+    /// Calls answered, now or from the cache.
+    pub fn answered(&self) -> usize {
+        self.made + self.cached
+    }
+
+    /// Prompt + completion tokens.
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
 }
 
 impl Generation {
@@ -77,9 +94,46 @@ impl Generation {
             if let Some(a) = c.outcome.answer() {
                 u.prompt_tokens += a.prompt_tokens;
                 u.completion_tokens += a.completion_tokens;
+                if a.usage_estimated {
+                    u.estimated_answers += 1;
+                    u.estimated_tokens += a.prompt_tokens + a.completion_tokens;
+                }
             }
         }
         u
+    }
+
+    /// Why this generation gives no sentence to train on before any parsing: no call was planned,
+    /// or none was answered (with the figures and the last error). `None` when some call answered.
+    pub fn unanswered(&self) -> Option<String> {
+        let u = self.usage();
+        if u.calls == 0 {
+            let targets = self.requested.len();
+            return Some(format!(
+                "0 sentences were requested for its {targets} target techniques, so no LLM call was made (with `augment.count = \"up-to\"` each already has `per_technique` train sentences); raise `augment.per_technique` or set `augment.count = \"fixed\"`"
+            ));
+        }
+        if u.answered() > 0 {
+            return None;
+        }
+        let last = self.calls.iter().rev().find_map(|c| match &c.outcome {
+            Outcome::Failed { error } => Some(format!("last error: {error}")),
+            _ => None,
+        });
+        let last = last.or_else(|| {
+            self.calls.iter().rev().find_map(|c| match &c.outcome {
+                Outcome::Skipped { reason } => Some(format!("skipped: {reason}")),
+                _ => None,
+            })
+        });
+        Some(format!(
+            "0 of {} LLM calls succeeded ({} failed, {} skipped over budget); {}. Check the generator `{}` (its model, `base_url`, key and budget) and rerun: failed calls are not cached, so a rerun makes them again",
+            u.calls,
+            u.failed,
+            u.skipped,
+            last.unwrap_or_default(),
+            self.generator
+        ))
     }
 }
 

@@ -321,10 +321,7 @@ pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<St
         Some(e) => e.read_json("split.json")?,
         None => split::split(&ds, &m.raw.split)?,
     };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for &i in &s.train {
-        *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
-    }
+    let counts = train_counts(&ds, &s);
     let mut notes = Vec::new();
     for spec in specs {
         let ids = synth_stages(m, shared, &spec);
@@ -353,6 +350,9 @@ pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<St
                 }
             }
         };
+        if c.targets.is_empty() {
+            return Err(no_targets(m, &c, &counts));
+        }
         notes.extend(cluster_notes(&label, &c));
     }
     Ok(notes)
@@ -428,10 +428,38 @@ pub fn cluster_all(
             w.write_json("clusters.json", &c)
         })?;
         let c: Clusters = entry.read_json("clusters.json")?;
+        if c.targets.is_empty() {
+            return Err(no_targets(m, &c, &train_counts(ds, s)));
+        }
         notes.extend(cluster_notes(&spec_label(&spec), &c));
         out.insert(spec, c);
     }
     Ok((out, notes))
+}
+
+/// The error for a target rule that selects no technique of the split: synthetic cells would get
+/// no data, so the run stops before any work (as `plan` does), naming the rule and the counts.
+fn no_targets(m: &Manifest, c: &Clusters, counts: &BTreeMap<String, usize>) -> Error {
+    let fewest = counts
+        .iter()
+        .min_by_key(|(id, n)| (**n, *id))
+        .map(|(id, n)| format!("; the rarest is {id} with {n}"))
+        .unwrap_or_default();
+    Error::config(format!(
+        "{}, key `augment.targets`: the rule ({}) selects none of the {} techniques of the train split{fewest}, so the synthetic cells would get no data; raise `below`, use `quantile`, or `list` techniques that are in the data",
+        m.source.display(),
+        c.rule,
+        counts.len()
+    ))
+}
+
+/// Train sentences per technique.
+fn train_counts(ds: &Dataset, s: &Split) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in &s.train {
+        *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// What a finished cell wrote as `metrics.json`: enough to rebuild every table.
@@ -583,11 +611,7 @@ fn split_dataset(
 
 /// The target techniques of `[augment.targets]` on this split (for the target-only macro-F1).
 fn target_techniques(m: &Manifest, ds: &Dataset, s: &Split) -> Vec<String> {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for &i in &s.train {
-        *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
-    }
-    cluster::select_targets(&counts, &m.raw.augment.targets).0
+    cluster::select_targets(&train_counts(ds, s), &m.raw.augment.targets).0
 }
 
 /// Classes in a fixed order: every label of the split, sorted.
@@ -765,6 +789,8 @@ fn target_macro_f1(m: &Metrics, targets: &[String]) -> Option<f64> {
 /// Run one synthetic chain after its cluster stage: prompts, calls (each through the call
 /// cache), parse and filter. A generation with failed or skipped calls is used for this run but
 /// not cached as a whole (a rerun retries the missing calls); its sentences get a key of their own.
+/// A generation with no answer at all (every call failed or was over budget, or none was planned)
+/// is an error: the cells that would train on it fail, saying why.
 fn synthesize(
     cx: &CellCtx,
     spec: &SynthSpec,
@@ -859,7 +885,7 @@ fn synthesize(
                 .map(|a| a.completion_tokens)
                 .sum();
             cx.progress.log(format!(
-                "generate {label}: {} calls: {} made, {} cached, {} failed, {} skipped; {} prompt + {} completion tokens{}",
+                "generate {label}: {} calls: {} made, {} cached, {} failed, {} skipped; {} prompt + {} completion tokens{}{}",
                 u.calls,
                 u.made,
                 u.cached,
@@ -867,7 +893,17 @@ fn synthesize(
                 u.skipped,
                 u.prompt_tokens,
                 u.completion_tokens,
-                if u.made > 0 && secs > 0.0 {
+                if u.estimated_answers > 0 {
+                    format!(
+                        ", {} of them estimated (no usage from the server for {} of the {} answers)",
+                        u.estimated_tokens,
+                        u.estimated_answers,
+                        u.answered()
+                    )
+                } else {
+                    String::new()
+                },
+                if u.made > 0 && secs > 0.0 && u.estimated_answers == 0 {
                     format!(" ({:.1} tokens/s over the calls made)", new_tokens as f64 / secs)
                 } else {
                     String::new()
@@ -890,16 +926,22 @@ fn synthesize(
                     &serde_json::json!({"answered": answered}),
                     &[&ids.generate.key],
                 );
-                cx.progress.log(format!(
-                    "generate {label}: incomplete ({} of {} calls unanswered); this run uses the {} answers it has, nothing partial is cached, and a rerun retries the missing calls",
-                    u.failed + u.skipped,
-                    u.calls,
-                    answered.len()
-                ));
+                if !answered.is_empty() {
+                    cx.progress.log(format!(
+                        "generate {label}: incomplete ({} of {} calls unanswered); this run uses the {} answers it has, nothing partial is cached, and a rerun retries the missing calls",
+                        u.failed + u.skipped,
+                        u.calls,
+                        answered.len()
+                    ));
+                }
                 (g, key)
             }
         }
     };
+    // An augmented cell without synthetic data is not a result: no call answered fails the chain.
+    if let Some(why) = generation.unanswered() {
+        return Err(Error::data(why));
+    }
     // The reference classifier, when the filter asks for one.
     let mut reference_model: Option<Trained> = None;
     if let Some((cell, id)) = &ids.reference {
@@ -1155,16 +1197,25 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             )
         })
         .collect();
+    // An augmented cell that gets no synthetic sentence is not a result: a chain whose calls all
+    // failed, or whose filters kept nothing, fails its cells (with the figures of why).
     let mut ready: BTreeMap<SynthSpec, std::result::Result<SynthReady, String>> = BTreeMap::new();
+    // Chains whose filters kept nothing: failed, but what was parsed and removed is still written.
+    let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
     for (spec, cl) in &clusters {
-        let r = synthesize(&cx, spec, cl, &catalog, &budgets).map_err(|e| {
-            progress.log(format!(
-                "synthetic data {} failed: {}",
-                spec_label(spec),
-                e.message
-            ));
-            e.message
-        });
+        let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+            Ok(r) => match r.data.nothing_kept() {
+                None => Ok(r),
+                Some(why) => {
+                    unusable.insert(spec.clone(), r.data);
+                    Err(why)
+                }
+            },
+            Err(e) => Err(e.message),
+        };
+        if let Err(why) = &r {
+            progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
+        }
         ready.insert(spec.clone(), r);
     }
     write(
@@ -1172,7 +1223,13 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         report::synthetic_csv(
             &ready
                 .iter()
-                .filter_map(|(k, v)| v.as_ref().ok().map(|r| (spec_label(k), &r.data)))
+                .filter_map(|(k, v)| {
+                    let data = match v {
+                        Ok(r) => Some(&r.data),
+                        Err(_) => unusable.get(k),
+                    };
+                    data.map(|d| (spec_label(k), d))
+                })
                 .collect::<Vec<_>>(),
         )
         .as_bytes(),
@@ -1245,6 +1302,11 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                             let dir = run_dir.join("cells").join(&cell.name);
                             let _ = std::fs::create_dir_all(&dir);
                             let _ = std::fs::write(dir.join("error.txt"), &e.message);
+                            if let Some(data) =
+                                cell.synthetic.as_ref().and_then(|s| unusable.get(s))
+                            {
+                                let _ = std::fs::write(dir.join("synthetic.jsonl"), data.jsonl());
+                            }
                             if opts.fail_fast {
                                 stop.store(true, Ordering::SeqCst);
                             }

@@ -39,7 +39,9 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "synthetic_kept",
     "llm_calls",
     "llm_tokens",
+    "llm_tokens_estimated",
     "status",
+    "error",
 ];
 
 fn row(r: &CellResult) -> Vec<String> {
@@ -89,11 +91,12 @@ fn row(r: &CellResult) -> Vec<String> {
             s.per_technique.to_string(),
             s.kept.to_string(),
             s.usage.calls.to_string(),
-            (s.usage.prompt_tokens + s.usage.completion_tokens).to_string(),
+            s.usage.tokens().to_string(),
+            s.usage.estimated_tokens.to_string(),
         ],
         None => Default::default(),
     })
-    .chain(["ok".to_string()])
+    .chain(["ok".to_string(), String::new()])
     .collect()
 }
 
@@ -169,10 +172,12 @@ pub fn summary_csv(results: &[CellResult], failed: &[(String, String)]) -> Strin
     for r in results {
         w.write_record(row(r)).expect("csv");
     }
-    for (name, _) in failed {
+    for (name, why) in failed {
         let mut rec = vec![String::new(); SUMMARY_COLUMNS.len()];
         rec[0] = name.clone();
-        *rec.last_mut().expect("columns") = "failed".into();
+        let n = rec.len();
+        rec[n - 2] = "failed".into();
+        rec[n - 1] = why.clone();
         w.write_record(rec).expect("csv");
     }
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
@@ -289,10 +294,16 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
     chains.dedup_by(|a, b| a.filter_key == b.filter_key);
     if !chains.is_empty() {
         s.push_str("\n## Synthetic data\n\n| k | template | generator | per technique | targets | requested | kept | LLM calls (made / cached / failed / skipped) | tokens (prompt + completion) |\n|---|---|---|---|---|---|---|---|---|\n");
+        let any_estimated = chains.iter().any(|c| c.usage.estimated_tokens > 0);
         for c in chains {
             let u = &c.usage;
+            let estimated = if u.estimated_tokens > 0 {
+                format!(" ({} estimated)", u.estimated_tokens)
+            } else {
+                String::new()
+            };
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} ({} / {} / {} / {}) | {} + {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} ({} / {} / {} / {}) | {} + {}{estimated} |\n",
                 c.k,
                 c.template,
                 c.generator,
@@ -307,6 +318,12 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
                 u.skipped,
                 u.prompt_tokens,
                 u.completion_tokens
+            ));
+        }
+        if any_estimated {
+            s.push_str(&format!(
+                "\nEstimated tokens: the server sent no usage for those answers, so their prompt and answer were counted as characters / {} (rounded up).\n",
+                crate::llm::CHARS_PER_TOKEN
             ));
         }
         s.push_str("\nPer technique: `synthetic.csv`; every sentence and the filters it passed: `cells/<cell>/synthetic.jsonl`.\n");

@@ -16,6 +16,11 @@ const SMALL: &str =
 /// A manifest over small TRAM data with one target technique (T1027), `augment` settings and a
 /// generator table appended.
 fn sandbox(augment: &str, generator: &str) -> (Sandbox, PathBuf) {
+    sandbox_targets(augment, "list = [\"T1027\"]", generator)
+}
+
+/// [`sandbox`] with another `[augment.targets]` rule.
+fn sandbox_targets(augment: &str, targets: &str, generator: &str) -> (Sandbox, PathBuf) {
     let s = Sandbox::new();
     s.write("data/tram/single_label.json", &small_tram_rows(40));
     let m = s.manifest(
@@ -24,7 +29,7 @@ fn sandbox(augment: &str, generator: &str) -> (Sandbox, PathBuf) {
             attack_bundle().display()
         ),
         &format!(
-            "[split]\nseed = 7\n{SMALL}\n[augment]\n{augment}\n[augment.targets]\nlist = [\"T1027\"]\n\n{generator}"
+            "[split]\nseed = 7\n{SMALL}\n[augment]\n{augment}\n[augment.targets]\n{targets}\n\n{generator}"
         ),
     );
     (s, m)
@@ -163,14 +168,27 @@ fn openai_repeated_500s_give_up_after_the_cap_and_a_rerun_retries() {
         )
     });
     let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
-    let run_dir = run_ok(&s, &m, "results/r1", &[]);
+    let o = run(&s, &m, "results/r1", &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "no answer, no result: {}",
+        stderr(&o)
+    );
+    let run_dir = s.path("results/r1");
     assert_eq!(server.requests().len(), 3, "1 try + max_retries = 2");
     let log = run_log(&run_dir);
     assert!(log.contains("HTTP 500, retry 1/2"), "{log}");
     assert!(log.contains("HTTP 500, giving up after 2 retries"), "{log}");
     assert!(log.contains("T1027 cluster 0 sample 0 failed"), "{log}");
-    assert!(log.contains("incomplete"), "{log}");
-    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "0");
+    assert!(
+        log.contains("0 of 1 LLM calls succeeded (1 failed, 0 skipped over budget); last error: HTTP 500: API error:"),
+        "{log}"
+    );
+    assert_eq!(
+        read_csv_rows(&run_dir.join("summary.csv"))[0]["status"],
+        "failed"
+    );
     assert_eq!(
         cache_entries(&s, "llm-call"),
         0,
@@ -228,15 +246,21 @@ fn openai_malformed_and_truncated_bodies_fail_their_call_not_the_run() {
 
 #[test]
 fn openai_answer_without_usable_sentences_is_logged() {
-    let server = llm_server::start(|_, _| Reply::ok("Sure! Here you go:"));
-    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let server = llm_server::start(|n, _| {
+        if n == 0 {
+            Reply::ok("Sure! Here you go:")
+        } else {
+            Reply::sentences(1, n)
+        }
+    });
+    let (s, m) = sandbox(THREE_CALLS, &remote(&server.url, "concurrency = 1"));
     let run_dir = run_ok(&s, &m, "results/r", &[]);
     let log = run_log(&run_dir);
     assert!(
-        log.contains("T1027: 1 of 1 answers had no usable sentence"),
+        log.contains("T1027: 1 of 3 answers had no usable sentence"),
         "{log}"
     );
-    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "0");
+    assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "2");
 }
 
 #[test]
@@ -477,4 +501,207 @@ fn clusters_can_come_from_minilm_embeddings() {
         .count();
     assert!(embedded >= 20, "{embedded}");
     assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "4");
+}
+
+/// summary.csv's rows by status: (the ok rows, the failed rows).
+type Rows = Vec<std::collections::BTreeMap<String, String>>;
+fn rows_by_status(run_dir: &Path) -> (Rows, Rows) {
+    read_csv_rows(&run_dir.join("summary.csv"))
+        .into_iter()
+        .partition(|r| r["status"] == "ok")
+}
+
+#[test]
+fn every_call_404_fails_the_augmented_cell_and_keeps_the_baseline() {
+    // Ollama's answer for a model that is not pulled.
+    let server = llm_server::start(|_, _| Reply::not_found("test-model"));
+    let (s, m) = sandbox(
+        "kind = [\"none\", \"synthetic\"]\ngenerator = \"remote\"\nk = 1\nper_technique = 3\nper_call = 1",
+        &remote(&server.url, "concurrency = 1"),
+    );
+    let o = run(&s, &m, "results/r", &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(server.requests().len(), 3, "a 404 is not retried");
+    let run_dir = s.path("results/r");
+    let why = "its synthetic data (k1-cluster-guided-remote-n3) failed: 0 of 3 LLM calls succeeded (3 failed, 0 skipped over budget); last error: HTTP 404: API error: model \"test-model\" not found, try pulling it first. Check the generator `remote` (its model, `base_url`, key and budget) and rerun: failed calls are not cached, so a rerun makes them again";
+    let (ok, failed) = rows_by_status(&run_dir);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0]["augment"], "none");
+    assert_eq!(ok[0]["error"], "");
+    let baseline_f1 = &ok[0]["macro_f1"];
+    assert!(baseline_f1.parse::<f64>().unwrap() > 0.0, "{baseline_f1}");
+    assert_eq!(failed.len(), 1);
+    let cell = &failed[0]["cell"];
+    assert!(cell.starts_with("fasttext-synthetic-"), "{cell}");
+    assert_eq!(failed[0]["status"], "failed");
+    assert_eq!(failed[0]["error"], why);
+    // Not a result: no figures, so nothing reads as the baseline's macro-F1.
+    for col in ["macro_f1", "accuracy", "synthetic_kept", "llm_tokens"] {
+        assert_eq!(failed[0][col], "", "{col}");
+    }
+    let dir = run_dir.join("cells").join(cell);
+    assert_eq!(std::fs::read_to_string(dir.join("error.txt")).unwrap(), why);
+    assert!(!dir.join("metrics.json").exists());
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(
+        md.contains(&format!("## Failed cells\n\n- `{cell}`: {why}\n")),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches(cell.as_str()).count(),
+        1,
+        "only in the failed list, not in the table: {md}"
+    );
+    assert!(
+        stdout(&o).contains(&format!("FAILED {cell}: {why}")),
+        "{}",
+        stdout(&o)
+    );
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains(
+            "synthetic data k1-cluster-guided-remote-n3 failed: 0 of 3 LLM calls succeeded"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn answers_the_filters_remove_entirely_fail_the_augmented_cell() {
+    // A preamble (malformed) and the prompt's own real examples (duplicates of train sentences).
+    let server = llm_server::start(|_, r| {
+        let prompt = r.prompt();
+        let examples: Vec<&str> = prompt
+            .lines()
+            .filter_map(|l| l.strip_prefix("- "))
+            .collect();
+        let mut text = String::from("Here are the sentences:\n");
+        for (i, e) in examples.iter().enumerate() {
+            text.push_str(&format!("{}. {e}\n", i + 1));
+        }
+        Reply::ok(&text)
+    });
+    let (s, m) = sandbox(
+        // TRAM's short T1027 sentences ("Obfuscated PowerShell script") pass `min_words = 1`.
+        &format!("{ONE_CALL}\nrepresentatives = 2\n[augment.filter]\nmin_words = 1"),
+        &remote(&server.url, ""),
+    );
+    let o = run(&s, &m, "results/r", &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(server.requests().len(), 1);
+    let run_dir = s.path("results/r");
+    let why = "its synthetic data (k1-cluster-guided-remote-n3) failed: the filters removed every sentence parsed from the answers (3 sentences from 1 answered call: malformed 1, real-duplicate 2); the cell's synthetic.jsonl names the filter that removed each; change the template or the generator, or loosen `[augment.filter]`";
+    let (ok, failed) = rows_by_status(&run_dir);
+    assert!(ok.is_empty());
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["error"], why);
+    let dir = run_dir.join("cells").join(&failed[0]["cell"]);
+    assert_eq!(std::fs::read_to_string(dir.join("error.txt")).unwrap(), why);
+    let rejected: Vec<String> = std::fs::read_to_string(dir.join("synthetic.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["kept"], false);
+            v["rejected_by"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(rejected, ["malformed", "real-duplicate", "real-duplicate"]);
+    // The per-technique counts are still written.
+    let csv = read_csv_rows(&run_dir.join("synthetic.csv"));
+    assert_eq!(csv.len(), 1);
+    assert_eq!(csv[0]["removed_malformed"], "1");
+    assert_eq!(csv[0]["removed_real-duplicate"], "2");
+    assert_eq!(csv[0]["kept"], "0");
+}
+
+#[test]
+fn a_target_rule_that_selects_nothing_stops_before_any_work() {
+    // Validation, not a failed cell: the rule is a manifest mistake that the data shows before a
+    // call or a training, and every synthetic cell would fail the same way.
+    let (s, m) = sandbox_targets(
+        "kind = [\"none\", \"synthetic\"]\ngenerator = \"remote\"\nk = 1\nper_technique = 3",
+        "below = 1",
+        &remote("http://127.0.0.1:9/v1", ""),
+    );
+    let why = format!(
+        "error: {}, key `augment.targets`: the rule (train count < 1) selects none of the 4 techniques of the train split; the rarest is T1059.003 with 25, so the synthetic cells would get no data; raise `below`, use `quantile`, or `list` techniques that are in the data",
+        m.display()
+    );
+    let o = run(&s, &m, "results/r", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().last(), Some(why.as_str()));
+    assert!(s.files_under("results").is_empty(), "no run folder");
+    assert_eq!(cache_entries(&s, "train"), 0, "nothing trained");
+    let o = s.cmd_env(&["plan", m.to_str().unwrap()], &[("TEST_LLM_KEY", KEY)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().last(), Some(why.as_str()));
+}
+
+/// A budget of 100 tokens against a server that reports no usage: the first call's estimate
+/// (characters / 4 of the prompt and of the answer) passes it, so the other two are not made.
+fn budget_holds_without_usage(reply: fn(Reply) -> Reply) {
+    let server = llm_server::start(move |n, _| reply(Reply::sentences(1, n)));
+    let (s, m) = sandbox(
+        THREE_CALLS,
+        &remote(&server.url, "concurrency = 1\nbudget_tokens = 100"),
+    );
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1, "the estimate stops the next calls");
+    let prompt = reqs[0].prompt();
+    let answer = Reply::sentences(1, 0).text();
+    let tokens = prompt.chars().count().div_ceil(4) + answer.chars().count().div_ceil(4);
+    assert!(tokens > 100, "{tokens}");
+    let log = run_log(&run_dir);
+    assert!(
+        log.contains("generate remote: T1027 cluster 0 sample 0: the server sent no token usage; tokens are estimated as characters / 4 (rounded up) of the prompt and the answer, and counted against the budget"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!(
+            "skipped: token budget of 100 reached ({tokens} tokens spent, {tokens} of them estimated: the server sent no usage)"
+        ))
+        .count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "1 made, 0 cached, 0 failed, 2 skipped; {} prompt + {} completion tokens, {tokens} of them estimated (no usage from the server for 1 of the 1 answers)",
+            prompt.chars().count().div_ceil(4),
+            answer.chars().count().div_ceil(4)
+        )),
+        "{log}"
+    );
+    let row = synthetic_row(&run_dir);
+    assert_eq!(row["status"], "ok", "a partial generation is a result");
+    assert_eq!(row["synthetic_kept"], "1");
+    assert_eq!(row["llm_tokens"], tokens.to_string());
+    assert_eq!(row["llm_tokens_estimated"], tokens.to_string());
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(md.contains(&format!("({tokens} estimated) |")), "{md}");
+    // The cached answer says its counts are estimates.
+    let answers: Vec<serde_json::Value> = s
+        .files_under("cache/entries/llm-call")
+        .into_iter()
+        .filter(|p| p.ends_with("answer.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["usage_estimated"], true);
+    assert_eq!(
+        answers[0]["prompt_tokens"],
+        prompt.chars().count().div_ceil(4)
+    );
+}
+
+#[test]
+fn token_budget_holds_when_the_usage_field_is_absent() {
+    budget_holds_without_usage(Reply::without_usage);
+}
+
+#[test]
+fn token_budget_holds_when_usage_is_null() {
+    budget_holds_without_usage(Reply::null_usage);
 }

@@ -174,6 +174,7 @@ impl Session<'_> {
             text: String::from_utf8_lossy(&out).into_owned(),
             prompt_tokens: tokens.len() as u64,
             completion_tokens: generated,
+            usage_estimated: false,
             finish_reason: finish.into(),
             seconds: started.elapsed().as_secs_f64(),
             decode_seconds: Some(decode_started.elapsed().as_secs_f64()),
@@ -227,7 +228,7 @@ pub fn run(
         };
         let o = match session.generate(&job.prompt, sampling) {
             Ok(answer) => {
-                budget.spend(answer.prompt_tokens + answer.completion_tokens);
+                budget.spend(&answer);
                 store_answer(cache, &job.id, &answer)?;
                 Outcome::Done { answer }
             }

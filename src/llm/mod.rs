@@ -1,10 +1,11 @@
 //! LLM providers and the per-call cache.
 //!
 //! Every call is one cache entry (stage `llm-call`) whose key covers the provider kind, the model
-//! (its id for a remote model, the BLAKE3 of the file for a GGUF), every sampling parameter, the
-//! rendered prompt and a sample index. An entry is written only once the whole answer is in, into
-//! a temporary folder renamed into place, so a run killed mid-generation repeats no finished call
-//! and trusts no partial answer. API keys are never part of a key, an entry, a log or an error.
+//! (its id for a remote model, the BLAKE3 of the file for a GGUF), every sampling parameter, a
+//! local model's context size (not its thread count), the rendered prompt and a sample index. An
+//! entry is written only once the whole answer is in, into a temporary folder renamed into place,
+//! so a run killed mid-generation repeats no finished call and trusts no partial answer. API keys
+//! are never part of a key, an entry, a log or an error.
 
 pub mod local;
 pub mod openai;
@@ -22,7 +23,18 @@ use crate::error::{Error, Result};
 use crate::manifest::{GeneratorConfig, ProviderKind};
 use crate::progress::Progress;
 
-pub const CALL_VERSION: u32 = 1;
+/// Version 2: the identity has `context`; an answer says whether its token counts are estimated.
+pub const CALL_VERSION: u32 = 2;
+
+/// Characters per token of the estimate used when a server reports no token usage: OpenAI's rule
+/// of thumb for English text.
+pub const CHARS_PER_TOKEN: usize = 4;
+
+/// The tokens of a text when the server does not count them: its characters / [`CHARS_PER_TOKEN`],
+/// rounded up.
+pub fn estimate_tokens(text: &str) -> u64 {
+    text.chars().count().div_ceil(CHARS_PER_TOKEN) as u64
+}
 
 /// What identifies an answer, besides the prompt and sample index: the call key's parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,6 +49,9 @@ pub struct Identity {
     pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u64,
+    /// Local models only: the context window in tokens, which bounds the prompt and the answer
+    /// (a prompt that fills it fails, an answer that reaches it is cut); 0 elsewhere.
+    pub context: u32,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -118,6 +133,11 @@ impl Generator {
                 },
                 max_tokens: source.max_tokens,
                 seed: source.seed,
+                context: if source.provider == ProviderKind::Local {
+                    source.context
+                } else {
+                    0
+                },
             },
             config: source.clone(),
             model_path,
@@ -157,6 +177,9 @@ pub struct Answer {
     pub text: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The server reported no token usage, so both counts are [`estimate_tokens`] of the prompt
+    /// and of the answer's text.
+    pub usage_estimated: bool,
     /// Why generation stopped: `stop`, `length`, …
     pub finish_reason: String,
     /// Wall time of the call, and of its token generation alone (local only).
@@ -205,13 +228,16 @@ impl Outcome {
     }
 }
 
-/// A per-run spending limit of one generator: calls made and tokens used.
+/// A per-run spending limit of one generator: calls made and tokens used (counted by the server,
+/// or estimated where it sent no usage).
 #[derive(Debug, Default)]
 pub struct Budget {
     pub max_calls: Option<u64>,
     pub max_tokens: Option<u64>,
     calls: AtomicU64,
     tokens: AtomicU64,
+    /// The part of `tokens` that is estimated.
+    estimated: AtomicU64,
 }
 
 impl Budget {
@@ -224,10 +250,18 @@ impl Budget {
     }
     /// Reserve one call; `Err(why)` once the budget is spent.
     pub fn start(&self) -> std::result::Result<(), String> {
-        if let Some(t) = self.max_tokens
-            && self.tokens.load(Ordering::SeqCst) >= t
-        {
-            return Err(format!("token budget of {t} reached"));
+        if let Some(t) = self.max_tokens {
+            let spent = self.tokens.load(Ordering::SeqCst);
+            if spent >= t {
+                let estimated = self.estimated.load(Ordering::SeqCst);
+                return Err(if estimated > 0 {
+                    format!(
+                        "token budget of {t} reached ({spent} tokens spent, {estimated} of them estimated: the server sent no usage)"
+                    )
+                } else {
+                    format!("token budget of {t} reached")
+                });
+            }
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(m) = self.max_calls
@@ -238,8 +272,13 @@ impl Budget {
         }
         Ok(())
     }
-    pub fn spend(&self, tokens: u64) {
+    /// Count an answer's tokens against the budget.
+    pub fn spend(&self, answer: &Answer) {
+        let tokens = answer.prompt_tokens + answer.completion_tokens;
         self.tokens.fetch_add(tokens, Ordering::SeqCst);
+        if answer.usage_estimated {
+            self.estimated.fetch_add(tokens, Ordering::SeqCst);
+        }
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -402,10 +441,72 @@ mod tests {
         assert!(b.start().is_ok());
         assert!(b.start().is_ok());
         assert!(b.start().unwrap_err().contains("call budget of 2"));
+        let answer = |tokens: u64, usage_estimated: bool| Answer {
+            text: String::new(),
+            prompt_tokens: tokens,
+            completion_tokens: 0,
+            usage_estimated,
+            finish_reason: "stop".into(),
+            seconds: 0.0,
+            decode_seconds: None,
+        };
         let t = Budget::new(None, Some(100));
         assert!(t.start().is_ok());
-        t.spend(120);
-        assert!(t.start().unwrap_err().contains("token budget of 100"));
+        t.spend(&answer(120, false));
+        assert_eq!(t.start().unwrap_err(), "token budget of 100 reached");
+        let e = Budget::new(None, Some(100));
+        e.spend(&answer(30, false));
+        assert!(e.start().is_ok());
+        e.spend(&answer(90, true));
+        assert_eq!(
+            e.start().unwrap_err(),
+            "token budget of 100 reached (120 tokens spent, 90 of them estimated: the server sent no usage)"
+        );
+    }
+
+    #[test]
+    fn estimated_tokens_are_characters_over_four_rounded_up() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("abcd"), 1);
+        assert_eq!(estimate_tokens("abcde"), 2);
+        // Characters, not bytes: four 2-byte letters are one token.
+        assert_eq!(estimate_tokens("éééé"), 1);
+    }
+
+    #[test]
+    fn call_key_covers_the_local_context_but_not_the_threads() {
+        let g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Local,
+            // A replay names a local model by hash, so no GGUF file has to be read.
+            model: "blake3:00ff".into(),
+            context: 2048,
+            threads: 2,
+            ..Default::default()
+        };
+        let key = |g: &GeneratorConfig| {
+            let replay = GeneratorConfig {
+                name: "r".into(),
+                provider: ProviderKind::Replay,
+                of: Some("x".into()),
+                ..Default::default()
+            };
+            Generator::resolve("r", &[g.clone(), replay])
+                .unwrap()
+                .call_id("p", 0)
+                .key
+        };
+        let base = key(&g);
+        let other_context = key(&GeneratorConfig {
+            context: 4096,
+            ..g.clone()
+        });
+        let other_threads = key(&GeneratorConfig {
+            threads: 8,
+            ..g.clone()
+        });
+        assert_ne!(base, other_context, "the context size is in the call key");
+        assert_eq!(base, other_threads, "the thread count is not");
     }
 
     #[test]

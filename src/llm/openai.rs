@@ -9,6 +9,7 @@
 //! environment variable the manifest names and is scrubbed from every message.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -238,7 +239,11 @@ fn describe_error(e: &OpenAIError) -> String {
             "malformed response body ({err}): {}",
             super::preview(content, 200)
         ),
-        OpenAIError::ApiError(api) => format!("API error: {}", api.api_error.message),
+        OpenAIError::ApiError(api) => format!(
+            "HTTP {}: API error: {}",
+            api.status_code.as_u16(),
+            api.api_error.message
+        ),
         OpenAIError::Reqwest(err) => without_url(err),
         other => other.to_string(),
     }
@@ -275,11 +280,23 @@ async fn call_once(
         .content
         .clone()
         .ok_or_else(|| "malformed response: the choice has no text content".to_string())?;
-    let usage = resp.usage.as_ref();
+    // Some servers send no `usage` (absent or null), or zeros; the budget must hold all the same.
+    let counted = resp
+        .usage
+        .as_ref()
+        .map(|u| (u.prompt_tokens as u64, u.completion_tokens as u64))
+        .filter(|&(p, c)| p + c > 0);
+    let (prompt_tokens, completion_tokens) = counted.unwrap_or_else(|| {
+        (
+            super::estimate_tokens(prompt),
+            super::estimate_tokens(&text),
+        )
+    });
     Ok(Answer {
+        prompt_tokens,
+        completion_tokens,
+        usage_estimated: counted.is_none(),
         text,
-        prompt_tokens: usage.map(|u| u.prompt_tokens as u64).unwrap_or(0),
-        completion_tokens: usage.map(|u| u.completion_tokens as u64).unwrap_or(0),
         finish_reason: match choice.finish_reason {
             Some(FinishReason::Stop) => "stop",
             Some(FinishReason::Length) => "length",
@@ -327,6 +344,8 @@ pub fn run(
     let sem = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
     let store_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
+    // Whether the run log already says that tokens are estimated (once per run is enough).
+    let said_estimated = AtomicBool::new(false);
     runtime.block_on(async {
         let mut set = Vec::new();
         for &i in pending {
@@ -336,6 +355,7 @@ pub fn run(
             let key = &key;
             let results = &results;
             let store_errors = &store_errors;
+            let said_estimated = &said_estimated;
             set.push(CALL_LABEL.scope(job.label.clone(), async move {
                 let _permit = sem.acquire().await.expect("semaphore open");
                 let o = match budget.start() {
@@ -348,7 +368,17 @@ pub fn run(
                     }
                     Ok(()) => match call_once(client, cfg, &job.prompt).await {
                         Ok(answer) => {
-                            budget.spend(answer.prompt_tokens + answer.completion_tokens);
+                            budget.spend(&answer);
+                            if answer.usage_estimated
+                                && !said_estimated.swap(true, Ordering::SeqCst)
+                            {
+                                progress.log(format!(
+                                    "generate {}: {}: the server sent no token usage; tokens are estimated as characters / {} (rounded up) of the prompt and the answer, and counted against the budget",
+                                    generator.name,
+                                    job.label,
+                                    super::CHARS_PER_TOKEN
+                                ));
+                            }
                             match store_answer(cache, &job.id, &answer) {
                                 Ok(()) => Outcome::Done { answer },
                                 Err(e) => {

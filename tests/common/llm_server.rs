@@ -101,6 +101,38 @@ impl Reply {
             delay: Duration::ZERO,
         }
     }
+    /// What Ollama's `/v1` answers for a model that is not pulled: HTTP 404 with an error object.
+    pub fn not_found(model: &str) -> Self {
+        let body = serde_json::json!({"error": {
+            "message": format!("model \"{model}\" not found, try pulling it first"),
+            "type": "api_error", "param": null, "code": null
+        }});
+        Self::status(404, &body.to_string())
+    }
+    /// The same completion without its `usage` field, as some servers send it.
+    pub fn without_usage(self) -> Self {
+        self.map_body(|b| {
+            b.as_object_mut().unwrap().remove("usage");
+        })
+    }
+    /// The same completion with `"usage": null`.
+    pub fn null_usage(self) -> Self {
+        self.map_body(|b| b["usage"] = serde_json::Value::Null)
+    }
+    /// The message text of a completion.
+    pub fn text(&self) -> String {
+        let b: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        b["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    fn map_body(mut self, f: impl FnOnce(&mut serde_json::Value)) -> Self {
+        let mut b: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        f(&mut b);
+        self.body = b.to_string();
+        self
+    }
     pub fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
         self
