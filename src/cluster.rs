@@ -16,10 +16,35 @@ use rand_xoshiro::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::labels::technique_id;
-use crate::manifest::{AugmentConfig, TargetConfig};
 use crate::similarity::{Tfidf, cosine};
 
-pub const CLUSTER_VERSION: u32 = 1;
+/// The cluster stage's version (2: its key is [`Params`]).
+pub const CLUSTER_VERSION: u32 = 2;
+
+/// The cluster stage's parameters: exactly what it reads, and so exactly its cache key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Params {
+    /// Which techniques are targets.
+    pub targets: TargetConfig,
+    /// Clusters per target technique (clipped to its number of sentences).
+    pub k: usize,
+    /// Sentences nearest each centroid kept as the cluster's representatives.
+    pub representatives: usize,
+    /// k-means seed (mixed with each technique's ID).
+    pub seed: u64,
+    pub embedding: EmbeddingParams,
+}
+
+/// How sentences are embedded for k-means.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EmbeddingParams {
+    /// TF-IDF (words + bigrams) → truncated SVD to `svd_dim` dimensions.
+    TfidfSvd { svd_dim: usize },
+    /// A sentence encoder, named by the BLAKE3 of its folder's files (never by path); the
+    /// embeddings themselves come through the `embed` input.
+    Encoder { model: String },
+}
 
 /// Default train-count threshold when `[augment.targets]` names no rule.
 pub const DEFAULT_BELOW: usize = 30;
@@ -115,9 +140,7 @@ pub type Embed<'a> = &'a dyn Fn(&[String]) -> crate::error::Result<Vec<Vec<f32>>
 /// Cluster the train sentences of each target technique; `embed` replaces TF-IDF → SVD.
 pub fn cluster_targets(
     train: &[(String, String)],
-    cfg: &AugmentConfig,
-    k: usize,
-    seed: u64,
+    p: &Params,
     embed: Option<Embed>,
 ) -> crate::error::Result<Clusters> {
     let mut by_label: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -129,20 +152,31 @@ pub fn cluster_targets(
     }
     let counts: BTreeMap<String, usize> =
         by_label.iter().map(|(l, v)| (l.clone(), v.len())).collect();
-    let (ids, rule) = select_targets(&counts, &cfg.targets);
+    let (ids, rule) = select_targets(&counts, &p.targets);
+    let (k, seed) = (p.k, p.seed);
     let mut targets = Vec::new();
     for id in ids {
         let texts = by_label.remove(&id).unwrap_or_default();
         let s = seed ^ crate::hash::fnv1a(id.as_bytes());
         let clusters = match embed {
-            None => cluster_texts(&texts, k, cfg.svd_dim, cfg.representatives, s),
+            None => {
+                let svd_dim = match p.embedding {
+                    EmbeddingParams::TfidfSvd { svd_dim } => svd_dim,
+                    EmbeddingParams::Encoder { .. } => {
+                        return Err(crate::error::Error::internal(
+                            "the encoder embedding needs the embed input",
+                        ));
+                    }
+                };
+                cluster_texts(&texts, k, svd_dim, p.representatives, s)
+            }
             Some(f) => {
                 let v = f(&texts)?;
                 let d = v.first().map(Vec::len).unwrap_or(0);
                 let flat: Vec<f64> = v.iter().flatten().map(|&x| x as f64).collect();
                 let emb =
                     Array2::from_shape_vec((v.len(), d), flat).expect("one vector per sentence");
-                cluster_embedded(&emb, k, cfg.representatives, s)
+                cluster_embedded(&emb, k, p.representatives, s)
             }
         };
         targets.push(TechniqueClusters {
@@ -316,6 +350,31 @@ fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
         }
     }
     ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+/// How the clustering stage embeds a technique's train sentences.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterEmbedding {
+    /// TF-IDF over words and word bigrams, reduced by truncated SVD (LSA).
+    TfidfSvd,
+    /// Mean-pooled sentence embeddings of a pretrained encoder (`augment.encoder`).
+    Encoder,
+}
+
+/// Which techniques get synthetic sentences: exactly one of the three.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Techniques with fewer train sentences than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub below: Option<usize>,
+    /// Techniques whose train count is at or below this quantile of all train counts, in (0, 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// These technique IDs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::words;
 use crate::generate::{Generation, Usage};
-use crate::manifest::FilterConfig;
 use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
@@ -559,6 +558,36 @@ pub fn self_bleu(texts: &[&str]) -> Option<f64> {
         sum += bleu(&toks[i], &refs);
     }
     Some(sum / toks.len() as f64)
+}
+
+/// The filters applied to parsed synthetic sentences.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Fewer words than this is malformed.
+    pub min_words: usize,
+    /// More characters than this is overlong.
+    pub max_chars: usize,
+    /// Cosine similarity (TF-IDF of words and bigrams) at or above which two sentences are near
+    /// duplicates (among synthetic sentences, and against the real train sentences).
+    pub near_duplicate: f64,
+    /// Similarity to any test sentence at or above which a synthetic sentence is dropped as leakage.
+    pub leakage: f64,
+    /// Drop sentences that a fastText model trained on the real train split assigns to another
+    /// technique.
+    pub reference_classifier: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self {
+            min_words: 5,
+            max_chars: 400,
+            near_duplicate: 0.9,
+            leakage: 0.8,
+            reference_classifier: false,
+        }
+    }
 }
 
 #[cfg(test)]

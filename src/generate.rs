@@ -11,7 +11,6 @@ use crate::data::Catalog;
 use crate::error::{Error, Result};
 use crate::hash::blake3_hex;
 use crate::llm::{CallJob, Generator, Identity, Outcome};
-use crate::manifest::CountMode;
 use crate::prompt::{PromptTemplate, PromptVars, clean_description};
 
 /// Version 2: answers say whether their token counts are estimated (see [`crate::llm::Answer`]).
@@ -227,4 +226,13 @@ pub fn plan_calls(
         }
     }
     Ok((calls, wanted))
+}
+/// How many sentences a target technique gets.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountMode {
+    /// `per_technique` new sentences for every target technique.
+    Fixed,
+    /// Enough new sentences to bring the technique's train count up to `per_technique`.
+    UpTo,
 }

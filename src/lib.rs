@@ -22,6 +22,7 @@ pub mod ml;
 pub mod pipeline;
 pub mod progress;
 pub mod prompt;
+pub mod record;
 pub mod report;
 pub mod similarity;
 pub mod split;

@@ -20,6 +20,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
+// The stages own their settings' types; the manifest composes them.
+pub use crate::cluster::{ClusterEmbedding, TargetConfig};
+pub use crate::data::config::{
+    AttackSource, ConflictPolicy, DataConfig, DataKind, DeprecatedPolicy, DuplicatePolicy,
+    MultiLabelPolicy, NegativePolicy, UnknownTechniquePolicy,
+};
+pub use crate::filter::FilterConfig;
+pub use crate::generate::CountMode;
+pub use crate::llm::config::{DEFAULT_GGUF, GeneratorConfig, ProviderKind};
+pub use crate::ml::params::{
+    Backend, ClassWeight, ClassifierKind, DEFAULT_ENCODER, EncoderParams, FastTextParams,
+    ModelParams, Weighting,
+};
+pub use crate::split::{SmallClassPolicy, SplitConfig, SplitMethod};
+
 /// Environment variables with the `SYNTHCTI_` prefix that are settings of the tool, not manifest
 /// keys.
 pub const NON_MANIFEST_ENV: &[&str] = &["cache_dir", "log", "data_mirror"];
@@ -118,28 +133,6 @@ pub struct Experiment {
     pub backend: Backend,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// burn's Flex backend on the CPU (the default build).
-    #[default]
-    Cpu,
-    /// burn's CUDA backend on GPU 0 (needs `--features cuda`).
-    Cuda,
-}
-
-impl Backend {
-    pub fn is_cpu(&self) -> bool {
-        *self == Backend::Cpu
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Cpu => "cpu",
-            Backend::Cuda => "cuda",
-        }
-    }
-}
-
 fn default_seeds() -> Grid<u64> {
     Grid::One(42)
 }
@@ -151,211 +144,6 @@ fn default_classifiers() -> Vec<ClassifierConfig> {
 }
 fn default_generators() -> Vec<GeneratorConfig> {
     vec![GeneratorConfig::default()]
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataKind {
-    /// TRAM `single_label.json`: `[{"text","label","doc_title"}]`.
-    TramSingle,
-    /// TRAM `bootstrap-training-data.json`: a report object with `sentences[].mappings[]`.
-    TramBootstrap,
-    /// TRAM multi-label JSONL (`labels_tram50`; rows without labels are negatives).
-    TramMulti,
-    /// CTI-to-MITRE `dataset.csv` (`label_tec` or `label_subtec`).
-    CtiToMitre,
-    /// A user's JSON Lines file.
-    Jsonl,
-    /// A user's CSV file with a header row.
-    Csv,
-}
-
-impl DataKind {
-    pub fn default_file(self) -> Option<&'static str> {
-        match self {
-            DataKind::TramSingle => Some("tram/single_label.json"),
-            DataKind::TramBootstrap => Some("tram/bootstrap-training-data.json"),
-            DataKind::TramMulti => Some("tram/multi_label_reconstructed.jsonl"),
-            DataKind::CtiToMitre => Some("cti-to-mitre/dataset.csv"),
-            DataKind::Jsonl | DataKind::Csv => None,
-        }
-    }
-    pub fn default_label(self) -> &'static str {
-        match self {
-            DataKind::TramSingle | DataKind::Jsonl | DataKind::Csv => "label",
-            DataKind::TramBootstrap => "attack_id",
-            DataKind::TramMulti => "labels_tram50",
-            DataKind::CtiToMitre => "label_tec",
-        }
-    }
-    pub fn default_text(self) -> &'static str {
-        match self {
-            DataKind::CtiToMitre => "sentence",
-            _ => "text",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataKind::TramSingle => "tram-single",
-            DataKind::TramBootstrap => "tram-bootstrap",
-            DataKind::TramMulti => "tram-multi",
-            DataKind::CtiToMitre => "cti-to-mitre",
-            DataKind::Jsonl => "jsonl",
-            DataKind::Csv => "csv",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DuplicatePolicy {
-    /// Keep the first of identical (text, label) rows.
-    Drop,
-    /// Keep every row.
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConflictPolicy {
-    /// Drop every row of a text that carries more than one label.
-    Drop,
-    /// Keep the most frequent label of the text (ties: drop).
-    Majority,
-    /// Keep all rows as they are.
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum NegativePolicy {
-    /// Rows without a label are dropped.
-    Drop,
-    /// Rows without a label become the class `none`.
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum MultiLabelPolicy {
-    /// Rows with several labels are dropped.
-    Drop,
-    /// Keep the first label of such rows.
-    First,
-}
-
-/// What becomes of rows whose technique the ATT&CK catalog marks deprecated, or revoked with no
-/// successor to map it to.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeprecatedPolicy {
-    /// Drop them, counted and named in the load line.
-    Drop,
-    /// Keep them as classes, with a warning naming them.
-    Keep,
-}
-
-/// What becomes of rows whose technique ID the ATT&CK catalog lacks (or has in another domain
-/// only, e.g. a Mobile ID in an enterprise dataset).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UnknownTechniquePolicy {
-    /// Keep them as classes, with a warning naming them.
-    Keep,
-    /// Drop them, counted and named in the load line.
-    Drop,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    pub kind: DataKind,
-    /// Data folder; else `SYNTHCTI_DATA_DIR`; else `../shared/data` or `data`, whichever exists.
-    pub dir: Option<PathBuf>,
-    /// The dataset file, relative to the data folder (a default exists for publisher formats).
-    pub file: Option<String>,
-    /// Label field, or granularity for CTI-to-MITRE (`label_tec` / `label_subtec`).
-    pub label: Option<String>,
-    /// Text field (JSONL / CSV).
-    pub text_field: Option<String>,
-    /// Group field for grouped splits (default `doc_title` where the format has it).
-    pub group_field: Option<String>,
-    /// Classes with fewer examples than this (after dedup) are dropped.
-    pub min_examples: usize,
-    pub duplicates: DuplicatePolicy,
-    pub conflicts: ConflictPolicy,
-    pub negatives: NegativePolicy,
-    pub multi_label: MultiLabelPolicy,
-    /// ATT&CK STIX bundle for revoked-ID mapping: a path in the data folder, `auto` or `none`.
-    pub attack: String,
-    /// Techniques the catalog marks deprecated or revoked without successor: `drop` or `keep`.
-    pub deprecated: DeprecatedPolicy,
-    /// Technique IDs absent from the catalog (or of another domain): `keep` (warned) or `drop`.
-    pub unknown_techniques: UnknownTechniquePolicy,
-    /// Technique IDs whose rows are dropped, normalized and mapped like the data's labels.
-    pub exclude: Vec<String>,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        Self {
-            kind: DataKind::TramSingle,
-            dir: None,
-            file: None,
-            label: None,
-            text_field: None,
-            group_field: None,
-            min_examples: 2,
-            duplicates: DuplicatePolicy::Drop,
-            conflicts: ConflictPolicy::Drop,
-            negatives: NegativePolicy::Drop,
-            multi_label: MultiLabelPolicy::Drop,
-            attack: "auto".into(),
-            deprecated: DeprecatedPolicy::Drop,
-            unknown_techniques: UnknownTechniquePolicy::Keep,
-            exclude: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SplitMethod {
-    Stratified,
-    Grouped,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SmallClassPolicy {
-    /// Drop classes too small to appear in both train and test, with a warning.
-    Drop,
-    /// Keep them, in the train split only.
-    TrainOnly,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SplitConfig {
-    pub method: SplitMethod,
-    /// Fraction of all examples in the test split, in (0, 1).
-    pub test_fraction: f64,
-    /// Fraction of the remaining train examples held out for validation, in [0, 1).
-    pub validation_fraction: f64,
-    pub seed: u64,
-    pub small_classes: SmallClassPolicy,
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        Self {
-            method: SplitMethod::Stratified,
-            test_fraction: 0.2,
-            validation_fraction: 0.1,
-            seed: 42,
-            small_classes: SmallClassPolicy::Drop,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -372,71 +160,6 @@ impl AugmentKind {
         match self {
             AugmentKind::None => "none",
             AugmentKind::Synthetic => "synthetic",
-        }
-    }
-}
-
-/// How many sentences a target technique gets.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum CountMode {
-    /// `per_technique` new sentences for every target technique.
-    Fixed,
-    /// Enough new sentences to bring the technique's train count up to `per_technique`.
-    UpTo,
-}
-
-/// How the clustering stage embeds a technique's train sentences.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClusterEmbedding {
-    /// TF-IDF over words and word bigrams, reduced by truncated SVD (LSA).
-    TfidfSvd,
-    /// Mean-pooled sentence embeddings of a pretrained encoder (`augment.encoder`).
-    Encoder,
-}
-
-/// Which techniques get synthetic sentences: exactly one of the three.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    /// Techniques with fewer train sentences than this.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub below: Option<usize>,
-    /// Techniques whose train count is at or below this quantile of all train counts, in (0, 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quantile: Option<f64>,
-    /// These technique IDs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub list: Option<Vec<String>>,
-}
-
-/// The filters applied to parsed synthetic sentences.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FilterConfig {
-    /// Fewer words than this is malformed.
-    pub min_words: usize,
-    /// More characters than this is overlong.
-    pub max_chars: usize,
-    /// Cosine similarity (TF-IDF of words and bigrams) at or above which two sentences are near
-    /// duplicates (among synthetic sentences, and against the real train sentences).
-    pub near_duplicate: f64,
-    /// Similarity to any test sentence at or above which a synthetic sentence is dropped as leakage.
-    pub leakage: f64,
-    /// Drop sentences that a fastText model trained on the real train split assigns to another
-    /// technique.
-    pub reference_classifier: bool,
-}
-
-impl Default for FilterConfig {
-    fn default() -> Self {
-        Self {
-            min_words: 5,
-            max_chars: 400,
-            near_duplicate: 0.9,
-            leakage: 0.8,
-            reference_classifier: false,
         }
     }
 }
@@ -490,148 +213,6 @@ impl Default for AugmentConfig {
             filter: FilterConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    /// In-process GGUF inference with llama.cpp.
-    Local,
-    /// Any OpenAI-compatible chat-completions endpoint.
-    Openai,
-    /// Answers only from the call cache of another generator.
-    Replay,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Local => "local",
-            ProviderKind::Openai => "openai",
-            ProviderKind::Replay => "replay",
-        }
-    }
-}
-
-/// The default GGUF: SmolLM2-135M-Instruct, fetched by `just models` into `models/`.
-pub const DEFAULT_GGUF: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// A `[[generator]]` table: an LLM and how to call it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GeneratorConfig {
-    /// What `augment.generator` calls it.
-    pub name: String,
-    pub provider: ProviderKind,
-    /// `local`: path of a GGUF file; `openai`: the model id.
-    pub model: String,
-    /// `replay`: the generator whose cached calls answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub of: Option<String>,
-    pub temperature: f64,
-    pub top_p: f64,
-    /// `local`: sample among the k most likely tokens (0: all), before top-p; llama.cpp's default.
-    pub top_k: u32,
-    pub max_tokens: u32,
-    pub seed: u64,
-    /// `local`: CPU threads.
-    pub threads: usize,
-    /// `local`: context size in tokens.
-    pub context: u32,
-    /// `openai`: base URL of the API (…/v1).
-    pub base_url: String,
-    /// `openai`: the environment variable holding the API key (unset: no key is sent).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key_env: Option<String>,
-    /// `openai`: calls in flight at once.
-    pub concurrency: usize,
-    /// `openai`: retries after the first attempt (429, 5xx, connection errors, timeouts).
-    pub max_retries: u32,
-    /// `openai`: seconds before an attempt times out.
-    pub timeout_s: f64,
-    /// `openai`: first backoff delay in seconds; doubles per retry, with jitter, up to `max_backoff_s`.
-    pub backoff_s: f64,
-    pub max_backoff_s: f64,
-    /// Per run: stop calling after this many calls (cached answers are free).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget_calls: Option<u64>,
-    /// Per run: stop calling once this many tokens (prompt + completion) were spent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget_tokens: Option<u64>,
-}
-
-impl Default for GeneratorConfig {
-    fn default() -> Self {
-        Self {
-            name: "smollm2".into(),
-            provider: ProviderKind::Local,
-            model: DEFAULT_GGUF.into(),
-            of: None,
-            temperature: 0.8,
-            top_p: 0.95,
-            top_k: 40,
-            max_tokens: 256,
-            seed: 0,
-            threads: 2,
-            context: 2048,
-            base_url: "https://api.openai.com/v1".into(),
-            api_key_env: None,
-            concurrency: 4,
-            max_retries: 4,
-            timeout_s: 60.0,
-            backoff_s: 0.5,
-            max_backoff_s: 30.0,
-            budget_calls: None,
-            budget_tokens: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassifierKind {
-    /// Hashed word + character n-grams → embedding bag → linear (fastText-style).
-    Fasttext,
-    /// A pretrained encoder's cached sentence embeddings → an MLP head.
-    EncoderFrozen,
-    /// A pretrained encoder fine-tuned end to end with a linear head.
-    EncoderFinetune,
-    /// The same encoder architecture trained from scratch at a configurable size.
-    Transformer,
-}
-
-impl ClassifierKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClassifierKind::Fasttext => "fasttext",
-            ClassifierKind::EncoderFrozen => "encoder-frozen",
-            ClassifierKind::EncoderFinetune => "encoder-finetune",
-            ClassifierKind::Transformer => "transformer",
-        }
-    }
-    pub fn is_encoder(self) -> bool {
-        self != ClassifierKind::Fasttext
-    }
-}
-
-/// The default encoder folder, fetched by `just models`.
-pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassWeight {
-    None,
-    Balanced,
-}
-
-/// How the n-grams of a text are weighted in the bag's mean.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Weighting {
-    /// By their count in the text (fastText).
-    Count,
-    /// By count × smoothed inverse document frequency over the training texts.
-    Idf,
 }
 
 /// A `[[classifier]]` table; every field but `kind` may be a list to sweep. Fields left out take
@@ -912,83 +493,6 @@ impl ClassifierConfig {
 // ---------------------------------------------------------------------------------------------
 // Validated form.
 
-/// One fastText-style configuration, every field concrete.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FastTextParams {
-    pub dim: usize,
-    pub word_ngrams: usize,
-    pub minn: usize,
-    pub maxn: usize,
-    pub buckets: usize,
-    pub epochs: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub patience: usize,
-    pub min_delta: f64,
-    pub class_weight: ClassWeight,
-    pub weighting: Weighting,
-}
-
-/// One encoder configuration (`encoder-frozen`, `encoder-finetune`, `transformer`); fields the
-/// kind does not use are absent.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EncoderParams {
-    pub model: String,
-    pub max_length: usize,
-    pub dropout: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_hidden: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heads: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intermediate: Option<usize>,
-    pub epochs: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub patience: usize,
-    pub min_delta: f64,
-    pub class_weight: ClassWeight,
-}
-
-/// A cell's classifier settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum ModelParams {
-    FastText(FastTextParams),
-    Encoder(EncoderParams),
-}
-
-impl ModelParams {
-    pub fn fasttext(&self) -> Option<&FastTextParams> {
-        match self {
-            ModelParams::FastText(p) => Some(p),
-            ModelParams::Encoder(_) => None,
-        }
-    }
-    pub fn encoder(&self) -> Option<&EncoderParams> {
-        match self {
-            ModelParams::Encoder(p) => Some(p),
-            ModelParams::FastText(_) => None,
-        }
-    }
-    pub fn lr(&self) -> f64 {
-        match self {
-            ModelParams::FastText(p) => p.lr,
-            ModelParams::Encoder(p) => p.lr,
-        }
-    }
-}
-
 /// The swept settings of one synthetic-data chain (cluster → prompt → generate → filter).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SynthSpec {
@@ -1015,7 +519,17 @@ pub struct CellSpec {
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub source: PathBuf,
-    pub raw: RawManifest,
+    /// `[experiment]`, validated.
+    pub experiment: Experiment,
+    /// `[data]`, validated (`exclude` respelled as ATT&CK IDs).
+    pub data: DataConfig,
+    /// `[split]`, validated.
+    pub split: SplitConfig,
+    /// `[augment]`, validated (`targets.list` respelled and mapped).
+    pub augment: AugmentConfig,
+    /// Every effective value, for `manifest.resolved.toml` only: the raw grids are read once, by
+    /// [`expand`], and nothing downstream reads the raw form.
+    resolved: RawManifest,
     pub data_dir: PathBuf,
     pub cells: Vec<CellSpec>,
     /// The prompt templates synthetic cells use, checked.
@@ -1490,8 +1004,12 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
     }
     Ok(Manifest {
         source: path.to_path_buf(),
+        experiment: raw.experiment.clone(),
+        data: raw.data.clone(),
+        split: raw.split.clone(),
+        augment: raw.augment.clone(),
+        resolved: raw,
         data_dir,
-        raw,
         cells,
         templates,
         generators,
@@ -1597,7 +1115,7 @@ fn validate_augment(
             ));
         }
     }
-    if raw.data.attack == "none" {
+    if raw.data.attack == AttackSource::None {
         return Err(e(
             "data.attack",
             "synthetic cells need the ATT&CK bundle for technique names and descriptions; set `data.attack` to `auto` or a bundle path".into(),
@@ -2003,7 +1521,7 @@ impl fmt::Display for CellSpec {
 
 /// The resolved manifest as TOML (after defaults and overrides).
 pub fn resolved_toml(m: &Manifest) -> String {
-    let mut doc = toml::to_string_pretty(&m.raw).unwrap_or_default();
+    let mut doc = toml::to_string_pretty(&m.resolved).unwrap_or_default();
     doc.insert_str(
         0,
         &format!(
@@ -2059,7 +1577,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(m.raw.split.seed, 7);
+        assert_eq!(m.split.seed, 7);
         assert_eq!(m.cells.len(), 2);
     }
 

@@ -21,6 +21,7 @@ use crate::metrics::{self, Metrics};
 use crate::ml::fasttext::Trained;
 use crate::ml::{Device, TrainContext, device_for};
 use crate::progress::Progress;
+pub use crate::record::{CellResult, SynthSummary};
 use crate::report;
 use crate::split::{self, SPLIT_VERSION, Split};
 
@@ -42,6 +43,8 @@ pub struct Shared {
 /// The stage ids of one synthetic-data chain.
 #[derive(Debug, Clone)]
 pub struct SynthStages {
+    /// The cluster stage's parameters (its key's input) and id.
+    pub cluster_params: cluster::Params,
     pub cluster: StageId,
     pub generate: StageId,
     /// The fastText model trained on real data that the `reference` filter asks.
@@ -57,7 +60,7 @@ pub struct CellStages {
 }
 
 pub fn shared_stages(m: &Manifest) -> Result<Shared> {
-    let cfg = &m.raw.data;
+    let cfg = &m.data;
     let data_path = data::check_dataset_file(cfg, &m.data_dir)?;
     let attack_path = data::attack_path(cfg, &m.data_dir)?;
     let data_hash = file_hash(&data_path).io_ctx(ErrorKind::Data, || {
@@ -83,14 +86,14 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
         &serde_json::json!({"config": load_params, "file": data_hash, "attack": attack_hash}),
         &[],
     );
-    let split = StageId::new("split", SPLIT_VERSION, &m.raw.split, &[&load.key]);
+    let split = StageId::new("split", SPLIT_VERSION, &m.split, &[&load.key]);
     Ok(Shared {
         data_path,
         attack_path,
         attack_hash,
         load,
         split,
-        backend: m.raw.experiment.backend,
+        backend: m.experiment.backend,
     })
 }
 
@@ -100,12 +103,12 @@ fn reference_cell(m: &Manifest) -> CellSpec {
     let raw = crate::manifest::RawManifest {
         experiment: crate::manifest::Experiment {
             name: "reference".into(),
-            seeds: crate::manifest::Grid::One(m.raw.split.seed),
+            seeds: crate::manifest::Grid::One(m.split.seed),
             output_dir: PathBuf::new(),
-            backend: m.raw.experiment.backend,
+            backend: m.experiment.backend,
         },
-        data: m.raw.data.clone(),
-        split: m.raw.split.clone(),
+        data: m.data.clone(),
+        split: m.split.clone(),
         augment: Default::default(),
         classifier: vec![Default::default()],
         generator: Vec::new(),
@@ -130,29 +133,34 @@ fn filter_id(
     StageId::new(
         "filter",
         FILTER_VERSION,
-        &serde_json::json!({"filter": m.raw.augment.filter}),
+        &serde_json::json!({"filter": m.augment.filter}),
         &inputs,
     )
 }
 
 pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthStages {
-    let a = &m.raw.augment;
-    let mut params = serde_json::json!({
-        "targets": a.targets,
-        "k": spec.k,
-        "embedding": a.embedding,
-        "representatives": a.representatives,
-        "seed": m.raw.split.seed,
-    });
-    match a.embedding {
-        crate::manifest::ClusterEmbedding::TfidfSvd => params["svd_dim"] = a.svd_dim.into(),
-        crate::manifest::ClusterEmbedding::Encoder => {
-            params["encoder"] = crate::ml::encoder::identity(Path::new(&a.encoder), false)
-                .unwrap_or_else(|e| format!("unreadable: {}", e.message))
-                .into()
-        }
-    }
-    let cluster = StageId::new("cluster", CLUSTER_VERSION, &params, &[&shared.split.key]);
+    let a = &m.augment;
+    let cluster_params = cluster::Params {
+        targets: a.targets.clone(),
+        k: spec.k,
+        representatives: a.representatives,
+        seed: m.split.seed,
+        embedding: match a.embedding {
+            crate::manifest::ClusterEmbedding::TfidfSvd => {
+                cluster::EmbeddingParams::TfidfSvd { svd_dim: a.svd_dim }
+            }
+            crate::manifest::ClusterEmbedding::Encoder => cluster::EmbeddingParams::Encoder {
+                model: crate::ml::encoder::identity(Path::new(&a.encoder), false)
+                    .unwrap_or_else(|e| format!("unreadable: {}", e.message)),
+            },
+        },
+    };
+    let cluster = StageId::new(
+        "cluster",
+        CLUSTER_VERSION,
+        &cluster_params,
+        &[&shared.split.key],
+    );
     let generator = &m.generators[&spec.generator];
     let template = &m.templates[&spec.template];
     // The generator's identity (not its name): a replay shares the entries of what it replays.
@@ -176,6 +184,7 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
     });
     let filter = filter_id(m, &generate.key, shared, reference.as_ref().map(|r| &r.1));
     SynthStages {
+        cluster_params,
         cluster,
         generate,
         reference,
@@ -296,7 +305,7 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
         })
         .collect();
     Ok(Plan {
-        experiment: m.raw.experiment.name.clone(),
+        experiment: m.experiment.name.clone(),
         manifest: m.source.display().to_string(),
         data_file: shared.data_path.display().to_string(),
         cache_dir: cache.root().display().to_string(),
@@ -319,7 +328,7 @@ pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<St
     };
     let s: Split = match cache.get(&shared.split)? {
         Some(e) => e.read_json("split.json")?,
-        None => split::split(&ds, &m.raw.split)?,
+        None => split::split(&ds, &m.split)?,
     };
     let counts = train_counts(&ds, &s);
     let mut notes = Vec::new();
@@ -330,7 +339,7 @@ pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<St
             Some(e) => e.read_json::<Clusters>("clusters.json")?,
             None => {
                 // What the cluster stage will decide, from the train counts alone.
-                let (targets, rule) = cluster::select_targets(&counts, &m.raw.augment.targets);
+                let (targets, rule) = cluster::select_targets(&counts, &m.augment.targets);
                 Clusters {
                     rule,
                     targets: targets
@@ -412,7 +421,7 @@ pub fn cluster_all(
     for spec in specs {
         let ids = synth_stages(m, shared, &spec);
         let (entry, _) = cache.get_or_compute(&ids.cluster, |w| {
-            let a = &m.raw.augment;
+            let a = &m.augment;
             let embedder = crate::ml::encoder::Embedder::new(cache.root());
             let device = Device::flex();
             let quiet = Progress::new(true);
@@ -420,11 +429,11 @@ pub fn cluster_all(
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 embedder.embed(Path::new(&a.encoder), 128, &refs, &device, &quiet)
             };
-            let with: Option<cluster::Embed> = match a.embedding {
-                crate::manifest::ClusterEmbedding::Encoder => Some(&embed),
-                crate::manifest::ClusterEmbedding::TfidfSvd => None,
+            let with: Option<cluster::Embed> = match ids.cluster_params.embedding {
+                cluster::EmbeddingParams::Encoder { .. } => Some(&embed),
+                cluster::EmbeddingParams::TfidfSvd { .. } => None,
             };
-            let c = cluster::cluster_targets(&train, a, spec.k, m.raw.split.seed, with)?;
+            let c = cluster::cluster_targets(&train, &ids.cluster_params, with)?;
             w.write_json("clusters.json", &c)
         })?;
         let c: Clusters = entry.read_json("clusters.json")?;
@@ -460,45 +469,6 @@ fn train_counts(ds: &Dataset, s: &Split) -> BTreeMap<String, usize> {
         *counts.entry(ds.examples[i].label.clone()).or_insert(0) += 1;
     }
     counts
-}
-
-/// What a finished cell wrote as `metrics.json`: enough to rebuild every table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CellResult {
-    pub cell: CellSpec,
-    pub experiment: String,
-    pub dataset: String,
-    pub train_size: usize,
-    pub validation_size: usize,
-    pub test_size: usize,
-    pub train_seconds: f64,
-    pub best_epoch: usize,
-    /// Parameters the training updated (the head alone for `encoder-frozen`).
-    #[serde(default)]
-    pub trained_parameters: usize,
-    pub train_key: String,
-    pub evaluate_key: String,
-    pub metrics: Metrics,
-    /// Macro-F1 over the target techniques of `[augment.targets]` only.
-    #[serde(default)]
-    pub target_macro_f1: Option<f64>,
-    /// On augmented cells: the synthetic data it trained on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synthetic: Option<SynthSummary>,
-}
-
-/// The synthetic data of an augmented cell, in figures.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SynthSummary {
-    pub k: usize,
-    pub template: String,
-    pub generator: String,
-    pub per_technique: usize,
-    pub targets: usize,
-    pub requested: usize,
-    pub kept: usize,
-    pub usage: generate::Usage,
-    pub filter_key: String,
 }
 
 /// A synthetic chain's result, ready for the cells that train on it.
@@ -540,7 +510,7 @@ fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
         Some(p) => Some(Catalog::load(p)?),
         None => None,
     };
-    data::load(&m.raw.data, &shared.data_path, catalog.as_ref())
+    data::load(&m.data, &shared.data_path, catalog.as_ref())
 }
 
 fn load_dataset(
@@ -567,13 +537,16 @@ fn load_dataset(
             s.duplicates_dropped,
             s.conflict_rows_dropped,
             s.rare_classes_dropped.len(),
-            s.labels_note(&m.raw.data)
+            s.labels_note(&m.data)
         ));
-        for note in s.technique_notes(&m.raw.data) {
+        for note in s.technique_notes(&m.data) {
             progress.log(format!("load: {note}"));
         }
     }
-    if shared.attack_path.is_none() && m.raw.data.attack == "auto" && outcome == Outcome::Computed {
+    if shared.attack_path.is_none()
+        && m.data.attack == crate::data::config::AttackSource::Auto
+        && outcome == Outcome::Computed
+    {
         progress.log(
             "warning: no ATT&CK bundle in the data folder; revoked technique IDs are not mapped",
         );
@@ -589,7 +562,7 @@ fn split_dataset(
     progress: &Progress,
 ) -> Result<Split> {
     let (entry, outcome) = cache.get_or_compute(&shared.split, |w| {
-        let s = split::split(ds, &m.raw.split)?;
+        let s = split::split(ds, &m.split)?;
         w.write_json("split.json", &s)
     })?;
     let s: Split = entry.read_json("split.json")?;
@@ -602,8 +575,8 @@ fn split_dataset(
             s.train.len(),
             s.validation.len(),
             s.test.len(),
-            m.raw.split.method,
-            m.raw.split.seed
+            m.split.method,
+            m.split.seed
         ));
     }
     Ok(s)
@@ -611,7 +584,7 @@ fn split_dataset(
 
 /// The target techniques of `[augment.targets]` on this split (for the target-only macro-F1).
 fn target_techniques(m: &Manifest, ds: &Dataset, s: &Split) -> Vec<String> {
-    cluster::select_targets(&train_counts(ds, s), &m.raw.augment.targets).0
+    cluster::select_targets(&train_counts(ds, s), &m.augment.targets).0
 }
 
 /// Classes in a fixed order: every label of the split, sorted.
@@ -747,7 +720,7 @@ fn run_cell(
         w.write("predictions.jsonl", lines.as_bytes())?;
         let result = CellResult {
             cell: cell.clone(),
-            experiment: cx.m.raw.experiment.name.clone(),
+            experiment: cx.m.experiment.name.clone(),
             dataset: dataset_label(cx.m),
             train_size: train.len(),
             validation_size: cx.split.validation.len(),
@@ -767,7 +740,7 @@ fn run_cell(
     // The entry may have been made by another experiment whose grid named the same configuration
     // differently: what it computed is shared, how this run names it is not.
     result.cell = cell.clone();
-    result.experiment = cx.m.raw.experiment.name.clone();
+    result.experiment = cx.m.experiment.name.clone();
     result.dataset = dataset_label(cx.m);
     result.train_size = train.len();
     result.target_macro_f1 = target_macro_f1(&result.metrics, cx.targets);
@@ -823,7 +796,7 @@ fn synthesize(
                 })
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let a = &m.raw.augment;
+            let a = &m.augment;
             let (planned, requested) = generate::plan_calls(
                 clusters,
                 catalog,
@@ -977,7 +950,7 @@ fn synthesize(
                 None
             },
         };
-        let out = filter::filter(&generation, &input, &m.raw.augment.filter);
+        let out = filter::filter(&generation, &input, &m.augment.filter);
         w.write("synthetic.jsonl", out.jsonl().as_bytes())?;
         w.write_json("synthetic.json", &out)
     })?;
@@ -1036,7 +1009,7 @@ fn synthesize(
 
 /// The dataset column of the summary, e.g. `tram-single` or `cti-to-mitre:label_subtec`.
 pub fn dataset_label(m: &Manifest) -> String {
-    let d = &m.raw.data;
+    let d = &m.data;
     match &d.label {
         Some(l) if l != d.kind.default_label() => format!("{}:{l}", d.kind.as_str()),
         _ => d.kind.as_str().to_string(),
@@ -1110,7 +1083,7 @@ fn failpoint_panic(cell: &str) {
 }
 
 pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome> {
-    let device = device_for(m.raw.experiment.backend)?;
+    let device = device_for(m.experiment.backend)?;
     let progress = Progress::new(opts.quiet);
     if let Some(out) = &opts.out {
         check_out(out)?;
@@ -1144,7 +1117,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             out.clone()
         }
         None => claim_run_dir(
-            &m.raw.experiment.output_dir.join(&m.raw.experiment.name),
+            &m.experiment.output_dir.join(&m.experiment.name),
             &chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
         )?,
     };

@@ -6,7 +6,7 @@ use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::pipeline::CellResult;
+use crate::record::CellResult;
 
 pub const SUMMARY_COLUMNS: &[&str] = &[
     "cell",
@@ -279,7 +279,7 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
             .to_string(),
     );
     s.push('\n');
-    let mut chains: Vec<&crate::pipeline::SynthSummary> = results
+    let mut chains: Vec<&crate::record::SynthSummary> = results
         .iter()
         .filter_map(|r| r.synthetic.as_ref())
         .collect();

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::hash::{SplitMix64, fnv1a};
-use crate::manifest::{SmallClassPolicy, SplitConfig, SplitMethod};
 
 pub const SPLIT_VERSION: u32 = 1;
 
@@ -148,6 +147,47 @@ fn grouped(data: &Dataset, cfg: &SplitConfig) -> Result<Split> {
         ));
     }
     Ok(s)
+}
+
+/// The `[split]` table, which is exactly the split stage's parameters (its cache key).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitMethod {
+    Stratified,
+    Grouped,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmallClassPolicy {
+    /// Drop classes too small to appear in both train and test, with a warning.
+    Drop,
+    /// Keep them, in the train split only.
+    TrainOnly,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SplitConfig {
+    pub method: SplitMethod,
+    /// Fraction of all examples in the test split, in (0, 1).
+    pub test_fraction: f64,
+    /// Fraction of the remaining train examples held out for validation, in [0, 1).
+    pub validation_fraction: f64,
+    pub seed: u64,
+    pub small_classes: SmallClassPolicy,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            method: SplitMethod::Stratified,
+            test_fraction: 0.2,
+            validation_fraction: 0.1,
+            seed: 42,
+            small_classes: SmallClassPolicy::Drop,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::labels::Normalizer;
 use super::{Example, LoadStats};
+use crate::data::config::{DataConfig, DataKind, MultiLabelPolicy, NegativePolicy};
 use crate::error::{Error, Result};
-use crate::manifest::{DataConfig, DataKind, MultiLabelPolicy, NegativePolicy};
 
 pub struct RawRows {
     pub rows: Vec<Example>,

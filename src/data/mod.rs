@@ -3,6 +3,7 @@
 //! techniques, duplicates, conflicting labels and rare classes as the manifest says.
 
 pub mod attack;
+pub mod config;
 mod formats;
 pub mod labels;
 pub mod pull;
@@ -12,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::manifest::{
-    ConflictPolicy, DataConfig, DataKind, DeprecatedPolicy, DuplicatePolicy, MultiLabelPolicy,
-    UnknownTechniquePolicy,
+use crate::data::config::{
+    AttackSource, ConflictPolicy, DataConfig, DataKind, DeprecatedPolicy, DuplicatePolicy,
+    MultiLabelPolicy, UnknownTechniquePolicy,
 };
+use crate::error::{Error, Result};
 pub use attack::Catalog;
 use attack::Standing;
 use labels::{Normalizer, is_technique_id, technique_id};
@@ -265,29 +266,22 @@ pub fn dataset_path(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
 
 /// The ATT&CK bundle to use for revoked-ID mapping, if any.
 pub fn attack_path(cfg: &DataConfig, data_dir: &Path) -> Result<Option<PathBuf>> {
-    match cfg.attack.as_str() {
-        "none" => Ok(None),
-        "auto" => {
-            for cand in [
-                "attack/enterprise-attack-techniques-18.1.json",
-                "attack/enterprise-attack.json",
-            ] {
-                let p = data_dir.join(cand);
-                if p.is_file() {
-                    return Ok(Some(p));
-                }
-            }
-            Ok(None)
-        }
-        other => {
-            let p = if Path::new(other).is_absolute() {
-                PathBuf::from(other)
+    match &cfg.attack {
+        AttackSource::None => Ok(None),
+        AttackSource::Auto => Ok(AttackSource::AUTO_FILES
+            .iter()
+            .map(|cand| data_dir.join(cand))
+            .find(|p| p.is_file())),
+        AttackSource::Path(other) => {
+            let p = if other.is_absolute() {
+                other.clone()
             } else {
                 data_dir.join(other)
             };
             if !p.is_file() {
                 return Err(Error::data(format!(
-                    "the ATT&CK bundle `data.attack = \"{other}\"` is not at {}; get enterprise-attack.json from the mitre/cti repository, or set `data.attack = \"auto\"` or `\"none\"`",
+                    "the ATT&CK bundle `data.attack = \"{}\"` is not at {}; get enterprise-attack.json from the mitre/cti repository, or set `data.attack = \"auto\"` or `\"none\"`",
+                    other.display(),
                     p.display()
                 )));
             }
@@ -553,8 +547,8 @@ mod tests {
         assert_eq!(d.stats.multi_label_dropped, 757);
         assert_eq!(d.examples.len(), 3127);
         let with_negatives = DataConfig {
-            negatives: crate::manifest::NegativePolicy::Keep,
-            multi_label: crate::manifest::MultiLabelPolicy::First,
+            negatives: crate::data::config::NegativePolicy::Keep,
+            multi_label: crate::data::config::MultiLabelPolicy::First,
             ..base
         };
         let d = load(&with_negatives, &p, None).unwrap();
@@ -681,7 +675,7 @@ mod tests {
         assert_eq!(d.stats.labels_dropped, counts(&[("data.multi_label", 8)]));
         assert_eq!(d.class_counts(), counts(&[("T1027", 10), ("T1105", 10)]));
         let first = DataConfig {
-            multi_label: crate::manifest::MultiLabelPolicy::First,
+            multi_label: crate::data::config::MultiLabelPolicy::First,
             ..c
         };
         let d = load(&first, &fixture("data.csv"), None).unwrap();

@@ -252,7 +252,7 @@ mod tests {
 
     /// The real SmolLM2 GGUF that `scripts/fetch-models.sh` puts in models/.
     fn smollm2() -> std::path::PathBuf {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::manifest::DEFAULT_GGUF);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::llm::config::DEFAULT_GGUF);
         assert!(
             p.is_file(),
             "{} is missing; run scripts/fetch-models.sh (or `just models`) first",

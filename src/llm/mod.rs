@@ -7,6 +7,7 @@
 //! so a run killed mid-generation repeats no finished call and trusts no partial answer. API keys
 //! are never part of a key, an entry, a log or an error.
 
+pub mod config;
 pub mod local;
 pub mod openai;
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, StageId};
 use crate::error::{Error, Result};
-use crate::manifest::{GeneratorConfig, ProviderKind};
+use crate::llm::config::{GeneratorConfig, ProviderKind};
 use crate::progress::Progress;
 
 /// Version 2: the identity has `context`; an answer says whether its token counts are estimated.
@@ -428,7 +429,7 @@ pub fn preview(text: &str, n: usize) -> String {
 
 /// Where the default model lives, for messages.
 pub fn default_model_hint() -> &'static Path {
-    Path::new(crate::manifest::DEFAULT_GGUF)
+    Path::new(crate::llm::config::DEFAULT_GGUF)
 }
 
 #[cfg(test)]

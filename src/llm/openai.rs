@@ -26,7 +26,7 @@ use super::{Answer, Budget, CallJob, Generator, Outcome, Tally, store_answer};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
-use crate::manifest::GeneratorConfig;
+use crate::llm::config::GeneratorConfig;
 use crate::progress::Progress;
 
 tokio::task_local! {

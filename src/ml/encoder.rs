@@ -442,7 +442,7 @@ mod tests {
     use super::*;
 
     fn minilm() -> PathBuf {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::manifest::DEFAULT_ENCODER);
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::ml::params::DEFAULT_ENCODER);
         assert!(
             p.join("model.safetensors").is_file(),
             "{} is missing; run scripts/fetch-models.sh (or `just models`) first",

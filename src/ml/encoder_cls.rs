@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::{EpochLog, Epochs, Scored, TrainLog, class_weights, length_bucketed_batches};
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
-use crate::manifest::{ClassifierKind, EncoderParams};
 use crate::metrics;
 use crate::ml::encoder::{self, Bert, BertConfig, mean_pool, pad_batch, token_ids};
+use crate::ml::params::{ClassifierKind, EncoderParams};
 
 /// The `encoder-finetune` / `transformer` train stage (2: dropout draws seeded per step, the
 /// tokenizer saved inside the entry).
@@ -507,7 +507,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ClassWeight;
+    use crate::ml::params::ClassWeight;
 
     #[test]
     fn warmup_then_linear_decay() {

@@ -22,8 +22,8 @@ use super::{Epochs, Scored, length_bucketed_batches};
 use crate::error::{Error, Result};
 use crate::features::Featurizer;
 use crate::hash::SplitMix64;
-use crate::manifest::{FastTextParams, Weighting};
 use crate::metrics;
+use crate::ml::params::{FastTextParams, Weighting};
 
 /// Bump when training changes in a way that changes the model (2: initial weights drawn inside
 /// the seeded region, not lazily at the first forward pass).
@@ -385,7 +385,7 @@ impl Trained {
 mod tests {
     use super::train as train_model;
     use super::*;
-    use crate::manifest::{ClassWeight, Weighting};
+    use crate::ml::params::{ClassWeight, Weighting};
 
     fn params(weighting: Weighting) -> FastTextParams {
         FastTextParams {

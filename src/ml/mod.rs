@@ -6,6 +6,7 @@ pub mod bert;
 pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
+pub mod params;
 pub mod trainer;
 
 pub use burn::tensor::Device;
@@ -15,13 +16,13 @@ use crate::hash::SplitMix64;
 pub use fasttext::{EpochLog, TrainLog};
 
 /// The burn device of a backend (`experiment.backend`).
-pub fn device_for(backend: crate::manifest::Backend) -> crate::error::Result<Device> {
+pub fn device_for(backend: crate::ml::params::Backend) -> crate::error::Result<Device> {
     match backend {
-        crate::manifest::Backend::Cpu => Ok(Device::flex()),
+        crate::ml::params::Backend::Cpu => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        crate::manifest::Backend::Cuda => Ok(Device::cuda(0)),
+        crate::ml::params::Backend::Cuda => Ok(Device::cuda(0)),
         #[cfg(not(feature = "cuda"))]
-        crate::manifest::Backend::Cuda => Err(crate::error::Error::config(
+        crate::ml::params::Backend::Cuda => Err(crate::error::Error::config(
             "`experiment.backend = \"cuda\"` needs a build with the CUDA backend: `cargo build --release --features cuda` (and an NVIDIA driver at run time)",
         )),
     }
@@ -92,7 +93,7 @@ pub struct Scored {
 /// Per-class loss weights: 1 each, or `n / (classes × count)` when balanced (0 for a class with no
 /// example).
 pub fn class_weights(
-    cw: crate::manifest::ClassWeight,
+    cw: crate::ml::params::ClassWeight,
     labels: impl Iterator<Item = usize>,
     n_classes: usize,
 ) -> Vec<f32> {
@@ -103,8 +104,8 @@ pub fn class_weights(
         n += 1;
     }
     match cw {
-        crate::manifest::ClassWeight::None => vec![1.0; n_classes],
-        crate::manifest::ClassWeight::Balanced => counts
+        crate::ml::params::ClassWeight::None => vec![1.0; n_classes],
+        crate::ml::params::ClassWeight::Balanced => counts
             .iter()
             .map(|&c| {
                 if c == 0 {

@@ -11,7 +11,7 @@ use super::encoder_cls::{self, Head, HeadMeta, SeqTrained};
 use super::fasttext::{self, Trained};
 use super::{Scored, TrainLog};
 use crate::error::Result;
-use crate::manifest::{ClassifierKind, EncoderParams, FastTextParams, ModelParams};
+use crate::ml::params::{ClassifierKind, EncoderParams, FastTextParams, ModelParams};
 use crate::progress::Progress;
 
 /// What training and prediction may use besides their inputs: where tensors live, the

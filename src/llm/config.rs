@@ -1,0 +1,98 @@
+//! The `[[generator]]` table: an LLM provider, its model and how to call it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// In-process GGUF inference with llama.cpp.
+    Local,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// Answers only from the call cache of another generator.
+    Replay,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Replay => "replay",
+        }
+    }
+}
+
+/// The default GGUF: SmolLM2-135M-Instruct, fetched by `just models` into `models/`.
+pub const DEFAULT_GGUF: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// A `[[generator]]` table: an LLM and how to call it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// What `augment.generator` calls it.
+    pub name: String,
+    pub provider: ProviderKind,
+    /// `local`: path of a GGUF file; `openai`: the model id.
+    pub model: String,
+    /// `replay`: the generator whose cached calls answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// `local`: sample among the k most likely tokens (0: all), before top-p; llama.cpp's default.
+    pub top_k: u32,
+    pub max_tokens: u32,
+    pub seed: u64,
+    /// `local`: CPU threads.
+    pub threads: usize,
+    /// `local`: context size in tokens.
+    pub context: u32,
+    /// `openai`: base URL of the API (…/v1).
+    pub base_url: String,
+    /// `openai`: the environment variable holding the API key (unset: no key is sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// `openai`: calls in flight at once.
+    pub concurrency: usize,
+    /// `openai`: retries after the first attempt (429, 5xx, connection errors, timeouts).
+    pub max_retries: u32,
+    /// `openai`: seconds before an attempt times out.
+    pub timeout_s: f64,
+    /// `openai`: first backoff delay in seconds; doubles per retry, with jitter, up to `max_backoff_s`.
+    pub backoff_s: f64,
+    pub max_backoff_s: f64,
+    /// Per run: stop calling after this many calls (cached answers are free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_calls: Option<u64>,
+    /// Per run: stop calling once this many tokens (prompt + completion) were spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            name: "smollm2".into(),
+            provider: ProviderKind::Local,
+            model: DEFAULT_GGUF.into(),
+            of: None,
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            max_tokens: 256,
+            seed: 0,
+            threads: 2,
+            context: 2048,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key_env: None,
+            concurrency: 4,
+            max_retries: 4,
+            timeout_s: 60.0,
+            backoff_s: 0.5,
+            max_backoff_s: 30.0,
+            budget_calls: None,
+            budget_tokens: None,
+        }
+    }
+}

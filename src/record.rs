@@ -1,0 +1,48 @@
+//! The records a run writes and the report reads: one [`CellResult`] per finished cell
+//! (`cells/<cell>/metrics.json`). The report depends on these records alone, never on the
+//! runner, so `synthcti report` rebuilds the same tables from disk.
+
+use serde::{Deserialize, Serialize};
+
+use crate::generate;
+use crate::manifest::CellSpec;
+use crate::metrics::Metrics;
+
+/// What a finished cell wrote as `metrics.json`: enough to rebuild every table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub cell: CellSpec,
+    pub experiment: String,
+    pub dataset: String,
+    pub train_size: usize,
+    pub validation_size: usize,
+    pub test_size: usize,
+    pub train_seconds: f64,
+    pub best_epoch: usize,
+    /// Parameters the training updated (the head alone for `encoder-frozen`).
+    #[serde(default)]
+    pub trained_parameters: usize,
+    pub train_key: String,
+    pub evaluate_key: String,
+    pub metrics: Metrics,
+    /// Macro-F1 over the target techniques of `[augment.targets]` only.
+    #[serde(default)]
+    pub target_macro_f1: Option<f64>,
+    /// On augmented cells: the synthetic data it trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SynthSummary>,
+}
+
+/// The synthetic data of an augmented cell, in figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SynthSummary {
+    pub k: usize,
+    pub template: String,
+    pub generator: String,
+    pub per_technique: usize,
+    pub targets: usize,
+    pub requested: usize,
+    pub kept: usize,
+    pub usage: generate::Usage,
+    pub filter_key: String,
+}
