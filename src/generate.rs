@@ -16,6 +16,20 @@ use crate::prompt::{PromptTemplate, PromptVars, clean_description};
 /// Version 2: answers say whether their token counts are estimated (see [`crate::llm::Answer`]).
 pub const GENERATE_VERSION: u32 = 2;
 
+/// The generate stage's parameters, which are exactly its cache key (with the cluster stage's
+/// key as its input): the generator by identity (model by content, sampling settings — not its
+/// name, so a replay shares the entries of what it replays), the template by content hash, how
+/// many sentences, and the ATT&CK bundle the prompts describe techniques from.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateParams<'a> {
+    pub identity: &'a crate::llm::Identity,
+    pub template: &'a str,
+    pub per_technique: usize,
+    pub count: CountMode,
+    pub per_call: usize,
+    pub attack: Option<&'a str>,
+}
+
 /// One call of the stage and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallRecord {

@@ -72,18 +72,10 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
         }
         None => None,
     };
-    // What the load stage reads: the file contents and every setting that shapes its output. The
-    // folder and file name are left out: the same bytes elsewhere give the same dataset.
-    let mut load_params = serde_json::to_value(cfg).expect("data config serializes");
-    if let Some(o) = load_params.as_object_mut() {
-        o.remove("dir");
-        o.remove("file");
-        o.remove("attack");
-    }
     let load = StageId::new(
         "load",
         LOAD_VERSION,
-        &serde_json::json!({"config": load_params, "file": data_hash, "attack": attack_hash}),
+        &data::LoadParams::new(cfg, &data_hash, attack_hash.as_deref()),
         &[],
     );
     let split = StageId::new("split", SPLIT_VERSION, &m.split, &[&load.key]);
@@ -167,14 +159,14 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
     let generate = StageId::new(
         "generate",
         GENERATE_VERSION,
-        &serde_json::json!({
-            "identity": generator.identity,
-            "template": template.hash,
-            "per_technique": spec.per_technique,
-            "count": a.count,
-            "per_call": a.per_call,
-            "attack": shared.attack_hash,
-        }),
+        &generate::GenerateParams {
+            identity: &generator.identity,
+            template: &template.hash,
+            per_technique: spec.per_technique,
+            count: a.count,
+            per_call: a.per_call,
+            attack: shared.attack_hash.as_deref(),
+        },
         &[&cluster.key],
     );
     let reference = a.filter.reference_classifier.then(|| {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::config::{
     AttackSource, ConflictPolicy, DataConfig, DataKind, DeprecatedPolicy, DuplicatePolicy,
-    MultiLabelPolicy, UnknownTechniquePolicy,
+    MultiLabelPolicy, NegativePolicy, UnknownTechniquePolicy,
 };
 use crate::error::{Error, Result};
 pub use attack::Catalog;
@@ -25,7 +25,7 @@ use labels::{Normalizer, is_technique_id, technique_id};
 /// Version of the load stage's output; bump when the parsing or filtering changes.
 /// 2: technique IDs respelled and split before the multi-label policy; deprecated, unknown and
 /// excluded techniques handled as `data.deprecated`, `data.unknown_techniques`, `data.exclude` say.
-pub const LOAD_VERSION: u32 = 2;
+pub const LOAD_VERSION: u32 = 3;
 
 /// One labelled text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -366,6 +366,70 @@ fn apply_technique_policies(
         keep
     });
     stats.labels_dropped = dropped;
+}
+
+/// The load stage's parameters, which are exactly its cache key: the dataset file's and the
+/// ATT&CK bundle's bytes (BLAKE3, hex) and every setting that shapes the loaded dataset — never
+/// where the files sit, so the same bytes elsewhere give the same key.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadParams<'a> {
+    pub kind: DataKind,
+    pub label: &'a Option<String>,
+    pub text_field: &'a Option<String>,
+    pub group_field: &'a Option<String>,
+    pub min_examples: usize,
+    pub duplicates: DuplicatePolicy,
+    pub conflicts: ConflictPolicy,
+    pub negatives: NegativePolicy,
+    pub multi_label: MultiLabelPolicy,
+    pub deprecated: DeprecatedPolicy,
+    pub unknown_techniques: UnknownTechniquePolicy,
+    pub exclude: &'a [String],
+    /// BLAKE3 of the dataset file.
+    pub file: &'a str,
+    /// BLAKE3 of the ATT&CK bundle, when one is used.
+    pub attack: Option<&'a str>,
+}
+
+impl<'a> LoadParams<'a> {
+    /// The key of loading `cfg`'s file (whose content hash is `file`) with the bundle `attack`.
+    /// Every field of [`DataConfig`] is named here, so a new setting cannot be left out of the
+    /// key without a compile error.
+    pub fn new(cfg: &'a DataConfig, file: &'a str, attack: Option<&'a str>) -> Self {
+        let DataConfig {
+            kind,
+            dir: _,  // where the folder is: not the content
+            file: _, // which file: its bytes are `file`
+            attack: _,
+            label,
+            text_field,
+            group_field,
+            min_examples,
+            duplicates,
+            conflicts,
+            negatives,
+            multi_label,
+            deprecated,
+            unknown_techniques,
+            exclude,
+        } = cfg;
+        LoadParams {
+            kind: *kind,
+            label,
+            text_field,
+            group_field,
+            min_examples: *min_examples,
+            duplicates: *duplicates,
+            conflicts: *conflicts,
+            negatives: *negatives,
+            multi_label: *multi_label,
+            deprecated: *deprecated,
+            unknown_techniques: *unknown_techniques,
+            exclude,
+            file,
+            attack,
+        }
+    }
 }
 
 /// Load, normalize, map, dedup and filter. `catalog` maps revoked IDs and tells deprecated and
