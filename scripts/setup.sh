@@ -49,6 +49,8 @@ command -v just >/dev/null 2>&1 || pip_need+=(rust-just)
 if [ "$dry_run" = 1 ]; then
   for p in "${apt_need[@]}"; do echo "apt $p"; done
   for p in "${pip_need[@]}"; do echo "pip $p"; done
+  # The list goes to stdout (for scripts); the all-clear to stderr.
+  [ "${#apt_need[@]}" -eq 0 ] && [ "${#pip_need[@]}" -eq 0 ] && echo "nothing to install" >&2
   exit 0
 fi
 

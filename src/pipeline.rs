@@ -520,25 +520,26 @@ fn load_dataset(
     })?;
     let ds: Dataset = entry.read_json("dataset.json")?;
     let s = &ds.stats;
-    if outcome == Outcome::Computed {
-        progress.log(format!(
-            "load: {} rows read, {} examples in {} classes ({} duplicates and {} conflicting rows dropped, {} rare classes dropped){}",
-            s.rows_read,
-            s.examples,
-            s.classes,
-            s.duplicates_dropped,
-            s.conflict_rows_dropped,
-            s.rare_classes_dropped.len(),
-            s.labels_note(&m.data)
-        ));
-        for note in s.technique_notes(&m.data) {
-            progress.log(format!("load: {note}"));
-        }
+    // Every run folder's log accounts for its data, also when the load came from the cache.
+    let cached = if outcome == Outcome::Hit {
+        " (from the cache)"
+    } else {
+        ""
+    };
+    progress.log(format!(
+        "load: {} rows read, {} examples in {} classes ({} duplicates and {} conflicting rows dropped, {} rare classes dropped){}{cached}",
+        s.rows_read,
+        s.examples,
+        s.classes,
+        s.duplicates_dropped,
+        s.conflict_rows_dropped,
+        s.rare_classes_dropped.len(),
+        s.labels_note(&m.data)
+    ));
+    for note in s.technique_notes(&m.data) {
+        progress.log(format!("load: {note}"));
     }
-    if shared.attack_path.is_none()
-        && m.data.attack == crate::data::config::AttackSource::Auto
-        && outcome == Outcome::Computed
-    {
+    if shared.attack_path.is_none() && m.data.attack == crate::data::config::AttackSource::Auto {
         progress.log(
             "warning: no ATT&CK bundle in the data folder; revoked technique IDs are not mapped",
         );
@@ -558,19 +559,22 @@ fn split_dataset(
         w.write_json("split.json", &s)
     })?;
     let s: Split = entry.read_json("split.json")?;
-    if outcome == Outcome::Computed {
-        for w in &s.warnings {
-            progress.log(format!("split: warning: {w}"));
-        }
-        progress.log(format!(
-            "split: {} train, {} validation, {} test ({:?}, seed {})",
-            s.train.len(),
-            s.validation.len(),
-            s.test.len(),
-            m.split.method,
-            m.split.seed
-        ));
+    for w in &s.warnings {
+        progress.log(format!("split: warning: {w}"));
     }
+    progress.log(format!(
+        "split: {} train, {} validation, {} test ({:?}, seed {}){}",
+        s.train.len(),
+        s.validation.len(),
+        s.test.len(),
+        m.split.method,
+        m.split.seed,
+        if outcome == Outcome::Hit {
+            " (from the cache)"
+        } else {
+            ""
+        }
+    ));
     Ok(s)
 }
 
@@ -608,6 +612,9 @@ struct CellCtx<'a> {
     shared: &'a Shared,
 }
 
+/// A classifier trained in this process (not read back from the cache).
+type TrainedNow = Box<dyn crate::ml::Classifier>;
+
 /// Train a cell's classifier through the cache; returns the entry, whether it was trained now,
 /// and the model when it was.
 fn train_model(
@@ -616,7 +623,7 @@ fn train_model(
     cell: &CellSpec,
     train: &[(&str, usize)],
     what: &str,
-) -> Result<(Entry, bool, Option<Box<dyn crate::ml::Classifier>>)> {
+) -> Result<(Entry, bool, Option<TrainedNow>)> {
     let trainer = crate::ml::trainer(cell.classifier, &cell.params);
     let mut trained_now = None;
     let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
@@ -1015,6 +1022,13 @@ fn check_out(out: &Path) -> Result<()> {
         return Err(Error::config(format!(
             "--out {} is a file, not a folder; choose a folder path",
             out.display()
+        )));
+    }
+    if let Some(file) = out.ancestors().skip(1).find(|a| a.is_file()) {
+        return Err(Error::config(format!(
+            "--out {}: {} is a file, so no folder can be made under it; choose a folder path",
+            out.display(),
+            file.display()
         )));
     }
     if out.is_dir()

@@ -6,16 +6,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-fn minilm() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
-    assert!(
-        p.join("model.safetensors").is_file(),
-        "{} is missing; run scripts/fetch-models.sh (or `just models`) first",
-        p.display()
-    );
-    p
-}
-
 const FASTTEXT: &str = "[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 4\nbatch_size = 16\nlr = 0.05\n";
 
 fn sandbox(extra: &str) -> (Sandbox, PathBuf) {
@@ -247,6 +237,15 @@ fn out_that_is_a_file_or_a_used_folder_is_refused_before_work() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is a file"), "{}", stderr(&o));
     assert_eq!(cache_entries(&s, "load"), 0, "refused before any work");
+    let under = file.join("sub");
+    let o = s.cmd(&["run", m.to_str().unwrap(), "--out", under.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a file, so no folder"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(cache_entries(&s, "load"), 0, "refused before any work");
     let used = s.path("results/used");
     s.run_ok(&m, &used, &["-q"]);
     let o = s.cmd(&["run", m.to_str().unwrap(), "--out", used.to_str().unwrap()]);
@@ -317,4 +316,27 @@ fn a_cached_model_is_keyed_by_content_and_self_contained() {
             .map(|l| l.split(',').nth(6).unwrap().to_string()),
         "the same macro-F1 from the same cached model"
     );
+}
+
+/// Every run folder's log accounts for its data, also when load and split came from the cache.
+#[test]
+fn a_warm_run_logs_its_load_and_split_lines() {
+    let (s, m) = sandbox(FASTTEXT);
+    let first = s.path("results/first");
+    s.run_ok(&m, &first, &["-q"]);
+    let warm = s.path("results/warm");
+    s.run_ok(&m, &warm, &["-q"]);
+    let line = |run: &Path, prefix: &str| -> String {
+        run_log(run)
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {}", run_log(run)))
+            .to_string()
+    };
+    for prefix in ["load: ", "split: "] {
+        assert_eq!(
+            line(&warm, prefix),
+            format!("{} (from the cache)", line(&first, prefix))
+        );
+    }
 }

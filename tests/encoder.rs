@@ -2,17 +2,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-
-fn minilm() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
-    assert!(
-        p.join("model.safetensors").is_file(),
-        "{} is missing; run scripts/fetch-models.sh (or `just models`) first",
-        p.display()
-    );
-    p
-}
+use std::path::PathBuf;
 
 fn sandbox(classifiers: &str) -> (Sandbox, PathBuf) {
     let s = Sandbox::new();

@@ -639,12 +639,13 @@ fn a_target_rule_that_selects_nothing_stops_before_any_work() {
 }
 
 /// A budget of 100 tokens against a server that reports no usage: the first call's estimate
-/// (characters / 4 of the prompt and of the answer) passes it, so the other two are not made.
+/// (characters / 4 of the prompt and of the answer) passes it, so the other two are not made —
+/// with 4 calls allowed in flight, which must not all be sent before any usage is known.
 fn budget_holds_without_usage(reply: fn(Reply) -> Reply) {
     let server = llm_server::start(move |n, _| reply(Reply::sentences(1, n)));
     let (s, m) = sandbox(
         THREE_CALLS,
-        &remote(&server.url, "concurrency = 1\nbudget_tokens = 100"),
+        &remote(&server.url, "concurrency = 4\nbudget_tokens = 100"),
     );
     let run_dir = run_ok(&s, &m, "results/r", &[]);
     let reqs = server.requests();

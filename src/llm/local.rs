@@ -209,7 +209,9 @@ pub fn run(
     let mut session = model.session()?;
     for &i in pending {
         let job = &jobs[i];
-        if let Err(why) = budget.start() {
+        // One call at a time: nothing is in flight, so the budget never says to wait.
+        let cost = Budget::call_cost(&job.prompt, cfg.max_tokens);
+        if let super::Start::Stop(why) = budget.try_start(cost) {
             progress.log(format!(
                 "generate {}: {} skipped: {why}",
                 generator.name, job.label
@@ -228,11 +230,12 @@ pub fn run(
         };
         let o = match session.generate(&job.prompt, sampling) {
             Ok(answer) => {
-                budget.spend(&answer);
+                budget.spend(&answer, cost);
                 store_answer(cache, &job.id, &answer)?;
                 Outcome::Done { answer }
             }
             Err(e) => {
+                budget.release(cost);
                 progress.log(format!(
                     "generate {}: {} failed: {}",
                     generator.name, job.label, e.message

@@ -239,6 +239,20 @@ pub struct Budget {
     tokens: AtomicU64,
     /// The part of `tokens` that is estimated.
     estimated: AtomicU64,
+    /// Calls in flight and the upper bound of their tokens (see [`Budget::try_start`]).
+    in_flight: Mutex<(u64, u64)>,
+}
+
+/// Whether a call may start now (see [`Budget::try_start`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Start it; report its answer with [`Budget::spend`] or its failure with
+    /// [`Budget::release`], passing the same cost.
+    Go,
+    /// Calls in flight may use up what is left: try again when one of them has finished.
+    Wait,
+    /// The budget is spent: skip this call, for this reason.
+    Stop(String),
 }
 
 impl Budget {
@@ -249,13 +263,25 @@ impl Budget {
             ..Default::default()
         }
     }
-    /// Reserve one call; `Err(why)` once the budget is spent.
-    pub fn start(&self) -> std::result::Result<(), String> {
+
+    /// The most tokens a call can use: its prompt (estimated as characters / 4) and `max_tokens`
+    /// of answer.
+    pub fn call_cost(prompt: &str, max_tokens: u32) -> u64 {
+        estimate_tokens(prompt) + max_tokens as u64
+    }
+
+    /// May a call of at most `cost` tokens start? With a token budget, a call starts only while
+    /// the tokens spent plus the upper bound of every call in flight (this one included) stay
+    /// within the budget — or, when nothing is in flight, while any budget is left. So calls in
+    /// flight at once never overrun it together, whatever the concurrency: the budget is passed
+    /// by at most the one call that started last, as when calls run one at a time.
+    pub fn try_start(&self, cost: u64) -> Start {
+        let mut flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = self.max_tokens {
             let spent = self.tokens.load(Ordering::SeqCst);
             if spent >= t {
                 let estimated = self.estimated.load(Ordering::SeqCst);
-                return Err(if estimated > 0 {
+                return Start::Stop(if estimated > 0 {
                     format!(
                         "token budget of {t} reached ({spent} tokens spent, {estimated} of them estimated: the server sent no usage)"
                     )
@@ -263,24 +289,40 @@ impl Budget {
                     format!("token budget of {t} reached")
                 });
             }
+            if flight.0 > 0 && spent + flight.1 + cost > t {
+                return Start::Wait;
+            }
         }
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let n = self.calls.load(Ordering::SeqCst);
         if let Some(m) = self.max_calls
             && n >= m
         {
-            self.calls.fetch_sub(1, Ordering::SeqCst);
-            return Err(format!("call budget of {m} reached"));
+            return Start::Stop(format!("call budget of {m} reached"));
         }
-        Ok(())
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        flight.0 += 1;
+        flight.1 += cost;
+        Start::Go
     }
-    /// Count an answer's tokens against the budget.
-    pub fn spend(&self, answer: &Answer) {
+
+    /// Count an answer's tokens against the budget; `cost` is what [`Budget::try_start`] was
+    /// given for it.
+    pub fn spend(&self, answer: &Answer, cost: u64) {
         let tokens = answer.prompt_tokens + answer.completion_tokens;
         self.tokens.fetch_add(tokens, Ordering::SeqCst);
         if answer.usage_estimated {
             self.estimated.fetch_add(tokens, Ordering::SeqCst);
         }
+        self.release(cost);
     }
+
+    /// A call that started ended without an answer (it failed): it no longer holds `cost`.
+    pub fn release(&self, cost: u64) {
+        let mut flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        flight.0 = flight.0.saturating_sub(1);
+        flight.1 = flight.1.saturating_sub(cost);
+    }
+
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
@@ -436,13 +478,8 @@ pub fn default_model_hint() -> &'static Path {
 mod tests {
     use super::*;
 
-    #[test]
-    fn budget_stops_at_calls_and_tokens() {
-        let b = Budget::new(Some(2), None);
-        assert!(b.start().is_ok());
-        assert!(b.start().is_ok());
-        assert!(b.start().unwrap_err().contains("call budget of 2"));
-        let answer = |tokens: u64, usage_estimated: bool| Answer {
+    fn answer(tokens: u64, usage_estimated: bool) -> Answer {
+        Answer {
             text: String::new(),
             prompt_tokens: tokens,
             completion_tokens: 0,
@@ -450,19 +487,61 @@ mod tests {
             finish_reason: "stop".into(),
             seconds: 0.0,
             decode_seconds: None,
-        };
+        }
+    }
+
+    #[test]
+    fn budget_stops_at_calls_and_tokens() {
+        let b = Budget::new(Some(2), None);
+        assert_eq!(b.try_start(10), Start::Go);
+        assert_eq!(b.try_start(10), Start::Go);
+        assert!(matches!(b.try_start(10), Start::Stop(why) if why.contains("call budget of 2")));
         let t = Budget::new(None, Some(100));
-        assert!(t.start().is_ok());
-        t.spend(&answer(120, false));
-        assert_eq!(t.start().unwrap_err(), "token budget of 100 reached");
-        let e = Budget::new(None, Some(100));
-        e.spend(&answer(30, false));
-        assert!(e.start().is_ok());
-        e.spend(&answer(90, true));
+        assert_eq!(t.try_start(50), Start::Go);
+        t.spend(&answer(120, false), 50);
         assert_eq!(
-            e.start().unwrap_err(),
-            "token budget of 100 reached (120 tokens spent, 90 of them estimated: the server sent no usage)"
+            t.try_start(50),
+            Start::Stop("token budget of 100 reached".into())
         );
+        let e = Budget::new(None, Some(100));
+        assert_eq!(e.try_start(40), Start::Go);
+        e.spend(&answer(30, false), 40);
+        assert_eq!(e.try_start(40), Start::Go);
+        e.spend(&answer(90, true), 40);
+        assert_eq!(
+            e.try_start(40),
+            Start::Stop(
+                "token budget of 100 reached (120 tokens spent, 90 of them estimated: the server sent no usage)".into()
+            )
+        );
+    }
+
+    /// Several calls in flight never overrun a token budget together: a call waits while the
+    /// ones in flight could use up what is left (the concurrency-4 case of openai-quirks, where
+    /// four calls were sent before any usage came back).
+    #[test]
+    fn calls_in_flight_do_not_overrun_a_token_budget_together() {
+        let b = Budget::new(None, Some(100));
+        // A prompt of ~100 tokens with max_tokens 64: each call may use 164.
+        let cost = Budget::call_cost(&"x".repeat(400), 64);
+        assert_eq!(cost, 164);
+        assert_eq!(
+            b.try_start(cost),
+            Start::Go,
+            "nothing in flight: the first call starts"
+        );
+        assert_eq!(b.try_start(cost), Start::Wait);
+        assert_eq!(b.try_start(cost), Start::Wait);
+        b.spend(&answer(396, true), cost);
+        assert!(matches!(b.try_start(cost), Start::Stop(_)));
+        assert_eq!(b.calls(), 1);
+        // A roomy budget lets calls run side by side while their upper bounds fit.
+        let roomy = Budget::new(None, Some(400));
+        assert_eq!(roomy.try_start(164), Start::Go);
+        assert_eq!(roomy.try_start(164), Start::Go);
+        assert_eq!(roomy.try_start(164), Start::Wait, "3 × 164 > 400");
+        roomy.release(164); // a failed call gives its share back
+        assert_eq!(roomy.try_start(164), Start::Go);
     }
 
     #[test]

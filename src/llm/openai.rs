@@ -358,17 +358,27 @@ pub fn run(
             let said_estimated = &said_estimated;
             set.push(CALL_LABEL.scope(job.label.clone(), async move {
                 let _permit = sem.acquire().await.expect("semaphore open");
-                let o = match budget.start() {
-                    Err(why) => {
+                let cost = Budget::call_cost(&job.prompt, cfg.max_tokens);
+                let start = loop {
+                    match budget.try_start(cost) {
+                        super::Start::Wait => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                        }
+                        other => break other,
+                    }
+                };
+                let o = match start {
+                    super::Start::Stop(why) => {
                         progress.log(format!(
                             "generate {}: {} skipped: {why}",
                             generator.name, job.label
                         ));
                         Outcome::Skipped { reason: why }
                     }
-                    Ok(()) => match call_once(client, cfg, &job.prompt).await {
+                    super::Start::Wait => unreachable!("the loop waits"),
+                    super::Start::Go => match call_once(client, cfg, &job.prompt).await {
                         Ok(answer) => {
-                            budget.spend(&answer);
+                            budget.spend(&answer, cost);
                             if answer.usage_estimated
                                 && !said_estimated.swap(true, Ordering::SeqCst)
                             {
@@ -388,6 +398,7 @@ pub fn run(
                             }
                         }
                         Err(e) => {
+                            budget.release(cost);
                             let e = scrub(&e, key);
                             progress.log(format!(
                                 "generate {}: {} failed: {e}",

@@ -178,6 +178,17 @@ pub fn smollm2() -> PathBuf {
     p
 }
 
+/// The all-MiniLM-L6-v2 folder that `scripts/fetch-models.sh` (`just models`) puts in models/.
+pub fn minilm() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    assert!(
+        p.join("model.safetensors").is_file(),
+        "{} is missing; run scripts/fetch-models.sh (or `just models`) first",
+        p.display()
+    );
+    p
+}
+
 /// Cache entries of one stage.
 pub fn cache_entries(s: &Sandbox, stage: &str) -> usize {
     std::fs::read_dir(s.path("cache").join("entries").join(stage))
