@@ -15,6 +15,14 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
 pub const FILTER_VERSION: u32 = 2;
 
+/// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
+/// the split's key — train sentences for the real-duplicate filters, test sentences for the
+/// leakage filter — and the reference classifier's key when it is used).
+#[derive(Debug, Serialize)]
+pub struct FilterParams<'a> {
+    pub filter: &'a FilterConfig,
+}
+
 /// The filters, in the order they are applied.
 pub const FILTERS: &[&str] = &[
     "empty",

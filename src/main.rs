@@ -172,43 +172,14 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             // A dry run: nothing is written to the cache.
             let cache =
                 Cache::open_read_only(a.m.cache_dir.clone().unwrap_or_else(default_cache_dir));
-            let shared = pipeline::shared_stages(&m)?;
-            let mut plan = pipeline::plan(&m, &shared, &cache)?;
-            plan.notes = pipeline::plan_notes(&m, &shared, &cache)?;
+            let plan = pipeline::dry_run(&m, &cache)?;
             if a.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&plan).expect("plan serializes")
                 );
             } else {
-                println!(
-                    "experiment {} ({} cells)\ndata  {}\ncache {}",
-                    plan.experiment,
-                    plan.cells.len(),
-                    plan.data_file,
-                    plan.cache_dir
-                );
-                for n in &plan.notes {
-                    println!("note  {n}");
-                }
-                for c in &plan.cells {
-                    println!(
-                        "\n{}  [{} seed {} augment {}]",
-                        c.cell, c.classifier, c.seed, c.augment
-                    );
-                    if let Some(s) = &c.synthetic {
-                        println!("  synthetic {}", pipeline::spec_label(s));
-                    }
-                    println!("  params {}", c.params);
-                    for s in &c.stages {
-                        println!(
-                            "  {:<9} {}  {}",
-                            s.stage,
-                            &s.key[..16],
-                            if s.cached { "cached" } else { "to run" }
-                        );
-                    }
-                }
+                print!("{}", plan.render());
             }
             Ok(0)
         }

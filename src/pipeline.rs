@@ -125,7 +125,9 @@ fn filter_id(
     StageId::new(
         "filter",
         FILTER_VERSION,
-        &serde_json::json!({"filter": m.augment.filter}),
+        &filter::FilterParams {
+            filter: &m.augment.filter,
+        },
         &inputs,
     )
 }
@@ -192,6 +194,26 @@ pub fn spec_label(spec: &SynthSpec) -> String {
     )
 }
 
+/// The train stage's parameters, which are exactly its cache key (inputs: the split's key and,
+/// on augmented cells, the filter's): the classifier kind and its settings with the model folder
+/// named by content, the training seed, the augmentation, and the backend when not the CPU.
+#[derive(Debug, Serialize)]
+struct TrainParams {
+    classifier: ClassifierKind,
+    params: crate::manifest::ModelParams,
+    seed: u64,
+    augment: crate::manifest::AugmentKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'static str>,
+}
+
+/// The evaluate stage's parameters (inputs: the train and split keys).
+#[derive(Debug, Serialize)]
+struct EvaluateParams {
+    /// Classes kept per prediction in predictions.jsonl.
+    top_k: usize,
+}
+
 /// A cell's stage ids; `synthetic` is the key of the filtered synthetic data it trains on.
 pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) -> CellStages {
     let mut inputs = vec![shared.split.key.as_str()];
@@ -209,20 +231,18 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
             .unwrap_or_else(|e| format!("unreadable: {}", e.message));
         p.model = format!("blake3:{id}");
     }
-    let mut params = serde_json::json!({
-        "classifier": cell.classifier,
-        "params": key_params,
-        "seed": cell.seed,
-        "augment": cell.augment,
-    });
-    if !shared.backend.is_cpu() {
-        params["backend"] = serde_json::Value::String(shared.backend.as_str().into());
-    }
+    let params = TrainParams {
+        classifier: cell.classifier,
+        params: key_params,
+        seed: cell.seed,
+        augment: cell.augment,
+        backend: (!shared.backend.is_cpu()).then(|| shared.backend.as_str()),
+    };
     let train = StageId::new("train", version, &params, &inputs);
     let evaluate = StageId::new(
         "evaluate",
         EVAL_VERSION,
-        &serde_json::json!({"top_k": TOP_K}),
+        &EvaluateParams { top_k: TOP_K },
         &[&train.key, &shared.split.key],
     );
     CellStages { train, evaluate }
@@ -257,6 +277,56 @@ pub struct Plan {
     /// What the data decides: target techniques, clipped k.
     #[serde(default)]
     pub notes: Vec<String>,
+}
+
+/// `synthcti plan`: every cell and stage key, what is cached, and what the data decides
+/// (targets, clipped k) — computed without writing anything (`cache` is opened read-only).
+pub fn dry_run(m: &Manifest, cache: &Cache) -> Result<Plan> {
+    let shared = shared_stages(m)?;
+    let mut plan = plan(m, &shared, cache)?;
+    plan.notes = plan_notes(m, &shared, cache)?;
+    Ok(plan)
+}
+
+impl Plan {
+    /// The plan as the terminal shows it: a header, the notes, then each cell with its stages'
+    /// short keys and whether they are cached.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "experiment {} ({} cells)\ndata  {}\ncache {}",
+            self.experiment,
+            self.cells.len(),
+            self.data_file,
+            self.cache_dir
+        );
+        for n in &self.notes {
+            let _ = writeln!(out, "note  {n}");
+        }
+        for c in &self.cells {
+            let _ = writeln!(
+                out,
+                "\n{}  [{} seed {} augment {}]",
+                c.cell, c.classifier, c.seed, c.augment
+            );
+            if let Some(s) = &c.synthetic {
+                let _ = writeln!(out, "  synthetic {}", spec_label(s));
+            }
+            let _ = writeln!(out, "  params {}", c.params);
+            for s in &c.stages {
+                let _ = writeln!(
+                    out,
+                    "  {:<9} {}  {}",
+                    s.stage,
+                    &s.key[..16],
+                    if s.cached { "cached" } else { "to run" }
+                );
+            }
+        }
+        out
+    }
 }
 
 pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
