@@ -1197,7 +1197,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             &chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
         )?,
     };
-    let _log_file = progress
+    progress
         .log_to(&run_dir.join("run.log"))
         .io_ctx(ErrorKind::Internal, || {
             format!("cannot write {}/run.log", run_dir.display())

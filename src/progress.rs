@@ -78,8 +78,7 @@ impl Progress {
     }
 
     /// From now on, append every line to `path` as it is logged (the lines so far first).
-    /// Returns the open file, which the caller may lock to mark the folder as in use.
-    pub fn log_to(&self, path: &Path) -> std::io::Result<std::fs::File> {
+    pub fn log_to(&self, path: &Path) -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -89,9 +88,8 @@ impl Progress {
             writeln!(f, "{line}")?;
         }
         f.flush()?;
-        let handle = f.try_clone()?;
         log.file = Some(f);
-        Ok(handle)
+        Ok(())
     }
 
     pub fn lines(&self) -> Vec<String> {
