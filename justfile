@@ -26,6 +26,7 @@ test: setup
 # splits; local generation speed beside llama.cpp's own llama-bench when it is installed.
 bench runs="5": models
     bash benches/bench.sh {{runs}}
+    bash benches/core.sh 2
     bash benches/generate.sh {{runs}}
     bash benches/encoder.sh 3
 
