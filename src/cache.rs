@@ -83,6 +83,18 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+/// The parameters of a pipeline stage: exactly what enters its cache key beside the keys of its
+/// inputs, serialized as canonical JSON. Implemented once per stage, beside the stage's code, so
+/// a stage's name, version and parameter type are bound together and a key cannot be built from
+/// anything else ([`StageId::of`]).
+pub trait StageParams: Serialize {
+    /// The stage's name: the cache folder its entries live in.
+    const STAGE: &'static str;
+    /// The version of the stage's code; bumped whenever the same parameters and inputs would
+    /// give a different output.
+    fn version(&self) -> u32;
+}
+
 /// A stage's identity: what goes into its key.
 #[derive(Debug, Clone)]
 pub struct StageId {
@@ -94,12 +106,12 @@ pub struct StageId {
 }
 
 impl StageId {
-    pub fn new<P: Serialize>(
-        stage: &'static str,
-        version: u32,
-        params: &P,
-        inputs: &[&str],
-    ) -> Self {
+    /// The id of the stage `P` belongs to, for these parameters and the keys of its inputs.
+    pub fn of<P: StageParams>(params: &P, inputs: &[&str]) -> Self {
+        Self::new(P::STAGE, params.version(), params, inputs)
+    }
+
+    fn new<P: Serialize>(stage: &'static str, version: u32, params: &P, inputs: &[&str]) -> Self {
         let params = serde_json::to_value(params).expect("stage params serialize");
         let key = crate::hash::stage_key(stage, version, &params, inputs);
         Self {

@@ -35,6 +35,13 @@ pub struct Params {
     pub embedding: EmbeddingParams,
 }
 
+impl crate::cache::StageParams for Params {
+    const STAGE: &'static str = "cluster";
+    fn version(&self) -> u32 {
+        CLUSTER_VERSION
+    }
+}
+
 /// How sentences are embedded for k-means.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

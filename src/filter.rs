@@ -23,6 +23,13 @@ pub struct FilterParams<'a> {
     pub filter: &'a FilterConfig,
 }
 
+impl crate::cache::StageParams for FilterParams<'_> {
+    const STAGE: &'static str = "filter";
+    fn version(&self) -> u32 {
+        FILTER_VERSION
+    }
+}
+
 /// The filters, in the order they are applied.
 pub const FILTERS: &[&str] = &[
     "empty",

@@ -30,6 +30,13 @@ pub struct GenerateParams<'a> {
     pub attack: Option<&'a str>,
 }
 
+impl crate::cache::StageParams for GenerateParams<'_> {
+    const STAGE: &'static str = "generate";
+    fn version(&self) -> u32 {
+        GENERATE_VERSION
+    }
+}
+
 /// One call of the stage and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallRecord {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod features;
 pub mod filter;
 pub mod generate;
+pub mod grid;
 pub mod hash;
 pub mod llm;
 pub mod manifest;

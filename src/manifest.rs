@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -28,7 +27,9 @@ pub use crate::data::config::{
 };
 pub use crate::filter::FilterConfig;
 pub use crate::generate::CountMode;
+pub use crate::grid::Grid;
 pub use crate::llm::config::{DEFAULT_GGUF, GeneratorConfig, ProviderKind};
+pub use crate::ml::config::ClassifierConfig;
 pub use crate::ml::params::{
     Backend, ClassWeight, ClassifierKind, DEFAULT_ENCODER, EncoderParams, FastTextParams,
     ModelParams, Weighting,
@@ -38,65 +39,6 @@ pub use crate::split::{SmallClassPolicy, SplitConfig, SplitMethod};
 /// Environment variables with the `SYNTHCTI_` prefix that are settings of the tool, not manifest
 /// keys.
 pub const NON_MANIFEST_ENV: &[&str] = &["cache_dir", "log", "data_mirror"];
-
-// ---------------------------------------------------------------------------------------------
-// Grid values: a scalar or a list of them.
-
-/// A manifest value that may be one value or a list of values to sweep.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Grid<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T: Clone> Grid<T> {
-    pub fn values(&self) -> Vec<T> {
-        match self {
-            Grid::One(v) => vec![v.clone()],
-            Grid::Many(v) => v.clone(),
-        }
-    }
-    pub fn is_sweep(&self) -> bool {
-        matches!(self, Grid::Many(v) if v.len() > 1)
-    }
-}
-
-impl<T: Serialize> Serialize for Grid<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            Grid::One(v) => v.serialize(s),
-            Grid::Many(v) => v.serialize(s),
-        }
-    }
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Grid<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let v = toml::Value::deserialize(d)?;
-        match v {
-            toml::Value::Array(items) => {
-                if items.is_empty() {
-                    return Err(D::Error::custom(
-                        "an empty list sweeps nothing; give at least one value",
-                    ));
-                }
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, x)| {
-                        T::deserialize(x)
-                            .map_err(|e| D::Error::custom(format!("list item {i}: {e}")))
-                    })
-                    .collect::<std::result::Result<Vec<T>, _>>()
-                    .map(Grid::Many)
-            }
-            other => T::deserialize(other)
-                .map(Grid::One)
-                .map_err(|e| D::Error::custom(format!("{e} (a single value or a list of them)"))),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Raw schema.
@@ -212,281 +154,6 @@ impl Default for AugmentConfig {
             targets: TargetConfig::default(),
             filter: FilterConfig::default(),
         }
-    }
-}
-
-/// A `[[classifier]]` table; every field but `kind` may be a list to sweep. Fields left out take
-/// the kind's defaults ([`ClassifierConfig::resolved`]); a field another kind uses is an error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifierConfig {
-    #[serde(default = "default_kind")]
-    pub kind: ClassifierKind,
-    // Every kind.
-    /// Maximum epochs (early stopping may end sooner).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr: Option<Grid<f64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<Grid<usize>>,
-    /// Epochs without a better validation macro-F1 before stopping (0: never stop early).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patience: Option<Grid<usize>>,
-    /// How much better the validation macro-F1 must get to count as better.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_delta: Option<Grid<f64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub class_weight: Option<Grid<ClassWeight>>,
-    // fasttext
-    /// Embedding dimension.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dim: Option<Grid<usize>>,
-    /// Longest word n-gram (1 = unigrams only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub word_ngrams: Option<Grid<usize>>,
-    /// Shortest character n-gram (0 with `maxn = 0` disables them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minn: Option<Grid<usize>>,
-    /// Longest character n-gram.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maxn: Option<Grid<usize>>,
-    /// Hash buckets shared by word and character n-grams.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buckets: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weighting: Option<Grid<Weighting>>,
-    // encoder-frozen, encoder-finetune, transformer
-    /// A Hugging Face model folder (`config.json`, `tokenizer.json`, `model.safetensors`); a
-    /// `transformer` uses only its tokenizer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<Grid<String>>,
-    /// Tokens per text, after which it is truncated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_length: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropout: Option<Grid<f64>>,
-    /// encoder-frozen: hidden units of the MLP head (0: a linear head).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_hidden: Option<Grid<usize>>,
-    /// encoder-finetune, transformer: fraction of the steps spent warming the rate up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup: Option<Grid<f64>>,
-    /// encoder-finetune, transformer: AdamW weight decay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight_decay: Option<Grid<f64>>,
-    /// transformer: encoder layers, hidden size, attention heads, feed-forward size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layers: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hidden: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heads: Option<Grid<usize>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intermediate: Option<Grid<usize>>,
-}
-
-fn default_kind() -> ClassifierKind {
-    ClassifierKind::Fasttext
-}
-
-impl Default for ClassifierConfig {
-    fn default() -> Self {
-        Self::empty(ClassifierKind::Fasttext)
-    }
-}
-
-/// Which kinds use a field: (field, kinds).
-const FIELD_KINDS: &[(&str, &[ClassifierKind])] = {
-    use ClassifierKind::*;
-    &[
-        ("dim", &[Fasttext]),
-        ("word_ngrams", &[Fasttext]),
-        ("minn", &[Fasttext]),
-        ("maxn", &[Fasttext]),
-        ("buckets", &[Fasttext]),
-        ("weighting", &[Fasttext]),
-        ("model", &[EncoderFrozen, EncoderFinetune, Transformer]),
-        ("max_length", &[EncoderFrozen, EncoderFinetune, Transformer]),
-        ("dropout", &[EncoderFrozen, EncoderFinetune, Transformer]),
-        ("head_hidden", &[EncoderFrozen]),
-        ("warmup", &[EncoderFinetune, Transformer]),
-        ("weight_decay", &[EncoderFinetune, Transformer]),
-        ("layers", &[Transformer]),
-        ("hidden", &[Transformer]),
-        ("heads", &[Transformer]),
-        ("intermediate", &[Transformer]),
-    ]
-};
-
-impl ClassifierConfig {
-    fn empty(kind: ClassifierKind) -> Self {
-        Self {
-            kind,
-            epochs: None,
-            lr: None,
-            batch_size: None,
-            patience: None,
-            min_delta: None,
-            class_weight: None,
-            dim: None,
-            word_ngrams: None,
-            minn: None,
-            maxn: None,
-            buckets: None,
-            weighting: None,
-            model: None,
-            max_length: None,
-            dropout: None,
-            head_hidden: None,
-            warmup: None,
-            weight_decay: None,
-            layers: None,
-            hidden: None,
-            heads: None,
-            intermediate: None,
-        }
-    }
-
-    /// Names of the fields set that this kind does not use.
-    pub fn foreign_fields(&self) -> Vec<&'static str> {
-        let set: &[(&str, bool)] = &[
-            ("dim", self.dim.is_some()),
-            ("word_ngrams", self.word_ngrams.is_some()),
-            ("minn", self.minn.is_some()),
-            ("maxn", self.maxn.is_some()),
-            ("buckets", self.buckets.is_some()),
-            ("weighting", self.weighting.is_some()),
-            ("model", self.model.is_some()),
-            ("max_length", self.max_length.is_some()),
-            ("dropout", self.dropout.is_some()),
-            ("head_hidden", self.head_hidden.is_some()),
-            ("warmup", self.warmup.is_some()),
-            ("weight_decay", self.weight_decay.is_some()),
-            ("layers", self.layers.is_some()),
-            ("hidden", self.hidden.is_some()),
-            ("heads", self.heads.is_some()),
-            ("intermediate", self.intermediate.is_some()),
-        ];
-        set.iter()
-            .filter(|(_, on)| *on)
-            .filter(|(f, _)| {
-                FIELD_KINDS
-                    .iter()
-                    .find(|(n, _)| n == f)
-                    .is_some_and(|(_, kinds)| !kinds.contains(&self.kind))
-            })
-            .map(|(f, _)| *f)
-            .collect()
-    }
-
-    /// The fields this kind uses (for messages).
-    pub fn kind_fields(kind: ClassifierKind) -> Vec<&'static str> {
-        let mut v = vec![
-            "epochs",
-            "lr",
-            "batch_size",
-            "patience",
-            "min_delta",
-            "class_weight",
-        ];
-        v.extend(
-            FIELD_KINDS
-                .iter()
-                .filter(|(_, k)| k.contains(&kind))
-                .map(|(n, _)| *n),
-        );
-        v
-    }
-
-    /// Every field the kind uses filled in: the table's values, else the kind's defaults.
-    pub fn resolved(&self) -> Self {
-        use ClassifierKind::*;
-        let one = |v| Some(Grid::One(v));
-        let mut d = Self::empty(self.kind);
-        match self.kind {
-            Fasttext => {
-                d.dim = one(32);
-                d.word_ngrams = one(2);
-                d.minn = one(2);
-                d.maxn = one(5);
-                d.buckets = one(1 << 18);
-                d.weighting = Some(Grid::One(Weighting::Idf));
-                d.epochs = one(30);
-                d.lr = Some(Grid::One(0.05));
-                d.batch_size = one(128);
-                d.patience = one(4);
-                d.min_delta = Some(Grid::One(0.005));
-            }
-            EncoderFrozen => {
-                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
-                d.max_length = one(128);
-                d.dropout = Some(Grid::One(0.1));
-                d.head_hidden = one(512);
-                d.epochs = one(200);
-                d.lr = Some(Grid::One(0.001));
-                d.batch_size = one(64);
-                d.patience = one(15);
-                d.min_delta = Some(Grid::One(0.001));
-            }
-            EncoderFinetune => {
-                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
-                d.max_length = one(128);
-                d.dropout = Some(Grid::One(0.1));
-                d.warmup = Some(Grid::One(0.1));
-                d.weight_decay = Some(Grid::One(0.01));
-                d.epochs = one(8);
-                d.lr = Some(Grid::One(1e-4));
-                d.batch_size = one(32);
-                d.patience = one(2);
-                d.min_delta = Some(Grid::One(0.002));
-            }
-            Transformer => {
-                d.model = Some(Grid::One(DEFAULT_ENCODER.to_string()));
-                d.max_length = one(128);
-                d.dropout = Some(Grid::One(0.1));
-                d.warmup = Some(Grid::One(0.1));
-                d.weight_decay = Some(Grid::One(0.01));
-                d.layers = one(2);
-                d.hidden = one(128);
-                d.heads = one(4);
-                d.intermediate = one(512);
-                d.epochs = one(30);
-                d.lr = Some(Grid::One(5e-4));
-                d.batch_size = one(32);
-                d.patience = one(4);
-                d.min_delta = Some(Grid::One(0.002));
-            }
-        }
-        d.class_weight = Some(Grid::One(ClassWeight::Balanced));
-        macro_rules! take {
-            ($($f:ident),*) => {$( if self.$f.is_some() { d.$f = self.$f.clone(); } )*};
-        }
-        take!(
-            epochs,
-            lr,
-            batch_size,
-            patience,
-            min_delta,
-            class_weight,
-            dim,
-            word_ngrams,
-            minn,
-            maxn,
-            buckets,
-            weighting,
-            model,
-            max_length,
-            dropout,
-            head_hidden,
-            warmup,
-            weight_decay,
-            layers,
-            hidden,
-            heads,
-            intermediate
-        );
-        d
     }
 }
 
@@ -643,7 +310,44 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
                     s.raw
                 )));
             }
-            _ => ((0..arr.len()).collect(), rest),
+            _ => {
+                let all: Vec<usize> = (0..arr.len()).collect();
+                if head != "classifier" || rest.contains('.') {
+                    (all, rest)
+                } else {
+                    // `classifier.dim=…` on a grid that mixes kinds sets it in the tables
+                    // whose kind has the field, and is an error only if none has it.
+                    let has = |t: &toml::Value| {
+                        let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or("fasttext");
+                        crate::ml::config::KINDS
+                            .iter()
+                            .find(|k| k.as_str() == kind)
+                            .is_none_or(|k| {
+                                ClassifierConfig::field_names(*k).iter().any(|f| f == rest)
+                            })
+                    };
+                    let some: Vec<usize> = all.into_iter().filter(|i| has(&arr[*i])).collect();
+                    if some.is_empty() {
+                        let kinds: Vec<String> = crate::ml::config::KINDS
+                            .iter()
+                            .filter(|k| {
+                                ClassifierConfig::field_names(**k).iter().any(|f| f == rest)
+                            })
+                            .map(|k| format!("`{}`", k.as_str()))
+                            .collect();
+                        return Err(Error::config(format!(
+                            "--set {}: no [[classifier]] of this manifest has `{rest}`{}",
+                            s.raw,
+                            if kinds.is_empty() {
+                                " (no kind has it)".to_string()
+                            } else {
+                                format!(" (it is a key of {})", kinds.join(", "))
+                            }
+                        )));
+                    }
+                    (some, rest)
+                }
+            }
         };
         for i in targets {
             let Some(toml::Value::Table(t)) = arr.get_mut(i) else {
@@ -869,124 +573,30 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
 
     for (ci, c) in raw.classifier.iter().enumerate() {
         let k = |f: &str| format!("classifier.{ci}.{f}");
-        if let Some(f) = c.foreign_fields().first() {
-            return Err(e(
-                &k(f),
-                format!(
-                    "`{f}` does not apply to a `{}` classifier; its keys are {}",
-                    c.kind.as_str(),
-                    ClassifierConfig::kind_fields(c.kind)
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
+        if let Err((field, msg)) = c.check() {
+            return Err(e(&k(&field), msg));
         }
-        let c = c.resolved();
-        let us = |g: &Option<Grid<usize>>| g.as_ref().map(|g| g.values()).unwrap_or_default();
-        let fs = |g: &Option<Grid<f64>>| g.as_ref().map(|g| g.values()).unwrap_or_default();
-        let pos = |name: &str, vals: Vec<usize>, lo: usize, hi: usize| -> Result<()> {
-            for v in vals {
-                if v < lo || v > hi {
-                    return Err(e(
-                        &k(name),
-                        format!("{v} is out of range; it must be between {lo} and {hi}"),
-                    ));
-                }
-            }
-            Ok(())
-        };
-        let frac = |name: &str, vals: Vec<f64>, lo: f64, hi: f64, what: &str| -> Result<()> {
-            for v in vals {
-                if !(v >= lo && v < hi) {
-                    return Err(e(
-                        &k(name),
-                        format!("{v} is out of range; it must be {what}"),
-                    ));
-                }
-            }
-            Ok(())
-        };
-        pos("dim", us(&c.dim), 1, 4096)?;
-        pos("word_ngrams", us(&c.word_ngrams), 1, 5)?;
-        pos("minn", us(&c.minn), 0, 10)?;
-        pos("maxn", us(&c.maxn), 0, 10)?;
-        pos("buckets", us(&c.buckets), 16, 1 << 24)?;
-        pos("epochs", us(&c.epochs), 1, 10_000)?;
-        pos("batch_size", us(&c.batch_size), 1, 65_536)?;
-        pos("patience", us(&c.patience), 0, 10_000)?;
-        pos("max_length", us(&c.max_length), 2, 8192)?;
-        pos("head_hidden", us(&c.head_hidden), 0, 65_536)?;
-        pos("layers", us(&c.layers), 1, 48)?;
-        pos("hidden", us(&c.hidden), 8, 8192)?;
-        pos("heads", us(&c.heads), 1, 128)?;
-        pos("intermediate", us(&c.intermediate), 8, 65_536)?;
-        frac("min_delta", fs(&c.min_delta), 0.0, 1.0, ">= 0 and < 1")?;
-        frac("dropout", fs(&c.dropout), 0.0, 1.0, ">= 0 and < 1")?;
-        frac("warmup", fs(&c.warmup), 0.0, 1.0, ">= 0 and < 1")?;
-        frac(
-            "weight_decay",
-            fs(&c.weight_decay),
-            0.0,
-            1.0,
-            ">= 0 and < 1",
-        )?;
-        for lr in fs(&c.lr) {
-            if !(lr > 0.0 && lr < 10.0) {
+        for m in c.models() {
+            let files: &[&str] = if c.kind() == ClassifierKind::Transformer {
+                &["tokenizer.json"]
+            } else {
+                crate::ml::encoder::MODEL_FILES
+            };
+            let dir = Path::new(&m);
+            let missing: Vec<&str> = files
+                .iter()
+                .copied()
+                .filter(|f| !dir.join(f).is_file())
+                .collect();
+            if !missing.is_empty() {
                 return Err(e(
-                    &k("lr"),
-                    format!("{lr} is out of range; it must be > 0 and < 10"),
+                    &k("model"),
+                    format!(
+                        "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, or give a Hugging Face model folder with {}",
+                        missing.join(", "),
+                        files.join(", ")
+                    ),
                 ));
-            }
-        }
-        for hidden in us(&c.hidden) {
-            for heads in us(&c.heads) {
-                if hidden % heads != 0 {
-                    return Err(e(
-                        &k("heads"),
-                        format!(
-                            "hidden = {hidden} is not a multiple of heads = {heads}; each head gets hidden / heads dimensions"
-                        ),
-                    ));
-                }
-            }
-        }
-        for minn in us(&c.minn) {
-            for maxn in us(&c.maxn) {
-                if maxn != 0 && (minn == 0 || minn > maxn) {
-                    return Err(e(
-                        &k("minn"),
-                        format!(
-                            "minn = {minn} with maxn = {maxn}: need 1 <= minn <= maxn, or maxn = 0 to disable character n-grams"
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(models) = &c.model {
-            for m in models.values() {
-                let files: &[&str] = if c.kind == ClassifierKind::Transformer {
-                    &["tokenizer.json"]
-                } else {
-                    crate::ml::encoder::MODEL_FILES
-                };
-                let dir = Path::new(&m);
-                let missing: Vec<&str> = files
-                    .iter()
-                    .copied()
-                    .filter(|f| !dir.join(f).is_file())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(e(
-                        &k("model"),
-                        format!(
-                            "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, or give a Hugging Face model folder with {}",
-                            missing.join(", "),
-                            files.join(", ")
-                        ),
-                    ));
-                }
             }
         }
     }
@@ -1367,68 +977,16 @@ const AXES: &[(&str, &str)] = &[
     ("weight_decay", "wd"),
 ];
 
-/// Every concrete configuration of one `[[classifier]]` (its defaults filled in), with the name
-/// tags of the swept fields.
-fn classifier_combos(c: &ClassifierConfig) -> Vec<(ModelParams, Vec<(String, String)>)> {
-    let r = c.resolved();
-    let table = serde_json::to_value(&r).expect("classifier serializes");
-    type Partial = (
-        serde_json::Map<String, serde_json::Value>,
-        Vec<(String, String)>,
-    );
-    let mut combos: Vec<Partial> = vec![(serde_json::Map::new(), Vec::new())];
-    for (field, tag) in AXES {
-        let Some(v) = table.get(*field) else { continue };
-        let vals = match v {
-            serde_json::Value::Array(a) => a.clone(),
-            other => vec![other.clone()],
-        };
-        let sweep = vals.len() > 1;
-        let mut next = Vec::new();
-        for (m, tags) in &combos {
-            for val in &vals {
-                let mut m = m.clone();
-                m.insert(field.to_string(), val.clone());
-                let mut tags = tags.clone();
-                if sweep {
-                    let shown = match (field, val) {
-                        (&"model", serde_json::Value::String(p)) => Path::new(p)
-                            .file_name()
-                            .map(|f| f.to_string_lossy().to_string())
-                            .unwrap_or_else(|| p.clone()),
-                        _ => fmt_tag(val),
-                    };
-                    tags.push((tag.to_string(), shown));
-                }
-                next.push((m, tags));
-            }
-        }
-        combos = next;
-    }
-    combos
-        .into_iter()
-        .map(|(m, tags)| {
-            let v = serde_json::Value::Object(m);
-            let p = if c.kind.is_encoder() {
-                ModelParams::Encoder(serde_json::from_value(v).expect("encoder params"))
-            } else {
-                ModelParams::FastText(serde_json::from_value(v).expect("fastText params"))
-            };
-            (p, tags)
-        })
-        .collect()
-}
-
 /// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds.
 pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
     let mut cells = Vec::new();
     for c in &raw.classifier {
-        let combos = classifier_combos(c);
+        let combos = c.expand(AXES);
         let variants = augment_variants(&raw.augment);
         for (augment, synth, synth_tags) in &variants {
             for seed in raw.experiment.seeds.values() {
                 for (p, tags) in &combos {
-                    let mut name = c.kind.as_str().to_string();
+                    let mut name = c.kind().as_str().to_string();
                     for (k, v) in tags.iter().chain(synth_tags) {
                         name.push_str(&format!("-{k}{v}"));
                     }
@@ -1438,7 +996,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
                     name.push_str(&format!("-s{seed}"));
                     let h = crate::hash::blake3_hex(
                         crate::hash::canonical_json(&serde_json::json!({
-                            "kind": c.kind, "params": p, "seed": seed, "augment": augment,
+                            "kind": c.kind(), "params": p, "seed": seed, "augment": augment,
                             "synthetic": synth,
                         }))
                         .as_bytes(),
@@ -1447,7 +1005,7 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
                     name.push_str(&h[..6]);
                     cells.push(CellSpec {
                         name,
-                        classifier: c.kind,
+                        classifier: c.kind(),
                         params: p.clone(),
                         seed,
                         augment: *augment,
@@ -1506,13 +1064,6 @@ fn augment_variants(a: &AugmentConfig) -> Vec<Variant> {
     out
 }
 
-fn fmt_tag(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 impl fmt::Display for CellSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
@@ -1563,6 +1114,33 @@ mod tests {
         assert!(m.cells.iter().all(|c| c.name.starts_with("fasttext-dim")));
         let names: std::collections::BTreeSet<_> = m.cells.iter().map(|c| &c.name).collect();
         assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn set_on_a_mixed_grid_reaches_the_kinds_that_have_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        let body = base(dir.path())
+            + &format!(
+                "[[classifier]]\nkind = \"fasttext\"\n[[classifier]]\nkind = \"transformer\"\nmodel = \"{}\"\n",
+                dir.path().display()
+            );
+        let p = write(dir.path(), &body);
+        let m = load(&p, &[SetArg::parse("classifier.dim=[8,16]").unwrap()]).unwrap();
+        let dims: Vec<_> = m
+            .cells
+            .iter()
+            .filter_map(|c| c.params.fasttext().map(|f| f.dim))
+            .collect();
+        assert_eq!(dims, vec![8, 16]);
+        assert_eq!(m.cells.len(), 3, "two fastText cells and one transformer");
+        let e = load(&p, &[SetArg::parse("classifier.head_hidden=4").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--set classifier.head_hidden=4: no [[classifier]] of this manifest has `head_hidden` (it is a key of `encoder-frozen`)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Cache, Entry, Outcome, StageId};
-use crate::cluster::{self, CLUSTER_VERSION, Clusters};
-use crate::data::{self, Catalog, Dataset, LOAD_VERSION};
+use crate::cluster::{self, Clusters};
+use crate::data::{self, Catalog, Dataset};
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::filter::{self, FILTER_VERSION, FilterInput, Synthetic};
+use crate::filter::{self, FilterInput, Synthetic};
 use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
 use crate::hash::file_hash;
 use crate::llm::{self, Budget, CallJob};
@@ -23,7 +23,7 @@ use crate::ml::{Device, TrainContext, device_for};
 use crate::progress::Progress;
 pub use crate::record::{CellResult, SynthSummary};
 use crate::report;
-use crate::split::{self, SPLIT_VERSION, Split};
+use crate::split::{self, Split};
 
 pub const EVAL_VERSION: u32 = 2;
 const TOP_K: usize = 5;
@@ -72,13 +72,11 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
         }
         None => None,
     };
-    let load = StageId::new(
-        "load",
-        LOAD_VERSION,
+    let load = StageId::of(
         &data::LoadParams::new(cfg, &data_hash, attack_hash.as_deref()),
         &[],
     );
-    let split = StageId::new("split", SPLIT_VERSION, &m.split, &[&load.key]);
+    let split = StageId::of(&m.split, &[&load.key]);
     Ok(Shared {
         data_path,
         attack_path,
@@ -122,9 +120,7 @@ fn filter_id(
     if let Some(r) = reference {
         inputs.push(r.key.as_str());
     }
-    StageId::new(
-        "filter",
-        FILTER_VERSION,
+    StageId::of(
         &filter::FilterParams {
             filter: &m.augment.filter,
         },
@@ -149,18 +145,11 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
             },
         },
     };
-    let cluster = StageId::new(
-        "cluster",
-        CLUSTER_VERSION,
-        &cluster_params,
-        &[&shared.split.key],
-    );
+    let cluster = StageId::of(&cluster_params, &[&shared.split.key]);
     let generator = &m.generators[&spec.generator];
     let template = &m.templates[&spec.template];
     // The generator's identity (not its name): a replay shares the entries of what it replays.
-    let generate = StageId::new(
-        "generate",
-        GENERATE_VERSION,
+    let generate = StageId::of(
         &generate::GenerateParams {
             identity: &generator.identity,
             template: &template.hash,
@@ -199,6 +188,9 @@ pub fn spec_label(spec: &SynthSpec) -> String {
 /// named by content, the training seed, the augmentation, and the backend when not the CPU.
 #[derive(Debug, Serialize)]
 struct TrainParams {
+    /// The trainer's version (the stage version, not part of the parameters' JSON).
+    #[serde(skip)]
+    version: u32,
     classifier: ClassifierKind,
     params: crate::manifest::ModelParams,
     seed: u64,
@@ -207,11 +199,25 @@ struct TrainParams {
     backend: Option<&'static str>,
 }
 
+impl crate::cache::StageParams for TrainParams {
+    const STAGE: &'static str = "train";
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// The evaluate stage's parameters (inputs: the train and split keys).
 #[derive(Debug, Serialize)]
 struct EvaluateParams {
     /// Classes kept per prediction in predictions.jsonl.
     top_k: usize,
+}
+
+impl crate::cache::StageParams for EvaluateParams {
+    const STAGE: &'static str = "evaluate";
+    fn version(&self) -> u32 {
+        EVAL_VERSION
+    }
 }
 
 /// A cell's stage ids; `synthetic` is the key of the filtered synthetic data it trains on.
@@ -232,16 +238,15 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
         p.model = format!("blake3:{id}");
     }
     let params = TrainParams {
+        version,
         classifier: cell.classifier,
         params: key_params,
         seed: cell.seed,
         augment: cell.augment,
         backend: (!shared.backend.is_cpu()).then(|| shared.backend.as_str()),
     };
-    let train = StageId::new("train", version, &params, &inputs);
-    let evaluate = StageId::new(
-        "evaluate",
-        EVAL_VERSION,
+    let train = StageId::of(&params, &inputs);
+    let evaluate = StageId::of(
         &EvaluateParams { top_k: TOP_K },
         &[&train.key, &shared.split.key],
     );

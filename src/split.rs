@@ -178,6 +178,14 @@ pub struct SplitConfig {
     pub small_classes: SmallClassPolicy,
 }
 
+/// The split stage's parameters are its settings, whole.
+impl crate::cache::StageParams for SplitConfig {
+    const STAGE: &'static str = "split";
+    fn version(&self) -> u32 {
+        SPLIT_VERSION
+    }
+}
+
 impl Default for SplitConfig {
     fn default() -> Self {
         Self {

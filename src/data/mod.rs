@@ -391,6 +391,13 @@ pub struct LoadParams<'a> {
     pub attack: Option<&'a str>,
 }
 
+impl crate::cache::StageParams for LoadParams<'_> {
+    const STAGE: &'static str = "load";
+    fn version(&self) -> u32 {
+        LOAD_VERSION
+    }
+}
+
 impl<'a> LoadParams<'a> {
     /// The key of loading `cfg`'s file (whose content hash is `file`) with the bundle `attack`.
     /// Every field of [`DataConfig`] is named here, so a new setting cannot be left out of the

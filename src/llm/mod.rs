@@ -147,14 +147,12 @@ impl Generator {
 
     /// The cache id of one call.
     pub fn call_id(&self, prompt: &str, sample: u32) -> StageId {
-        StageId::new(
-            "llm-call",
-            CALL_VERSION,
-            &serde_json::json!({
-                "identity": self.identity,
-                "prompt": prompt,
-                "sample": sample,
-            }),
+        StageId::of(
+            &CallParams {
+                identity: &self.identity,
+                prompt,
+                sample,
+            },
             &[],
         )
     }
@@ -169,6 +167,22 @@ impl Generator {
             None => self.identity.model.clone(),
         };
         format!("{} ({} {model})", self.name, self.provider.as_str())
+    }
+}
+
+/// One LLM call's parameters, which are exactly its cache key: the generator's identity (model
+/// by content, sampling settings, context), the prompt, and the sample index.
+#[derive(Debug, Serialize)]
+pub struct CallParams<'a> {
+    pub identity: &'a Identity,
+    pub prompt: &'a str,
+    pub sample: u32,
+}
+
+impl crate::cache::StageParams for CallParams<'_> {
+    const STAGE: &'static str = "llm-call";
+    fn version(&self) -> u32 {
+        CALL_VERSION
     }
 }
 

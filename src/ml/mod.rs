@@ -3,6 +3,7 @@
 //! device a backend names. No other module uses burn.
 
 pub mod bert;
+pub mod config;
 pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
