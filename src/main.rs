@@ -199,53 +199,8 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             let dir = dir
                 .or_else(|| std::env::var_os("SYNTHCTI_DATA_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("data"));
-            let known = pull::sets();
-            for o in &only {
-                if !known.contains(&o.as_str()) {
-                    return Err(Error::config(format!(
-                        "--only {o}: unknown set; valid: {}",
-                        known.join(", ")
-                    )));
-                }
-            }
-            let mut failures = Vec::new();
-            for r in pull::FILES
-                .iter()
-                .filter(|r| only.is_empty() || only.iter().any(|o| o == r.set))
-            {
-                match pull::pull_one(r, &dir, mirror.as_deref()) {
-                    Ok(pull::Pulled::AlreadyPresent) => {
-                        println!("ok        {} (already present, sha256 verified)", r.dest)
-                    }
-                    Ok(pull::Pulled::Downloaded {
-                        sha256,
-                        verified: true,
-                    }) => {
-                        println!("verified  {} sha256 {sha256}", r.dest)
-                    }
-                    Ok(pull::Pulled::Downloaded {
-                        sha256,
-                        verified: false,
-                    }) => println!(
-                        "fetched   {} sha256 {sha256} (no pinned checksum for this file)",
-                        r.dest
-                    ),
-                    Err(e) => {
-                        eprintln!("error: {}", e.message);
-                        failures.push(e);
-                    }
-                }
-            }
-            match failures.into_iter().next() {
-                Some(e) => Err(Error::download(format!(
-                    "some files were not downloaded (first: {})",
-                    e.message
-                ))),
-                None => {
-                    println!("data folder: {}", dir.display());
-                    Ok(0)
-                }
-            }
+            pull::pull(&dir, &only, mirror.as_deref())?;
+            Ok(0)
         }
     }
 }

@@ -141,3 +141,59 @@ pub fn pull_one(r: &Remote, dir: &Path, mirror: Option<&str>) -> Result<Pulled> 
         verified: r.sha256.is_some(),
     })
 }
+
+/// `synthcti data pull`: fetch the files of the sets in `only` (every set when empty) into `dir`,
+/// via `mirror` if given, verifying pinned SHA-256 checksums; one line per file on stdout.
+///
+/// # Errors
+/// An unknown set name (before any download), or the first file that could not be fetched
+/// (after trying every file).
+pub fn pull(dir: &Path, only: &[String], mirror: Option<&str>) -> Result<()> {
+    let known = sets();
+    for o in only {
+        if !known.contains(&o.as_str()) {
+            return Err(Error::config(format!(
+                "--only {o}: unknown set; valid: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let mut failures = Vec::new();
+    for r in FILES
+        .iter()
+        .filter(|r| only.is_empty() || only.iter().any(|o| o == r.set))
+    {
+        match pull_one(r, dir, mirror) {
+            Ok(Pulled::AlreadyPresent) => {
+                println!("ok        {} (already present, sha256 verified)", r.dest)
+            }
+            Ok(Pulled::Downloaded {
+                sha256,
+                verified: true,
+            }) => {
+                println!("verified  {} sha256 {sha256}", r.dest)
+            }
+            Ok(Pulled::Downloaded {
+                sha256,
+                verified: false,
+            }) => println!(
+                "fetched   {} sha256 {sha256} (no pinned checksum for this file)",
+                r.dest
+            ),
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                failures.push(e);
+            }
+        }
+    }
+    match failures.into_iter().next() {
+        Some(e) => Err(Error::download(format!(
+            "some files were not downloaded (first: {})",
+            e.message
+        ))),
+        None => {
+            println!("data folder: {}", dir.display());
+            Ok(())
+        }
+    }
+}
