@@ -236,7 +236,16 @@ impl Cache {
             return Ok(None);
         }
         match self.verify(&dir) {
-            Ok(meta) => Ok(Some(Entry { dir, meta })),
+            Ok(meta) => {
+                if !self.read_only {
+                    // Last use, for `synthcti cache ls` and `cache gc --older-than`.
+                    let _ = fs::File::options()
+                        .write(true)
+                        .open(&meta_path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                }
+                Ok(Some(Entry { dir, meta }))
+            }
             Err(_) if self.read_only => Ok(None),
             Err(why) => {
                 let aside = self.root.join("corrupt").join(format!(
@@ -372,6 +381,10 @@ impl Cache {
         fs::rename(&tmp, &dest).io_ctx(ErrorKind::Cache, || {
             format!("cannot move cache entry into {}", dest.display())
         })?;
+        // The entry exists, so the lock file has done its work: anyone who waits on it, or
+        // makes a new one, finds the entry on its check after locking. (A failed compute keeps
+        // its lock file, so two later writers cannot both compute; `cache gc` removes it.)
+        let _ = fs::remove_file(&lock_path);
         drop(lock);
         Ok((Entry { dir: dest, meta }, Outcome::Computed))
     }

@@ -8,6 +8,7 @@
 //! [`pipeline`], and summarised by [`report`].
 
 pub mod cache;
+pub mod cache_admin;
 pub mod cluster;
 pub mod data;
 pub mod error;
@@ -20,11 +21,13 @@ pub mod llm;
 pub mod manifest;
 pub mod metrics;
 pub mod ml;
+pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod prompt;
 pub mod record;
 pub mod report;
+pub mod runs;
 pub mod similarity;
 pub mod split;
 

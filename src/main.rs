@@ -1,12 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use synthcti::cache::{Cache, default_cache_dir};
 use synthcti::data::pull;
 use synthcti::manifest::{self, SetArg};
+use synthcti::output::{Format, emit};
 use synthcti::pipeline::{self, RunOptions};
-use synthcti::{Error, ErrorKind, report};
+use synthcti::{Error, ErrorKind, cache_admin, report, runs};
 
 // burn's CPU backend allocates and frees megabyte tensors at every layer; glibc's malloc hands
 // them back to the OS each time, so every use page-faults anew. mimalloc keeps them for reuse
@@ -45,6 +46,54 @@ enum Command {
     /// Datasets: download the publishers' files.
     #[command(subcommand)]
     Data(DataCommand),
+    /// List past runs: id, start, cells, best macro-F1, status (running, killed, failed,
+    /// complete). `<results>/<experiment>/latest` links to the last complete run.
+    #[command(after_help = EXIT_CODES)]
+    Runs {
+        /// Only this experiment's runs
+        experiment: Option<String>,
+        /// The results folder (the manifests' `experiment.output_dir`)
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The stage cache: list entries, remove the ones no run needs.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Print a shell completion script: `synthcti completions bash > ~/.local/share/bash-completion/completions/synthcti`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries by stage: key, size in bytes, when computed, when last used.
+    Ls {
+        /// Stage cache folder [env: SYNTHCTI_CACHE_DIR] [default: user cache dir/synthcti]
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove the entries no run folder's plan.json references (the default), or those not used
+    /// for N days (--older-than); lock files nobody holds go too.
+    Gc {
+        /// Stage cache folder [env: SYNTHCTI_CACHE_DIR] [default: user cache dir/synthcti]
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Folders whose run folders' entries are kept (repeatable)
+        #[arg(long, value_name = "DIR", default_value = "results")]
+        results: Vec<PathBuf>,
+        /// Instead: remove the entries not used for this many days
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<f64>,
+        /// Print what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args)]
@@ -89,9 +138,12 @@ struct RunArgs {
 struct PlanArgs {
     #[command(flatten)]
     m: ManifestArgs,
-    /// Print the plan as JSON
-    #[arg(long)]
+    /// Print the plan as JSON (the same as --format json)
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// Print one row per cell and stage: table, csv or json [default: the plan as text]
+    #[arg(long, value_enum)]
+    format: Option<Format>,
 }
 
 #[derive(Subcommand)]
@@ -127,7 +179,16 @@ fn load_manifest(a: &ManifestArgs) -> Result<manifest::Manifest, Error> {
     if let Some(b) = &a.backend {
         sets.push(SetArg::parse(&format!("experiment.backend={b}"))?);
     }
-    manifest::load(&a.manifest, &sets)
+    let m = manifest::load(&a.manifest, &sets)?;
+    for w in &m.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(m)
+}
+
+fn out(text: impl AsRef<str>) -> Result<(), Error> {
+    emit(text.as_ref())
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot write to stdout: {e}")))
 }
 
 fn main() -> ExitCode {
@@ -146,7 +207,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
         Command::Run(a) => {
             let m = load_manifest(&a.m)?;
             let cache = open_cache(a.m.cache_dir.clone())?;
-            let out = pipeline::run(
+            let outcome = pipeline::run(
                 &m,
                 &cache,
                 &RunOptions {
@@ -156,12 +217,13 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                     quiet: a.quiet,
                 },
             )?;
-            println!("{}", report::terminal_table(&out.results));
-            for (name, why) in &out.failed {
-                println!("FAILED {name}: {why}");
+            let mut text = format!("{}\n", report::terminal_table(&outcome.results));
+            for (name, why) in &outcome.failed {
+                text.push_str(&format!("FAILED {name}: {why}\n"));
             }
-            println!("results: {}", out.run_dir.display());
-            if out.failed.is_empty() {
+            text.push_str(&format!("results: {}\n", outcome.run_dir.display()));
+            out(text)?;
+            if outcome.failed.is_empty() {
                 Ok(0)
             } else {
                 Ok(ErrorKind::CellsFailed.exit_code())
@@ -173,26 +235,27 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             let cache =
                 Cache::open_read_only(a.m.cache_dir.clone().unwrap_or_else(default_cache_dir));
             let plan = pipeline::dry_run(&m, &cache)?;
-            if a.json {
-                println!(
-                    "{}",
+            match (a.json, a.format) {
+                (true, _) => out(format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&plan).expect("plan serializes")
-                );
-            } else {
-                print!("{}", plan.render());
+                ))?,
+                (false, None) => out(plan.render())?,
+                (false, Some(f)) => out(pipeline_table(&plan).render(f))?,
             }
             Ok(0)
         }
         Command::Report { run_dir } => {
             let (results, failed) = report::rebuild(&run_dir)?;
-            println!("{}", report::terminal_table(&results));
+            let mut text = format!("{}\n", report::terminal_table(&results));
             for (name, why) in &failed {
-                println!("FAILED {name}: {why}");
+                text.push_str(&format!("FAILED {name}: {why}\n"));
             }
-            println!(
-                "rewrote {}/summary.md, summary.csv, per_class.csv",
+            text.push_str(&format!(
+                "rewrote {}/summary.md, summary.csv, per_class.csv\n",
                 run_dir.display()
-            );
+            ));
+            out(text)?;
             Ok(0)
         }
         Command::Data(DataCommand::Pull { dir, only, mirror }) => {
@@ -202,5 +265,94 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             pull::pull(&dir, &only, mirror.as_deref())?;
             Ok(0)
         }
+        Command::Runs {
+            experiment,
+            results,
+            format,
+        } => {
+            let list = runs::list(&results, experiment.as_deref())?;
+            out(runs::table(&list).render(format))?;
+            Ok(0)
+        }
+        Command::Cache(CacheCommand::Ls { cache_dir, format }) => {
+            let cache = Cache::open_read_only(cache_dir.unwrap_or_else(default_cache_dir));
+            out(cache_admin::table(&cache_admin::entries(&cache)).render(format))?;
+            Ok(0)
+        }
+        Command::Cache(CacheCommand::Gc {
+            cache_dir,
+            results,
+            older_than,
+            dry_run,
+        }) => {
+            let rule = match older_than {
+                Some(d) if !(d >= 0.0 && d.is_finite()) => {
+                    return Err(Error::config(format!(
+                        "--older-than {d}: give a number of days, 0 or more, such as 30"
+                    )));
+                }
+                Some(d) => {
+                    cache_admin::GcRule::OlderThan(std::time::Duration::from_secs_f64(d * 86_400.0))
+                }
+                None => cache_admin::GcRule::Unreferenced(results),
+            };
+            let cache = open_cache(cache_dir)?;
+            let r = cache_admin::gc(&cache, &rule, dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            let mut text = String::new();
+            for e in &r.removed {
+                text.push_str(&format!(
+                    "{verb} {} {} ({} bytes)\n",
+                    e.stage, e.key, e.bytes
+                ));
+            }
+            text.push_str(&format!(
+                "{verb} {} entries ({} bytes) and {} unheld lock files; {} entries in use by a running run kept\n",
+                r.removed.len(),
+                r.bytes,
+                r.stale_locks,
+                r.busy
+            ));
+            out(text)?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "synthcti", &mut buf);
+            out(String::from_utf8_lossy(&buf))?;
+            Ok(0)
+        }
     }
+}
+
+/// The plan as rows: cell, classifier, augment, seed, synthetic settings, stage, key, cached.
+fn pipeline_table(plan: &pipeline::Plan) -> synthcti::output::Table {
+    let mut t = synthcti::output::Table::new(&[
+        "cell",
+        "classifier",
+        "augment",
+        "seed",
+        "synthetic",
+        "stage",
+        "key",
+        "cached",
+    ]);
+    for c in &plan.cells {
+        for st in &c.stages {
+            t.rows.push(vec![
+                c.cell.clone(),
+                c.classifier.clone(),
+                c.augment.clone(),
+                c.seed.to_string(),
+                c.synthetic
+                    .as_ref()
+                    .map(pipeline::spec_label)
+                    .unwrap_or_default(),
+                st.stage.clone(),
+                st.key.clone(),
+                st.cached.to_string(),
+            ]);
+        }
+    }
+    t
 }

@@ -4,6 +4,13 @@
 //! environment variables (`SYNTHCTI_SPLIT__SEED=7`; `__` nests; `SYNTHCTI_DATA_DIR` is
 //! `data.dir`) < `--set key.path=value` on the command line.
 //!
+//! Environment variables reach `[[classifier]]` and `[[generator]]` tables the way `--set` does:
+//! `SYNTHCTI_CLASSIFIER__DIM=32` is `--set classifier.dim=32` (every table whose kind has the
+//! field), `SYNTHCTI_CLASSIFIER__0__DIM=32` is `--set classifier.0.dim=32` (the first table).
+//! A `SYNTHCTI_*` variable whose first part names no manifest section (nor a tool setting such
+//! as `SYNTHCTI_CACHE_DIR`) is ignored with a warning; one inside a section that names no key
+//! there is an error naming the variable.
+//!
 //! Any list-valued grid field (`experiment.seeds`, every field of a `[[classifier]]` but `kind`,
 //! `augment.kind`, and on synthetic cells `augment.k`, `template`, `generator`, `per_technique`)
 //! expands as a cartesian product into cells.
@@ -12,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
@@ -203,14 +210,22 @@ pub struct Manifest {
     pub templates: BTreeMap<String, crate::prompt::PromptTemplate>,
     /// The generators synthetic cells use, resolved (model hashed, replay linked).
     pub generators: BTreeMap<String, crate::llm::Generator>,
+    /// Every override applied, lowest first, as its source names it
+    /// (`environment variable SYNTHCTI_SPLIT__SEED=7`, `--set split.seed=7`): for provenance.
+    pub overrides: Vec<String>,
+    /// What the user should know but that stops nothing (stray `SYNTHCTI_*` variables).
+    pub warnings: Vec<String>,
 }
 
-/// A `--set key.path=value` override.
+/// A `--set key.path=value` override, or a `SYNTHCTI_*` environment variable read as one.
 #[derive(Debug, Clone)]
 pub struct SetArg {
     pub key: String,
     pub value: Value,
     pub raw: String,
+    /// Where it came from, as errors name it: `--set split.seed=7` or
+    /// `environment variable SYNTHCTI_SPLIT__SEED=7`.
+    pub origin: String,
 }
 
 impl SetArg {
@@ -241,13 +256,86 @@ impl SetArg {
             key: key.to_string(),
             value,
             raw: s.to_string(),
+            origin: format!("--set {s}"),
         })
     }
+
+    /// The override an environment variable `name` (`SYNTHCTI_CLASSIFIER__0__DIM`) with `value`
+    /// stands for, or `None` when the name is no manifest key (a tool setting such as
+    /// `SYNTHCTI_CACHE_DIR`, or a stray variable: see [`env_overrides`]).
+    pub fn from_env(name: &str, value: &str) -> Option<Result<Self>> {
+        let rest = name.strip_prefix("SYNTHCTI_")?.to_ascii_lowercase();
+        if NON_MANIFEST_ENV.contains(&rest.as_str()) {
+            return None;
+        }
+        let key = if rest == "data_dir" {
+            "data.dir".to_string()
+        } else {
+            rest.replace("__", ".")
+        };
+        let head = key.split('.').next().unwrap_or_default();
+        if !SECTIONS.contains(&head) {
+            return None;
+        }
+        let origin = format!("environment variable {name}={value}");
+        Some(
+            Self::parse(&format!("{key}={value}"))
+                .map(|mut s| {
+                    s.origin = origin.clone();
+                    s
+                })
+                .map_err(|e| Error::config(format!("{origin}: {}", e.message))),
+        )
+    }
+}
+
+/// The manifest's top-level sections: the first part of a `SYNTHCTI_*` variable that is a key.
+pub const SECTIONS: &[&str] = &[
+    "experiment",
+    "data",
+    "split",
+    "augment",
+    "classifier",
+    "generator",
+];
+
+/// The `SYNTHCTI_*` environment variables of `vars` as overrides (sorted by name, so the order
+/// is stable), and a warning for each that is neither a manifest key nor a tool setting.
+pub fn env_overrides(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Vec<SetArg>, Vec<String>)> {
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SYNTHCTI_"))
+        .collect();
+    vars.sort();
+    let mut sets = Vec::new();
+    let mut warnings = Vec::new();
+    for (k, v) in vars {
+        match SetArg::from_env(&k, &v) {
+            Some(s) => sets.push(s?),
+            None => {
+                let rest = k["SYNTHCTI_".len()..].to_ascii_lowercase();
+                if !NON_MANIFEST_ENV.contains(&rest.as_str()) {
+                    warnings.push(format!(
+                        "environment variable {k} is not a manifest key and is ignored; manifest keys are SYNTHCTI_<SECTION>__<KEY> with a section of {} (e.g. SYNTHCTI_SPLIT__SEED, SYNTHCTI_CLASSIFIER__DIM); settings are {}",
+                        SECTIONS.join(", "),
+                        NON_MANIFEST_ENV
+                            .iter()
+                            .map(|s| format!("SYNTHCTI_{}", s.to_ascii_uppercase()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok((sets, warnings))
 }
 
 impl Provider for SetArg {
     fn metadata(&self) -> Metadata {
-        Metadata::named(format!("command-line `--set {}`", self.raw))
+        Metadata::named(self.origin.clone())
     }
     fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
         // `classifier.dim=…` applies to every [[classifier]] table.
@@ -256,19 +344,6 @@ impl Provider for SetArg {
             .expect("nest gives a dict");
         Ok(Profile::Default.collect(dict))
     }
-}
-
-fn env_provider() -> Env {
-    Env::prefixed("SYNTHCTI_")
-        .filter(|k| !NON_MANIFEST_ENV.contains(&k.as_str().to_ascii_lowercase().as_str()))
-        .map(|k| {
-            if k == "data_dir" {
-                "data.dir".into()
-            } else {
-                k.as_str().replace("__", ".").into()
-            }
-        })
-        .lowercase(true)
 }
 
 /// Keys that hold arrays of tables (`[[classifier]]`, `[[generator]]`).
@@ -301,13 +376,13 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
         let value: toml::Value = s
             .value
             .deserialize()
-            .map_err(|e| Error::config(format!("--set {}: {e}", s.raw)))?;
+            .map_err(|e| Error::config(format!("{}: {e}", s.origin)))?;
         let (targets, path): (Vec<usize>, &str) = match rest.split_once('.') {
             Some((i, p)) if i.parse::<usize>().is_ok() => (vec![i.parse().expect("checked")], p),
             _ if rest.parse::<usize>().is_ok() => {
                 return Err(Error::config(format!(
-                    "--set {}: name a key inside the table, such as `{head}.{rest}.dim=32`",
-                    s.raw
+                    "{}: name a key inside the table, such as `{head}.{rest}.dim=32`",
+                    s.origin
                 )));
             }
             _ => {
@@ -336,8 +411,8 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
                             .map(|k| format!("`{}`", k.as_str()))
                             .collect();
                         return Err(Error::config(format!(
-                            "--set {}: no [[classifier]] of this manifest has `{rest}`{}",
-                            s.raw,
+                            "{}: no [[classifier]] of this manifest has `{rest}`{}",
+                            s.origin,
                             if kinds.is_empty() {
                                 " (no kind has it)".to_string()
                             } else {
@@ -352,8 +427,8 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
         for i in targets {
             let Some(toml::Value::Table(t)) = arr.get_mut(i) else {
                 return Err(Error::config(format!(
-                    "--set {}: there is no [[{head}]] number {i} (the manifest has {}; counting from 0)",
-                    s.raw,
+                    "{}: there is no [[{head}]] number {i} (the manifest has {}; counting from 0)",
+                    s.origin,
                     arr.len()
                 )));
             };
@@ -364,17 +439,16 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
                     .entry(k.to_string())
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                     .as_table_mut()
-                    .ok_or_else(|| {
-                        Error::config(format!("--set {}: `{k}` is not a table", s.raw))
-                    })?;
+                    .ok_or_else(|| Error::config(format!("{}: `{k}` is not a table", s.origin)))?;
             }
             cur.insert(keys[keys.len() - 1].to_string(), value.clone());
         }
         out.push(SetArg {
             key: head.to_string(),
             value: Value::serialize(toml::Value::Array(arr.clone()))
-                .map_err(|e| Error::config(format!("--set {}: {e}", s.raw)))?,
+                .map_err(|e| Error::config(format!("{}: {e}", s.origin)))?,
             raw: s.raw.clone(),
+            origin: s.origin.clone(),
         });
     }
     Ok(out)
@@ -382,27 +456,58 @@ fn apply_sets_to_tables(file: &toml::Table, sets: &[SetArg]) -> Result<Vec<SetAr
 
 /// Describe where a key's value came from: the manifest, an env var, or a --set.
 fn origin(fig: &Figment, path: &str, manifest: &Path) -> String {
+    // A field of a `[[classifier]]`/`[[generator]]` table: overrides replace the whole array,
+    // so the override that named this field (`classifier.dim` or `classifier.0.dim`) is found
+    // by its key.
+    let mut parts = path.split('.');
+    if let (Some(head), Some(idx), Some(field)) = (parts.next(), parts.next(), parts.next())
+        && TABLE_ARRAYS.contains(&head)
+        && idx.parse::<usize>().is_ok()
+    {
+        let field_path = [field]
+            .into_iter()
+            .chain(parts)
+            .collect::<Vec<_>>()
+            .join(".");
+        let wanted = [
+            format!("{head}.{field_path}"),
+            format!("{head}.{idx}.{field_path}"),
+        ];
+        let named = fig
+            .metadata()
+            .filter(|m| {
+                let key = if let Some(r) = m.name.strip_prefix("--set ") {
+                    r.split('=').next().unwrap_or_default().trim().to_string()
+                } else if let Some(r) = m.name.strip_prefix("environment variable SYNTHCTI_") {
+                    r.split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase()
+                        .replace("__", ".")
+                } else {
+                    return false;
+                };
+                wanted.contains(&key)
+            })
+            .last();
+        if let Some(m) = named {
+            return m.name.to_string();
+        }
+        if fig.find_metadata(head).is_some_and(|m| m.source.is_none()) {
+            // The array was replaced by an override of another field: the value is the file's.
+            return manifest.display().to_string();
+        }
+    }
     match fig.find_metadata(path) {
-        Some(meta) => describe_meta(meta, path),
+        Some(meta) => describe_meta(meta),
         None => format!("{}", manifest.display()),
     }
 }
 
-fn describe_meta(meta: &Metadata, path: &str) -> String {
+fn describe_meta(meta: &Metadata) -> String {
     match &meta.source {
         Some(figment::Source::File(p)) => format!("{}", p.display()),
-        _ => {
-            if meta.name.contains("environment") {
-                let var = if path == "data.dir" {
-                    "SYNTHCTI_DATA_DIR".to_string()
-                } else {
-                    format!("SYNTHCTI_{}", path.replace('.', "__").to_ascii_uppercase())
-                };
-                format!("environment variable {var}")
-            } else {
-                meta.name.to_string()
-            }
-        }
+        _ => meta.name.to_string(),
     }
 }
 
@@ -420,7 +525,7 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
     for err in e {
         let key = err.path.join(".");
         let place = match &err.metadata {
-            Some(m) => describe_meta(m, &key),
+            Some(m) => describe_meta(m),
             None => manifest.display().to_string(),
         };
         let what = match &err.kind {
@@ -435,6 +540,9 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
             figment::error::Kind::MissingField(field) => {
                 format!("missing key `{field}`; add it to the manifest")
             }
+            figment::error::Kind::InvalidType(figment::error::Actual::Seq, expected) => format!(
+                "a list was given where one value is expected ({expected}): `{key}` is not a grid axis; give one value. Keys that take a list and sweep: {GRID_AXES}"
+            ),
             other => other.to_string(),
         };
         if key.is_empty() {
@@ -446,8 +554,21 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
     Error::config(lines.join("\n"))
 }
 
-/// Read, layer and validate a manifest. Nothing is written and nothing runs before this passes.
+/// The keys that take a list and expand into cells, as errors list them.
+pub const GRID_AXES: &str = "`experiment.seeds`, every `[[classifier]]` field but `kind`, `augment.kind`, `augment.k`, `augment.template`, `augment.generator`, `augment.per_technique`";
+
+/// Read, layer and validate a manifest, with the process's `SYNTHCTI_*` variables as overrides
+/// below `sets`. Nothing is written and nothing runs before this passes.
 pub fn load(path: &Path, sets: &[SetArg]) -> Result<Manifest> {
+    load_with_env(path, sets, std::env::vars())
+}
+
+/// [`load`] with the environment given: `env` is read for `SYNTHCTI_*` variables only.
+pub fn load_with_env(
+    path: &Path,
+    sets: &[SetArg],
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Manifest> {
     if !path.is_file() {
         return Err(Error::config(format!(
             "manifest {} not found; pass the path of a TOML manifest such as experiments/tram.toml",
@@ -464,13 +585,19 @@ pub fn load(path: &Path, sets: &[SetArg]) -> Result<Manifest> {
         )));
     }
     let table: toml::Table = text.parse().expect("checked above");
-    let sets = apply_sets_to_tables(&table, sets)?;
-    let mut fig = Figment::new().merge(Toml::file(path)).merge(env_provider());
+    let (mut all, warnings) = env_overrides(env)?;
+    all.extend(sets.iter().cloned());
+    let overrides: Vec<String> = all.iter().map(|s| s.origin.clone()).collect();
+    let sets = apply_sets_to_tables(&table, &all)?;
+    let mut fig = Figment::new().merge(Toml::file(path));
     for s in &sets {
         fig = fig.merge(s.clone());
     }
     let raw: RawManifest = fig.extract().map_err(|e| format_figment_error(e, path))?;
-    validate(path, &fig, raw)
+    let mut m = validate(path, &fig, raw)?;
+    m.overrides = overrides;
+    m.warnings = warnings;
+    Ok(m)
 }
 
 fn range_err(fig: &Figment, manifest: &Path, key: &str, msg: String) -> Error {
@@ -623,6 +750,8 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         cells,
         templates,
         generators,
+        overrides: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

@@ -1223,6 +1223,9 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         &serde_json::to_vec_pretty(&plan_before).expect("plan serializes"),
     )?;
     write_split_files(&run_dir, &ds, &split)?;
+    let mut data_files = vec![shared.data_path.clone()];
+    data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
+    let guard = crate::runs::start(&run_dir, m, &data_files)?;
 
     let embedder = crate::ml::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
@@ -1399,13 +1402,14 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         .collect();
     for c in &m.cells {
         if !done.contains(&c.name) {
-            failed.push((
-                c.name.clone(),
-                "not run: an earlier cell failed and --fail-fast is set".into(),
-            ));
+            failed.push((c.name.clone(), report::NOT_RUN.into()));
         }
     }
     report::write_all(&run_dir, &ok, &failed)?;
+    guard.finish(
+        failed.is_empty(),
+        &m.experiment.output_dir.join(&m.experiment.name),
+    )?;
     progress.log(format!(
         "{} cells: {} trained, {} from cache, {} failed, in {:.1}s",
         m.cells.len(),

@@ -166,21 +166,82 @@ pub fn synthetic_csv(chains: &[(String, &crate::filter::Synthetic)]) -> String {
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
 }
 
+/// Why a cell that `--fail-fast` kept from running has no result: its row's status is
+/// `skipped`, not `failed`.
+pub const NOT_RUN: &str = "not run: an earlier cell failed and --fail-fast is set";
+
 pub fn summary_csv(results: &[CellResult], failed: &[(String, String)]) -> String {
+    summary_csv_with_plan(results, failed, &[])
+}
+
+/// `summary.csv`; a failed or skipped cell's row keeps its configuration columns, read from its
+/// entry in `plan` (the run's `plan.json` cells), and its status is `failed`, or `skipped` when
+/// it did not run ([`NOT_RUN`]).
+pub fn summary_csv_with_plan(
+    results: &[CellResult],
+    failed: &[(String, String)],
+    plan: &[serde_json::Value],
+) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(SUMMARY_COLUMNS).expect("csv");
     for r in results {
         w.write_record(row(r)).expect("csv");
     }
+    let dataset = results
+        .first()
+        .map(|r| r.dataset.clone())
+        .unwrap_or_default();
     for (name, why) in failed {
-        let mut rec = vec![String::new(); SUMMARY_COLUMNS.len()];
-        rec[0] = name.clone();
-        let n = rec.len();
-        rec[n - 2] = "failed".into();
-        rec[n - 1] = why.clone();
-        w.write_record(rec).expect("csv");
+        let cell = plan.iter().find(|c| c["cell"].as_str() == Some(name));
+        w.write_record(unfinished_row(name, why, cell, &dataset))
+            .expect("csv");
     }
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
+}
+
+/// The first value under `key` anywhere in `v` (params nest per classifier kind).
+fn find_key<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
+        _ => None,
+    }
+}
+
+fn unfinished_row(
+    name: &str,
+    why: &str,
+    cell: Option<&serde_json::Value>,
+    dataset: &str,
+) -> Vec<String> {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let n = SUMMARY_COLUMNS.len();
+    let mut rec: Vec<String> = SUMMARY_COLUMNS
+        .iter()
+        .map(|col| {
+            let Some(c) = cell else {
+                return String::new();
+            };
+            match *col {
+                "dataset" => dataset.to_string(),
+                "classifier" | "augment" | "seed" => text(&c[*col]),
+                "dim" | "word_ngrams" | "minn" | "maxn" | "buckets" | "lr" | "model" => {
+                    find_key(&c["params"], col).map(text).unwrap_or_default()
+                }
+                "k" | "template" | "generator" | "per_technique" => text(&c["synthetic"][*col]),
+                _ => String::new(),
+            }
+        })
+        .collect();
+    rec[0] = name.to_string();
+    rec[n - 2] = if why == NOT_RUN { "skipped" } else { "failed" }.into();
+    rec[n - 1] = why.to_string();
+    rec
 }
 
 pub fn per_class_csv(results: &[CellResult]) -> String {
@@ -328,10 +389,19 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
         }
         s.push_str("\nPer technique: `synthetic.csv`; every sentence and the filters it passed: `cells/<cell>/synthetic.jsonl`.\n");
     }
+    let (skipped, failed): (Vec<_>, Vec<_>) = failed.iter().partition(|(_, why)| why == NOT_RUN);
     if !failed.is_empty() {
         s.push_str("\n## Failed cells\n\n");
         for (name, why) in failed {
             s.push_str(&format!("- `{name}`: {}\n", why.replace('\n', " ")));
+        }
+    }
+    if !skipped.is_empty() {
+        s.push_str(
+            "\n## Skipped cells\n\nNot run: an earlier cell failed and `--fail-fast` is set.\n\n",
+        );
+        for (name, _) in skipped {
+            s.push_str(&format!("- `{name}`\n"));
         }
     }
     for r in results {
@@ -350,15 +420,46 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
 }
 
 /// Write every summary file into a run folder.
+///
+/// Rows follow the cells' order in the run's `plan.json` (so a run and `synthcti report` write
+/// the same tables), and a planned cell with neither a result nor an error is listed as skipped.
 pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]) -> Result<()> {
     let w = |name: &str, body: String| {
         std::fs::write(dir.join(name), body).io_ctx(ErrorKind::Internal, || {
             format!("cannot write {}", dir.join(name).display())
         })
     };
-    w("summary.csv", summary_csv(results, failed))?;
-    w("summary.md", summary_md(results, failed))?;
-    w("per_class.csv", per_class_csv(results))?;
+    let plan: Vec<serde_json::Value> = std::fs::read(dir.join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["cells"].as_array().cloned())
+        .unwrap_or_default();
+    let pos = |name: &str| {
+        plan.iter()
+            .position(|c| c["cell"].as_str() == Some(name))
+            .unwrap_or(usize::MAX)
+    };
+    let mut results = results.to_vec();
+    results
+        .sort_by(|a, b| (pos(&a.cell.name), &a.cell.name).cmp(&(pos(&b.cell.name), &b.cell.name)));
+    let mut failed = failed.to_vec();
+    for c in &plan {
+        let Some(name) = c["cell"].as_str() else {
+            continue;
+        };
+        if !results.iter().any(|r| r.cell.name == name) && !failed.iter().any(|f| f.0 == name) {
+            failed.push((name.to_string(), NOT_RUN.to_string()));
+        }
+    }
+    // Failed cells first, then the skipped ones, each in the plan's order.
+    failed
+        .sort_by(|a, b| (a.1 == NOT_RUN, pos(&a.0), &a.0).cmp(&(b.1 == NOT_RUN, pos(&b.0), &b.0)));
+    w(
+        "summary.csv",
+        summary_csv_with_plan(&results, &failed, &plan),
+    )?;
+    w("summary.md", summary_md(&results, &failed))?;
+    w("per_class.csv", per_class_csv(&results))?;
     Ok(())
 }
 
