@@ -25,7 +25,8 @@ pub use crate::record::{CellResult, SynthSummary};
 use crate::report;
 use crate::split::{self, Split};
 
-pub const EVAL_VERSION: u32 = 2;
+/// Version of the evaluate stage's output. 3: predictions.jsonl rows carry the source `row` and `group`.
+pub const EVAL_VERSION: u32 = 3;
 const TOP_K: usize = 5;
 
 /// The stage ids every cell shares (load, split).
@@ -548,6 +549,11 @@ pub struct SynthReady {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Prediction<'a> {
+    /// The example's position in the source file (see `data::Example::row`).
+    row: usize,
+    /// Its group (the report it comes from), when the data has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
     text: &'a str,
     gold: &'a str,
     pred: &'a str,
@@ -777,8 +783,11 @@ fn run_cell(
         let pred: Vec<usize> = scored.iter().map(|s| s.pred).collect();
         let metrics = metrics::evaluate(&gold, &pred, cx.classes, 20);
         let mut lines = String::new();
-        for ((t, g), s) in texts.iter().zip(&gold).zip(&scored) {
+        for (((t, g), s), &i) in texts.iter().zip(&gold).zip(&scored).zip(test) {
+            let ex = &cx.ds.examples[i];
             let p = Prediction {
+                row: ex.row,
+                group: ex.group.as_deref(),
                 text: t,
                 gold: &cx.classes[*g],
                 pred: &cx.classes[s.pred],

@@ -211,6 +211,7 @@ mod tests {
                     text: format!("{label} {i}"),
                     label: label.to_string(),
                     group: Some(format!("doc{}", i % 7)),
+                    row: examples.len() + 1,
                 });
             }
         }

@@ -24,11 +24,7 @@ fn fasttext_dims(plan: &serde_json::Value) -> Vec<u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            c["params"]["dim"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{c}"))
-        })
+        .map(|c| c["params"]["dim"].as_u64().unwrap_or_else(|| panic!("{c}")))
         .collect()
 }
 
@@ -535,4 +531,40 @@ fn cache_ls_lists_entries_and_gc_removes_what_no_run_references() {
     assert_eq!(ls(&s).len(), 4, "a dry run removes nothing");
     gc(&[]);
     assert!(ls(&s).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Predictions join back to the source.
+
+#[test]
+fn predictions_carry_the_source_row_and_group() {
+    let (s, m) = small_sandbox();
+    let out = s.path("results/j");
+    s.run_ok(&m, &out, &["-q"]);
+    let source: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(s.path("data/tram/single_label.json")).unwrap())
+            .unwrap();
+    let cells: Vec<_> = std::fs::read_dir(out.join("cells"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cells.len(), 1);
+    let preds = std::fs::read_to_string(cells[0].path().join("predictions.jsonl")).unwrap();
+    let mut n = 0;
+    for line in preds.lines() {
+        let p: serde_json::Value = serde_json::from_str(line).unwrap();
+        let row = p["row"].as_u64().unwrap_or_else(|| panic!("{p}")) as usize;
+        assert!(row >= 1, "{p}");
+        let src = &source[row - 1];
+        assert_eq!(p["text"], src["text"].as_str().unwrap().trim(), "{p}");
+        assert_eq!(p["gold"], src["label"], "{p}");
+        assert_eq!(p["group"], src["doc_title"], "{p}");
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        read_csv_rows(&out.join("summary.csv"))[0]["test_size"]
+            .parse::<usize>()
+            .unwrap()
+    );
 }

@@ -157,6 +157,7 @@ fn push_row(
                     text: text.to_string(),
                     label: NEGATIVE_LABEL.to_string(),
                     group,
+                    row: stats.rows_read,
                 });
                 return;
             }
@@ -191,6 +192,7 @@ fn push_row(
         text: text.to_string(),
         label: label.id,
         group,
+        row: stats.rows_read,
     });
 }
 

@@ -25,7 +25,8 @@ use labels::{Normalizer, is_technique_id, technique_id};
 /// Version of the load stage's output; bump when the parsing or filtering changes.
 /// 2: technique IDs respelled and split before the multi-label policy; deprecated, unknown and
 /// excluded techniques handled as `data.deprecated`, `data.unknown_techniques`, `data.exclude` say.
-pub const LOAD_VERSION: u32 = 3;
+/// 4: each example carries `row`, its position in the source file.
+pub const LOAD_VERSION: u32 = 4;
 
 /// One labelled text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,6 +36,11 @@ pub struct Example {
     /// The report it comes from (`doc_title`), for grouped splits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Where it is in the source file, counting from 1: the item of a JSON array, the record
+    /// of a JSONL file, the record after the header of a CSV file, the sentence of a TRAM
+    /// report. Written into `predictions.jsonl` and the split files, to join results back.
+    #[serde(default)]
+    pub row: usize,
 }
 
 /// A technique the catalog does not hold as current, and the rows that carry it.
