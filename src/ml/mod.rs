@@ -7,7 +7,9 @@ pub mod config;
 pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
+pub mod linear;
 pub mod params;
+pub mod tfidf;
 pub mod trainer;
 
 pub use burn::tensor::Device;
