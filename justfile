@@ -29,6 +29,7 @@ bench runs="5": models
     bash benches/core.sh 2
     bash benches/generate.sh {{runs}}
     bash benches/encoder.sh 3
+    bash benches/linear.sh {{runs}}
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
 data-pull:

@@ -1104,6 +1104,11 @@ const AXES: &[(&str, &str)] = &[
     ("weighting", "wt"),
     ("warmup", "wu"),
     ("weight_decay", "wd"),
+    ("max_features", "mf"),
+    ("min_df", "mdf"),
+    ("sublinear_tf", "sub"),
+    ("c", "C"),
+    ("tol", "tol"),
 ];
 
 /// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds.

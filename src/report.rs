@@ -73,7 +73,7 @@ fn row(r: &CellResult) -> Vec<String> {
         None => Default::default(),
     })
     .chain([
-        p.lr().to_string(),
+        p.lr().map(|lr| lr.to_string()).unwrap_or_default(),
         p.encoder().map(|e| e.model.clone()).unwrap_or_default(),
         p.encoder()
             .and_then(|e| e.layers.map(|l| format!("{l}x{}", e.hidden.unwrap_or(0))))

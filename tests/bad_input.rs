@@ -433,3 +433,64 @@ fn exclude_entry_that_is_not_a_technique_id_is_rejected() {
         &["data.exclude", "`T10` is not a technique ID"],
     );
 }
+
+#[test]
+fn linear_c_of_zero_is_out_of_range() {
+    let s = tram_sandbox();
+    let m = s.manifest(
+        "kind = \"tram-single\"",
+        "[[classifier]]\nkind = \"linear\"\nc = 0.0\n",
+    );
+    assert_rejected(&s, &m, &[], 2, &["classifier.0.c", "> 0 and < 1000000"]);
+}
+
+#[test]
+fn linear_character_ngrams_must_be_ordered() {
+    let s = tram_sandbox();
+    let m = s.manifest(
+        "kind = \"tram-single\"",
+        "[[classifier]]\nkind = \"linear\"\nminn = 6\nmaxn = 3\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["classifier.0.minn", "need 1 <= minn <= maxn"],
+    );
+}
+
+#[test]
+fn linear_min_df_of_zero_is_out_of_range() {
+    let s = tram_sandbox();
+    let m = s.manifest(
+        "kind = \"tram-single\"",
+        "[[classifier]]\nkind = \"linear\"\nmin_df = 0\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["classifier.0.min_df", "between 1 and 1000000"],
+    );
+}
+
+#[test]
+fn a_fasttext_key_on_a_linear_classifier_names_both() {
+    let s = tram_sandbox();
+    let m = s.manifest(
+        "kind = \"tram-single\"",
+        "[[classifier]]\nkind = \"linear\"\ndim = 8\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "`dim` does not apply to a `linear` classifier",
+            "`max_features`",
+        ],
+    );
+}

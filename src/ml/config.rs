@@ -178,6 +178,49 @@ impl Default for TransformerConfig {
     }
 }
 
+/// A one-vs-rest linear SVM over sparse TF-IDF word n-grams and character n-grams inside word
+/// boundaries (see [`crate::ml::linear`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinearConfig {
+    /// Longest word n-gram (word n-grams of lengths 1 to this).
+    pub word_ngrams: Grid<usize>,
+    /// Shortest character n-gram (`char_wb`).
+    pub minn: Grid<usize>,
+    /// Longest character n-gram (0 disables character n-grams).
+    pub maxn: Grid<usize>,
+    /// Most terms kept per block (word, character), the most frequent (0: all).
+    pub max_features: Grid<usize>,
+    /// Fewest training texts a term must occur in.
+    pub min_df: Grid<usize>,
+    /// Term frequency `1 + ln(count)` rather than the count.
+    pub sublinear_tf: Grid<bool>,
+    /// The SVM's `C` (inverse L2 regularization strength).
+    pub c: Grid<f64>,
+    /// Stopping tolerance of dual coordinate descent.
+    pub tol: Grid<f64>,
+    /// Most passes over the data per one-vs-rest problem.
+    pub epochs: Grid<usize>,
+    pub class_weight: Grid<ClassWeight>,
+}
+
+impl Default for LinearConfig {
+    fn default() -> Self {
+        Self {
+            word_ngrams: Grid::One(2),
+            minn: Grid::One(2),
+            maxn: Grid::One(5),
+            max_features: Grid::One(0),
+            min_df: Grid::One(1),
+            sublinear_tf: Grid::One(true),
+            c: Grid::One(1.0),
+            tol: Grid::One(1e-4),
+            epochs: Grid::One(1000),
+            class_weight: Grid::One(ClassWeight::Balanced),
+        }
+    }
+}
+
 /// A `[[classifier]]` table, tagged by `kind`; every field may be a list to sweep.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -186,6 +229,7 @@ enum Tagged {
     EncoderFrozen(FrozenConfig),
     EncoderFinetune(FinetuneConfig),
     Transformer(TransformerConfig),
+    Linear(LinearConfig),
 }
 
 /// A `[[classifier]]` table: its kind's settings, defaults filled in.
@@ -195,6 +239,7 @@ pub enum ClassifierConfig {
     EncoderFrozen(FrozenConfig),
     EncoderFinetune(FinetuneConfig),
     Transformer(TransformerConfig),
+    Linear(LinearConfig),
 }
 
 impl Default for ClassifierConfig {
@@ -204,11 +249,12 @@ impl Default for ClassifierConfig {
 }
 
 /// Every kind, in the order messages list them.
-pub const KINDS: [ClassifierKind; 4] = [
+pub const KINDS: [ClassifierKind; 5] = [
     ClassifierKind::Fasttext,
     ClassifierKind::EncoderFrozen,
     ClassifierKind::EncoderFinetune,
     ClassifierKind::Transformer,
+    ClassifierKind::Linear,
 ];
 
 /// A field's accepted range: integers `lo..=hi`, or reals in `[lo, hi)` (`> lo` when
@@ -234,6 +280,24 @@ const RANGES: &[(&str, Range)] = &[
     ("hidden", Range::Int(8, 8192)),
     ("heads", Range::Int(1, 128)),
     ("intermediate", Range::Int(8, 65_536)),
+    ("max_features", Range::Int(0, 1 << 26)),
+    ("min_df", Range::Int(1, 1_000_000)),
+    (
+        "c",
+        Range::Real {
+            lo: 0.0,
+            hi: 1e6,
+            open_low: true,
+        },
+    ),
+    (
+        "tol",
+        Range::Real {
+            lo: 0.0,
+            hi: 10.0,
+            open_low: true,
+        },
+    ),
     (
         "min_delta",
         Range::Real {
@@ -284,6 +348,7 @@ impl ClassifierConfig {
             ClassifierKind::EncoderFrozen => Self::EncoderFrozen(Default::default()),
             ClassifierKind::EncoderFinetune => Self::EncoderFinetune(Default::default()),
             ClassifierKind::Transformer => Self::Transformer(Default::default()),
+            ClassifierKind::Linear => Self::Linear(Default::default()),
         }
     }
 
@@ -293,6 +358,7 @@ impl ClassifierConfig {
             Self::EncoderFrozen(_) => ClassifierKind::EncoderFrozen,
             Self::EncoderFinetune(_) => ClassifierKind::EncoderFinetune,
             Self::Transformer(_) => ClassifierKind::Transformer,
+            Self::Linear(_) => ClassifierKind::Linear,
         }
     }
 
@@ -303,6 +369,7 @@ impl ClassifierConfig {
             Self::EncoderFrozen(c) => serde_json::to_value(c),
             Self::EncoderFinetune(c) => serde_json::to_value(c),
             Self::Transformer(c) => serde_json::to_value(c),
+            Self::Linear(c) => serde_json::to_value(c),
         };
         match v.expect("classifier settings serialize") {
             serde_json::Value::Object(m) => m,
@@ -315,10 +382,11 @@ impl ClassifierConfig {
         Self::defaults(kind).fields().keys().cloned().collect()
     }
 
-    /// The model folders the table names (every value of `model`), empty for fastText.
+    /// The model folders the table names (every value of `model`), empty for fastText and
+    /// linear.
     pub fn models(&self) -> Vec<String> {
         match self {
-            Self::Fasttext(_) => Vec::new(),
+            Self::Fasttext(_) | Self::Linear(_) => Vec::new(),
             Self::EncoderFrozen(c) => c.model.values(),
             Self::EncoderFinetune(c) => c.model.values(),
             Self::Transformer(c) => c.model.values(),
@@ -359,36 +427,38 @@ impl ClassifierConfig {
                 }
             }
         }
-        match self {
-            Self::Transformer(c) => {
-                for hidden in c.hidden.values() {
-                    for heads in c.heads.values() {
-                        if hidden % heads != 0 {
-                            return Err((
-                                "heads".into(),
-                                format!(
-                                    "hidden = {hidden} is not a multiple of heads = {heads}; each head gets hidden / heads dimensions"
-                                ),
-                            ));
-                        }
+        if let Self::Transformer(c) = self {
+            for hidden in c.hidden.values() {
+                for heads in c.heads.values() {
+                    if hidden % heads != 0 {
+                        return Err((
+                            "heads".into(),
+                            format!(
+                                "hidden = {hidden} is not a multiple of heads = {heads}; each head gets hidden / heads dimensions"
+                            ),
+                        ));
                     }
                 }
             }
-            Self::Fasttext(c) => {
-                for minn in c.minn.values() {
-                    for maxn in c.maxn.values() {
-                        if maxn != 0 && (minn == 0 || minn > maxn) {
-                            return Err((
-                                "minn".into(),
-                                format!(
-                                    "minn = {minn} with maxn = {maxn}: need 1 <= minn <= maxn, or maxn = 0 to disable character n-grams"
-                                ),
-                            ));
-                        }
+        }
+        let char_ngrams = match self {
+            Self::Fasttext(c) => Some((c.minn.values(), c.maxn.values())),
+            Self::Linear(c) => Some((c.minn.values(), c.maxn.values())),
+            _ => None,
+        };
+        if let Some((minns, maxns)) = char_ngrams {
+            for &minn in &minns {
+                for &maxn in &maxns {
+                    if maxn != 0 && (minn == 0 || minn > maxn) {
+                        return Err((
+                            "minn".into(),
+                            format!(
+                                "minn = {minn} with maxn = {maxn}: need 1 <= minn <= maxn, or maxn = 0 to disable character n-grams"
+                            ),
+                        ));
                     }
                 }
             }
-            _ => {}
         }
         Ok(())
     }
@@ -430,10 +500,14 @@ impl ClassifierConfig {
             .into_iter()
             .map(|(m, tags)| {
                 let v = serde_json::Value::Object(m);
-                let p = if self.kind().is_encoder() {
-                    ModelParams::Encoder(serde_json::from_value(v).expect("encoder params"))
-                } else {
-                    ModelParams::FastText(serde_json::from_value(v).expect("fastText params"))
+                let p = match self.kind() {
+                    ClassifierKind::Fasttext => {
+                        ModelParams::FastText(serde_json::from_value(v).expect("fastText params"))
+                    }
+                    ClassifierKind::Linear => {
+                        ModelParams::Linear(serde_json::from_value(v).expect("linear params"))
+                    }
+                    _ => ModelParams::Encoder(serde_json::from_value(v).expect("encoder params")),
                 };
                 (p, tags)
             })
@@ -460,6 +534,7 @@ impl Serialize for ClassifierConfig {
             Self::EncoderFrozen(c) => Tagged::EncoderFrozen(c),
             Self::EncoderFinetune(c) => Tagged::EncoderFinetune(c),
             Self::Transformer(c) => Tagged::Transformer(c),
+            Self::Linear(c) => Tagged::Linear(c),
         };
         t.serialize(s)
     }
@@ -521,6 +596,7 @@ impl<'de> Deserialize<'de> for ClassifierConfig {
             Tagged::EncoderFrozen(c) => Self::EncoderFrozen(c),
             Tagged::EncoderFinetune(c) => Self::EncoderFinetune(c),
             Tagged::Transformer(c) => Self::Transformer(c),
+            Tagged::Linear(c) => Self::Linear(c),
         })
     }
 }
@@ -564,7 +640,7 @@ mod tests {
     #[test]
     fn an_unknown_kind_lists_the_kinds() {
         let e = parse("kind = \"svm\"").unwrap_err();
-        assert!(e.contains("unknown classifier kind `svm`; valid kinds: `fasttext`, `encoder-frozen`, `encoder-finetune`, `transformer`"), "{e}");
+        assert!(e.contains("unknown classifier kind `svm`; valid kinds: `fasttext`, `encoder-frozen`, `encoder-finetune`, `transformer`, `linear`"), "{e}");
     }
 
     #[test]
@@ -587,5 +663,59 @@ mod tests {
         let c = parse("minn = 4\nmaxn = 3").unwrap();
         assert_eq!(c.check().unwrap_err().0, "minn");
         assert!(parse("kind = \"encoder-frozen\"").unwrap().check().is_ok());
+    }
+
+    #[test]
+    fn a_linear_table_takes_its_defaults_and_sweeps_its_fields() {
+        let c = parse("kind = \"linear\"\nc = [0.5, 1.0]\nmax_features = 50000").unwrap();
+        let ClassifierConfig::Linear(l) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(l.c, Grid::Many(vec![0.5, 1.0]));
+        assert_eq!(l.max_features, Grid::One(50_000));
+        assert_eq!(l.maxn, Grid::One(5));
+        assert_eq!(l.class_weight, Grid::One(ClassWeight::Balanced));
+        assert!(c.check().is_ok());
+        let names = ClassifierConfig::field_names(ClassifierKind::Linear);
+        let axes: Vec<(&str, &str)> = names.iter().map(|f| (f.as_str(), "x")).collect();
+        let cells = c.expand(&axes);
+        assert_eq!(cells.len(), 2);
+        let ModelParams::Linear(p) = &cells[1].0 else {
+            panic!("{:?}", cells[1].0)
+        };
+        assert_eq!((p.c, p.max_features, p.word_ngrams), (1.0, 50_000, 2));
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn linear_rejects_bad_values_with_the_field() {
+        let bad = |s: &str| {
+            parse(&format!("kind = \"linear\"\n{s}"))
+                .unwrap()
+                .check()
+                .unwrap_err()
+        };
+        assert_eq!(
+            bad("c = 0"),
+            (
+                "c".into(),
+                "0.0 is out of range; it must be > 0 and < 1000000".into()
+            )
+        );
+        assert_eq!(bad("tol = -1.0").0, "tol");
+        assert_eq!(bad("min_df = 0").0, "min_df");
+        assert_eq!(bad("minn = 6").0, "minn");
+        assert_eq!(bad("word_ngrams = 0").0, "word_ngrams");
+        let e = parse("kind = \"linear\"\ndim = 8").unwrap_err();
+        assert!(
+            e.contains("`dim` does not apply to a `linear` classifier (it is a key of `fasttext`)"),
+            "{e}"
+        );
+        let e = parse("kind = \"linear\"\nsublinear_tf = \"yes\"").unwrap_err();
+        assert!(
+            e.contains("invalid type: string \"yes\", expected a boolean"),
+            "{e}"
+        );
     }
 }

@@ -1,13 +1,16 @@
-//! Everything that runs on burn: the BERT-family encoder ([`bert`], [`encoder`]), the three
-//! classifier kinds ([`fasttext`], [`encoder_cls`]) behind one [`Trainer`] trait, and the
-//! device a backend names. No other module uses burn.
+//! The classifiers. On burn: the BERT-family encoder ([`bert`], [`encoder`]), the fastText and
+//! encoder kinds ([`fasttext`], [`encoder_cls`]) and the device a backend names; in plain Rust:
+//! the `linear` kind ([`linear`] over [`tfidf`] features). All behind one [`Trainer`] trait. No
+//! module outside this one uses burn.
 
 pub mod bert;
 pub mod config;
 pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
+pub mod linear;
 pub mod params;
+pub mod tfidf;
 pub mod trainer;
 
 pub use burn::tensor::Device;

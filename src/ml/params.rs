@@ -36,6 +36,8 @@ pub enum ClassifierKind {
     EncoderFinetune,
     /// The same encoder architecture trained from scratch at a configurable size.
     Transformer,
+    /// A one-vs-rest linear SVM over sparse TF-IDF word and character n-grams.
+    Linear,
 }
 
 impl ClassifierKind {
@@ -45,10 +47,17 @@ impl ClassifierKind {
             ClassifierKind::EncoderFrozen => "encoder-frozen",
             ClassifierKind::EncoderFinetune => "encoder-finetune",
             ClassifierKind::Transformer => "transformer",
+            ClassifierKind::Linear => "linear",
         }
     }
+    /// Whether the kind runs a pretrained-encoder architecture (and names a `model`).
     pub fn is_encoder(self) -> bool {
-        self != ClassifierKind::Fasttext
+        matches!(
+            self,
+            ClassifierKind::EncoderFrozen
+                | ClassifierKind::EncoderFinetune
+                | ClassifierKind::Transformer
+        )
     }
 }
 
@@ -120,31 +129,59 @@ pub struct EncoderParams {
     pub class_weight: ClassWeight,
 }
 
+/// One `linear` configuration, every field concrete (see [`crate::ml::linear`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinearParams {
+    /// Longest word n-gram (word n-grams of lengths 1 to this).
+    pub word_ngrams: usize,
+    /// Shortest character n-gram inside word boundaries (`char_wb`).
+    pub minn: usize,
+    /// Longest character n-gram (0 disables character n-grams).
+    pub maxn: usize,
+    /// Most terms kept per block (word, character), the most frequent (0: all).
+    pub max_features: usize,
+    /// Fewest training texts a term must occur in.
+    pub min_df: usize,
+    /// Term frequency as `1 + ln(count)` rather than the count.
+    pub sublinear_tf: bool,
+    /// The SVM's `C`: the cost of a margin violation (larger = weaker L2 regularization).
+    pub c: f64,
+    /// Stopping tolerance on the projected gradient's spread (LIBLINEAR's `eps`).
+    pub tol: f64,
+    /// Most passes over the data per one-vs-rest problem.
+    pub epochs: usize,
+    pub class_weight: ClassWeight,
+}
+
 /// A cell's classifier settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum ModelParams {
     FastText(FastTextParams),
     Encoder(EncoderParams),
+    Linear(LinearParams),
 }
 
 impl ModelParams {
     pub fn fasttext(&self) -> Option<&FastTextParams> {
         match self {
             ModelParams::FastText(p) => Some(p),
-            ModelParams::Encoder(_) => None,
+            _ => None,
         }
     }
     pub fn encoder(&self) -> Option<&EncoderParams> {
         match self {
             ModelParams::Encoder(p) => Some(p),
-            ModelParams::FastText(_) => None,
+            _ => None,
         }
     }
-    pub fn lr(&self) -> f64 {
+    /// The learning rate of the kinds trained by gradient steps.
+    pub fn lr(&self) -> Option<f64> {
         match self {
-            ModelParams::FastText(p) => p.lr,
-            ModelParams::Encoder(p) => p.lr,
+            ModelParams::FastText(p) => Some(p.lr),
+            ModelParams::Encoder(p) => Some(p.lr),
+            ModelParams::Linear(_) => None,
         }
     }
 }

@@ -9,9 +9,10 @@ use burn::tensor::Device;
 use super::encoder::Embedder;
 use super::encoder_cls::{self, Head, HeadMeta, SeqTrained};
 use super::fasttext::{self, Trained};
+use super::linear::{self, LinearModel};
 use super::{Scored, TrainLog};
 use crate::error::Result;
-use crate::ml::params::{ClassifierKind, EncoderParams, FastTextParams, ModelParams};
+use crate::ml::params::{ClassifierKind, EncoderParams, FastTextParams, LinearParams, ModelParams};
 use crate::progress::Progress;
 
 /// What training and prediction may use besides their inputs: where tensors live, the
@@ -56,6 +57,7 @@ pub trait Trainer {
 pub fn trainer<'a>(kind: ClassifierKind, params: &'a ModelParams) -> Box<dyn Trainer + 'a> {
     match (kind, params) {
         (_, ModelParams::FastText(p)) => Box::new(FastTextTrainer(p)),
+        (_, ModelParams::Linear(p)) => Box::new(LinearTrainer(p)),
         (ClassifierKind::EncoderFrozen, ModelParams::Encoder(p)) => Box::new(HeadTrainer(p)),
         (kind, ModelParams::Encoder(p)) => Box::new(SeqTrainer { kind, p }),
     }
@@ -221,6 +223,42 @@ impl Classifier for SeqTrained {
     }
     fn save(&self, dir: &Path) -> Result<()> {
         SeqTrained::save(self, dir)
+    }
+    fn log(&self) -> &TrainLog {
+        &self.log
+    }
+}
+
+/// `linear`: a one-vs-rest linear SVM over sparse TF-IDF n-grams (no burn).
+struct LinearTrainer<'a>(&'a LinearParams);
+
+impl Trainer for LinearTrainer<'_> {
+    fn version(&self) -> u32 {
+        linear::TRAIN_VERSION
+    }
+    fn train(
+        &self,
+        _cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, usize)],
+        validation: &[(&str, usize)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let m = linear::train(self.0, seed, classes, train, validation, progress)?;
+        Ok(Box::new(m))
+    }
+    fn load(&self, _cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
+        Ok(Box::new(LinearModel::load(dir)?))
+    }
+}
+
+impl Classifier for LinearModel {
+    fn predict(&self, _cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
+        Ok(LinearModel::predict(self, texts, top_k))
+    }
+    fn save(&self, dir: &Path) -> Result<()> {
+        LinearModel::save(self, dir)
     }
     fn log(&self) -> &TrainLog {
         &self.log
