@@ -130,12 +130,21 @@ fn two_runs_started_together_keep_both_results() {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // Two run folders (and `latest`, a link to the one that finished last).
     let runs: Vec<PathBuf> = std::fs::read_dir(s.path("results/t"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| !p.ends_with("latest"))
         .collect();
     assert_eq!(runs.len(), 2, "{runs:?}");
+    let latest = std::fs::canonicalize(s.path("results/t/latest")).unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| std::fs::canonicalize(r).unwrap() == latest),
+        "latest -> {}",
+        latest.display()
+    );
     for r in &runs {
         assert_eq!(
             read_csv_rows(&r.join("summary.csv")).len(),
