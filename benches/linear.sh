@@ -4,14 +4,14 @@
 # scored on the same test split (the split files the synthcti run wrote), in the same script.
 # Prints macro-F1 and training seconds of each (medians over RUNS runs on TRAM, one run on
 # CTI-to-MITRE) and their ratios.
-# Usage: bash benches/linear.sh [RUNS]   (default 5; SYNTHCTI_BIN to use a built binary)
+# Usage: bash benches/linear.sh [RUNS]   (default 5; BENCH_BIN to use a built binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-5}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-if [ -z "${SYNTHCTI_BIN:-}" ]; then
+if [ -z "${BENCH_BIN:-}" ]; then
   cargo build --release --quiet
-  SYNTHCTI_BIN="$CARGO_TARGET_DIR/release/synthcti"
+  BENCH_BIN="$CARGO_TARGET_DIR/release/synthcti"
 fi
 python3 -c "import sklearn" 2>/dev/null || pip install --quiet scikit-learn
 work="$(mktemp -d)"
@@ -28,7 +28,7 @@ for manifest in benches/linear/tram.toml benches/linear/cti-to-mitre.toml; do
   : > "$work/$name.train"; : > "$work/$name.peer"
   for i in $(seq 1 "$n"); do
     out="$work/$name-$i"
-    "$SYNTHCTI_BIN" run "$manifest" --cache-dir "$work/cache-$name-$i" --out "$out" -q > /dev/null
+    "$BENCH_BIN" run "$manifest" --cache-dir "$work/cache-$name-$i" --out "$out" -q > /dev/null
     field "$out/summary.csv" train_seconds >> "$work/$name.train"
     python3 benches/peer_sklearn.py "$out" | grep '"tfidf-word-1-2+char-2-5+linearsvc"' >> "$work/$name.peer"
   done
