@@ -83,7 +83,9 @@ fn think_reasoning_is_never_a_sentence() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(texts(&rows(&s)), POOL);
     // Not even parsed and rejected: the run's cache holds no filtered line of reasoning.
-    for f in s.files_under("cache/entries/filter") {
+    let filtered = s.files_under("cache/entries/filter");
+    assert!(!filtered.is_empty(), "the filter stage wrote its entry");
+    for f in filtered {
         let body = std::fs::read_to_string(&f).unwrap_or_default();
         for r in [
             "Okay, the user",
