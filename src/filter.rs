@@ -13,7 +13,9 @@ use crate::generate::{Generation, Usage};
 use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
-pub const FILTER_VERSION: u32 = 2;
+/// Version 3: reasoning (`<think>…</think>`) is removed before parsing; the `attack-id`, `meta`
+/// and `repetition` filters.
+pub const FILTER_VERSION: u32 = 3;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -35,6 +37,9 @@ pub const FILTERS: &[&str] = &[
     "empty",
     "malformed",
     "overlong",
+    "attack-id",
+    "meta",
+    "repetition",
     "duplicate",
     "real-duplicate",
     "near-duplicate",
@@ -64,7 +69,8 @@ pub struct SynthSentence {
     pub filters_passed: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected_by: Option<String>,
-    /// For duplicates and leakage: the sentence it was too close to, and how close.
+    /// For duplicates and leakage: the sentence it was too close to, and how close; for
+    /// `attack-id` the reference found, for `meta` and `repetition` what was found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similar_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,10 +200,13 @@ fn tidy(s: &str) -> String {
     s.trim().to_string()
 }
 
-/// Parse an answer into candidate sentences: a JSON array (of strings, or of objects with a
+/// Parse an answer into candidate sentences, after removing a reasoning model's reasoning
+/// ([`crate::junk::strip_reasoning`]): a JSON array (of strings, or of objects with a
 /// `text`/`sentence` field), else a numbered or bullet list (lines outside the list — a preamble,
 /// a closing remark — are malformed), else one sentence per non-empty line.
 pub fn parse_answer(answer: &str) -> Vec<Candidate> {
+    let answer = crate::junk::strip_reasoning(answer);
+    let answer = answer.as_str();
     if let (Some(a), Some(b)) = (answer.find('['), answer.rfind(']'))
         && a < b
         && let Ok(items) = serde_json::from_str::<Vec<serde_json::Value>>(&answer[a..=b])
@@ -269,6 +278,23 @@ fn shape_problem(c: &Candidate, cfg: &FilterConfig) -> Option<&'static str> {
     }
     if t.chars().count() > cfg.max_chars {
         return Some("overlong");
+    }
+    None
+}
+
+/// Which junk filter removes a well-shaped sentence: a literal ATT&CK reference, a meta-sentence,
+/// a repeated n-gram (each when enabled), with what was found.
+fn junk_problem(t: &str, cfg: &FilterConfig) -> Option<(&'static str, String)> {
+    if cfg.attack_ids
+        && let Some(m) = crate::junk::attack_reference(t)
+    {
+        return Some(("attack-id", m.to_string()));
+    }
+    if cfg.meta && crate::junk::is_meta(t) {
+        return Some(("meta", "about the task or the list".into()));
+    }
+    if let Some(g) = crate::junk::repeated_ngram(t, cfg.repeated_ngram) {
+        return Some(("repetition", format!("repeats \"{g}\"")));
     }
     None
 }
@@ -361,6 +387,12 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
             }
             s.filters_passed
                 .extend(["empty", "malformed", "overlong"].map(String::from));
+            if let Some((f, why)) = junk_problem(&c.text, cfg) {
+                s.similar_to = Some(why);
+                return Some(f);
+            }
+            s.filters_passed
+                .extend(["attack-id", "meta", "repetition"].map(String::from));
             let norm = normalized(&c.text);
             if !seen.insert(norm.clone()) {
                 return Some("duplicate");
@@ -591,6 +623,16 @@ pub struct FilterConfig {
     /// Drop sentences that a fastText model trained on the real train split assigns to another
     /// technique.
     pub reference_classifier: bool,
+    /// Drop sentences with a literal technique ID (`T1012`, `T1547.001`) or a `MITRE` / `ATT&CK`
+    /// mention: a shortcut a classifier learns from synthetic sentences and never meets in a real
+    /// report (dropped, not stripped: what is left around an ID rarely reads as a sentence).
+    pub attack_ids: bool,
+    /// Drop meta-sentences about the task or the list ("Here is a list of…", "Sure!", "Let's walk
+    /// through…", "These sentences…").
+    pub meta: bool,
+    /// Drop a sentence in which some run of this many words occurs twice (degenerate repetition);
+    /// 0: off.
+    pub repeated_ngram: usize,
 }
 
 impl Default for FilterConfig {
@@ -601,6 +643,9 @@ impl Default for FilterConfig {
             near_duplicate: 0.9,
             leakage: 0.8,
             reference_classifier: false,
+            attack_ids: true,
+            meta: true,
+            repeated_ngram: 4,
         }
     }
 }
@@ -658,6 +703,7 @@ mod tests {
                 max_tokens: 10,
                 seed: 0,
                 context: 512,
+                structured: None,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),
@@ -685,6 +731,106 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    fn run_filter(answers: &[&str], cfg: &FilterConfig) -> Synthetic {
+        filter(
+            &make_generation(answers),
+            &FilterInput {
+                train: &[],
+                test: &[],
+                reference: None,
+            },
+            cfg,
+        )
+    }
+
+    /// The kept sentences read by hand on tram.toml with SmolLM2-135M (issue 11), each removed by
+    /// its filter and counted per technique.
+    #[test]
+    fn literal_ids_meta_sentences_and_repetition_from_the_field_are_removed_and_counted() {
+        let answer = "1. Here is a list of 19 more sentences from the threat report that use this technique.\n\
+            2. To better understand these techniques, let's walk through a scenario where the attacker gains access.\n\
+            3. The attacker used a technique called T1012 (Minecraft) to query the registry keys.\n\
+            4. The deployment tool was abused as MITRE ATT&CK technique T1072 describes it.\n\
+            5. The new loader is different from the way of normal malware and is different from the way of normal malware.\n\
+            6. The operators queried the registry for installed security products before moving on.";
+        let s = run_filter(&[answer], &FilterConfig::default());
+        let by: Vec<(Option<&str>, Option<&str>)> = s
+            .sentences
+            .iter()
+            .map(|x| (x.rejected_by.as_deref(), x.similar_to.as_deref()))
+            .collect();
+        assert_eq!(
+            by,
+            [
+                (Some("meta"), Some("about the task or the list")),
+                (Some("meta"), Some("about the task or the list")),
+                (Some("attack-id"), Some("T1012")),
+                (Some("attack-id"), Some("MITRE")),
+                (
+                    Some("repetition"),
+                    Some("repeats \"is different from the\"")
+                ),
+                (None, None),
+            ]
+        );
+        let st = &s.techniques[0];
+        assert_eq!(st.removed.get("meta"), Some(&2));
+        assert_eq!(st.removed.get("attack-id"), Some(&2));
+        assert_eq!(st.removed.get("repetition"), Some(&1));
+        assert_eq!((st.parsed, st.kept), (6, 1));
+        assert_eq!(
+            s.sentences[5].filters_passed,
+            [
+                "empty",
+                "malformed",
+                "overlong",
+                "attack-id",
+                "meta",
+                "repetition",
+                "duplicate",
+                "real-duplicate",
+                "near-duplicate",
+                "near-real",
+                "leakage",
+                "quota"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_junk_filters_can_each_be_turned_off() {
+        let answer = "1. The attacker used a technique called T1012 (Minecraft) to query the registry keys.\n\
+            2. Let's walk through how the attacker moved laterally across the domain.\n\
+            3. The new loader is different from the way of normal malware and is different from the way of normal malware.";
+        let cfg = FilterConfig {
+            attack_ids: false,
+            meta: false,
+            repeated_ngram: 0,
+            ..FilterConfig::default()
+        };
+        let s = run_filter(&[answer], &cfg);
+        assert_eq!(s.kept, 3);
+        assert!(s.techniques[0].removed.is_empty());
+    }
+
+    #[test]
+    fn reasoning_in_think_tags_is_never_a_sentence() {
+        // fake_openai.py's `think` model (shared/cases/openai-quirks): numbered reasoning lines.
+        let answer = "<think>\nOkay, the user wants five sentences about this technique.\n\
+            1. First I should recall what the technique means in ATT&CK terms.\n\
+            2. Then I need to vary the actors and the tools in each sentence.\n\
+            3. Finally I must number them and keep each under forty words.\n</think>\n\n\
+            1. A value added under the HKCU Run key pointed at a DLL hidden in the roaming profile.\n\
+            2. After reboot the implant came back because a RunOnce entry re-registered it each time.";
+        assert_eq!(
+            texts(&parse_answer(answer)),
+            [
+                "A value added under the HKCU Run key pointed at a DLL hidden in the roaming profile.",
+                "After reboot the implant came back because a RunOnce entry re-registered it each time."
+            ]
+        );
     }
 
     #[test]

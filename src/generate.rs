@@ -230,7 +230,7 @@ pub fn plan_calls(
                 let slot = samples.entry(prompt.clone()).or_insert(0);
                 let sample = *slot;
                 *slot += 1;
-                let id = generator.call_id(&prompt, sample);
+                let id = generator.call_id(&prompt, sample, n);
                 calls.push(PlannedCall {
                     technique: t.technique.clone(),
                     cluster: ci,
@@ -241,6 +241,7 @@ pub fn plan_calls(
                         label: format!("{} cluster {ci} sample {sample}", t.technique),
                         id,
                         prompt,
+                        items: n,
                     },
                 });
             }

@@ -34,6 +34,14 @@ enum Command {
     /// content-addressed cache: running the same manifest again trains nothing.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Only the synthetic data: every synthetic chain of the grid (generate and filter, through
+    /// the cache), written as JSON lines with provenance; nothing is trained.
+    ///
+    /// Each line: text, technique, cluster, k, template, prompt_key, call_key, generator,
+    /// provider, model, filters_passed. Exits 4 when a chain has no sentence (after writing the
+    /// others).
+    #[command(after_help = EXIT_CODES)]
+    Generate(GenerateArgs),
     /// Dry run: list every cell, every stage's cache key, and whether it is cached.
     #[command(after_help = EXIT_CODES)]
     Plan(PlanArgs),
@@ -135,6 +143,18 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    m: ManifestArgs,
+    /// Write the JSON lines here [default: standard output]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Print only errors
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
 struct PlanArgs {
     #[command(flatten)]
     m: ManifestArgs,
@@ -228,6 +248,48 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             } else {
                 Ok(ErrorKind::CellsFailed.exit_code())
             }
+        }
+        Command::Generate(a) => {
+            let m = load_manifest(&a.m)?;
+            if let Some(dir) = a.out.as_ref().and_then(|f| f.parent())
+                && !dir.as_os_str().is_empty()
+                && !dir.is_dir()
+            {
+                return Err(Error::config(format!(
+                    "--out {}: the folder {} does not exist; create it or write elsewhere",
+                    a.out.as_ref().expect("out is set").display(),
+                    dir.display()
+                )));
+            }
+            let cache = open_cache(a.m.cache_dir.clone())?;
+            let progress = synthcti::progress::Progress::new(a.quiet);
+            let chains = pipeline::synthesize_only(&m, &cache, &progress)?;
+            let mut body = String::new();
+            let mut failed = 0;
+            for (spec, r) in &chains {
+                match r {
+                    Ok(data) => body.push_str(&synthcti::export::jsonl(&m, spec, data)),
+                    Err(why) => {
+                        failed += 1;
+                        eprintln!("FAILED {}: {why}", pipeline::spec_label(spec));
+                    }
+                }
+            }
+            let rows = body.lines().count();
+            match &a.out {
+                Some(f) => {
+                    std::fs::write(f, &body).map_err(|e| {
+                        Error::internal(format!("cannot write {}: {e}", f.display()))
+                    })?;
+                    eprintln!("{rows} synthetic sentences: {}", f.display());
+                }
+                None => print!("{body}"),
+            }
+            Ok(if failed == 0 {
+                0
+            } else {
+                ErrorKind::CellsFailed.exit_code()
+            })
         }
         Command::Plan(a) => {
             let m = load_manifest(&a.m)?;

@@ -843,6 +843,15 @@ fn validate_augment(
     let f = &a.filter;
     range("augment.filter.min_words", vec![f.min_words], 1, 100)?;
     range("augment.filter.max_chars", vec![f.max_chars], 10, 100_000)?;
+    if f.repeated_ngram == 1 || f.repeated_ngram > 20 {
+        return Err(e(
+            "augment.filter.repeated_ngram",
+            format!(
+                "{} is out of range; use 0 (off) or 2 to 20 words (1 would remove any sentence that repeats a word)",
+                f.repeated_ngram
+            ),
+        ));
+    }
     for (key, v) in [
         ("augment.filter.near_duplicate", f.near_duplicate),
         ("augment.filter.leakage", f.leakage),

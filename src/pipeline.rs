@@ -1481,3 +1481,71 @@ fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
     }
     Ok(())
 }
+
+/// `synthcti generate`: every synthetic chain of the grid — load, split, cluster, generate,
+/// filter, all through the cache — and no training (a reference-classifier filter still trains
+/// its fastText model). Returns each chain with its filtered data, or why it has none (every
+/// call failed, or the filters kept nothing); an error only for what stops everything (bad data,
+/// no synthetic cell in the grid).
+pub fn synthesize_only(
+    m: &Manifest,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<Vec<(SynthSpec, std::result::Result<Synthetic, String>)>> {
+    if synth_specs(m).is_empty() {
+        return Err(Error::config(
+            "the grid has no synthetic cell, so there is nothing to generate; add \"synthetic\" to `augment.kind`",
+        ));
+    }
+    let device = device_for(m.experiment.backend)?;
+    cache.sweep_tmp();
+    let shared = shared_stages(m)?;
+    let ds = load_dataset(&shared, m, cache, progress)?;
+    let split = split_dataset(&shared, m, &ds, cache, progress)?;
+    let (classes, index) = class_index(&ds, &split);
+    let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
+    for n in &notes {
+        progress.log(format!("plan: {n}"));
+    }
+    let targets = target_techniques(m, &ds, &split);
+    let embedder = crate::ml::encoder::Embedder::new(cache.root());
+    let cx = CellCtx {
+        m,
+        embedder: &embedder,
+        targets: &targets,
+        ds: &ds,
+        split: &split,
+        classes: &classes,
+        index: &index,
+        cache,
+        device: &device,
+        progress,
+        shared: &shared,
+    };
+    let catalog = std::sync::OnceLock::new();
+    let budgets: BTreeMap<String, Budget> = m
+        .generators
+        .values()
+        .map(|g| {
+            (
+                g.config.name.clone(),
+                Budget::new(g.config.budget_calls, g.config.budget_tokens),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (spec, cl) in &clusters {
+        let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+            Ok(r) => match r.data.nothing_kept() {
+                None => Ok(r.data),
+                Some(why) => Err(why),
+            },
+            Err(e) => Err(e.message),
+        };
+        if let Err(why) = &r {
+            progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
+        }
+        out.push((spec.clone(), r));
+    }
+    Ok(out)
+}

@@ -62,6 +62,14 @@ pub struct GeneratorConfig {
     /// `openai`: first backoff delay in seconds; doubles per retry, with jitter, up to `max_backoff_s`.
     pub backoff_s: f64,
     pub max_backoff_s: f64,
+    /// Constrain the answer to exactly the asked number of list items, each one line of at most
+    /// `item_chars` characters: `local` decodes under a llama.cpp GBNF grammar, `openai` asks for
+    /// a JSON-schema structured answer (`response_format`; an endpoint that ignores it is parsed
+    /// as plain text). Part of the call key when on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub structured: bool,
+    /// With `structured`: the longest list item, in characters.
+    pub item_chars: usize,
     /// Per run: stop calling after this many calls (cached answers are free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_calls: Option<u64>,
@@ -91,6 +99,8 @@ impl Default for GeneratorConfig {
             timeout_s: 60.0,
             backoff_s: 0.5,
             max_backoff_s: 30.0,
+            structured: false,
+            item_chars: 300,
             budget_calls: None,
             budget_tokens: None,
         }

@@ -98,6 +98,18 @@ pub struct Session<'a> {
 impl Session<'_> {
     /// Answer one user message.
     pub fn generate(&mut self, prompt: &str, s: Sampling) -> Result<Answer> {
+        self.generate_with(prompt, s, None)
+    }
+
+    /// Answer one user message, decoding under a GBNF `grammar` (llama.cpp's grammar sampler,
+    /// root rule `root`) when one is given: only tokens the grammar admits are sampled, and the
+    /// answer ends when the grammar is complete. Errors: a grammar llama.cpp cannot parse.
+    pub fn generate_with(
+        &mut self,
+        prompt: &str,
+        s: Sampling,
+        grammar: Option<&str>,
+    ) -> Result<Answer> {
         let started = Instant::now();
         let model = &self.model.model;
         let fail = |what: &str, e: String| Error::internal(format!("llama.cpp {what}: {e}"));
@@ -136,12 +148,20 @@ impl Session<'_> {
                 .map_err(|e| fail("prompt decode", e.to_string()))?;
         }
         let decode_started = Instant::now();
+        // The grammar masks the logits first; the usual samplers choose among what it admits.
+        let mut chain = Vec::new();
+        if let Some(g) = grammar {
+            chain.push(
+                LlamaSampler::grammar(model, g, "root")
+                    .map_err(|e| fail("grammar", format!("{e:?}")))?,
+            );
+        }
         let mut sampler = if s.temperature <= 0.0 {
-            LlamaSampler::greedy()
+            chain.push(LlamaSampler::greedy());
+            LlamaSampler::chain_simple(chain)
         } else {
             // llama.cpp's own order: top-k first keeps top-p from sorting the whole vocabulary
             // at every token.
-            let mut chain = Vec::new();
             if s.top_k > 0 {
                 chain.push(LlamaSampler::top_k(s.top_k as i32));
             }
@@ -154,8 +174,9 @@ impl Session<'_> {
         let mut generated = 0u64;
         let mut finish = "length";
         for pos in tokens.len()..tokens.len() + max_new {
+            // `sample` also accepts the token (llama_sampler_sample does): accepting it again
+            // would advance a grammar twice.
             let tok = sampler.sample(&self.ctx, batch.n_tokens() - 1);
-            sampler.accept(tok);
             if vocab.is_eog(tok) {
                 finish = "stop";
                 break;
@@ -228,7 +249,11 @@ pub fn run(
             max_tokens: cfg.max_tokens,
             seed: call_seed(cfg.seed, &job.id.key),
         };
-        let o = match session.generate(&job.prompt, sampling) {
+        let grammar = generator
+            .identity
+            .structured
+            .map(|shape| super::structured::list_grammar(job.items, shape.item_chars));
+        let o = match session.generate_with(&job.prompt, sampling, grammar.as_deref()) {
             Ok(answer) => {
                 budget.spend(&answer, cost);
                 store_answer(cache, &job.id, &answer)?;
@@ -262,6 +287,41 @@ mod tests {
             p.display()
         );
         p
+    }
+
+    #[test]
+    fn smollm2_under_the_list_grammar_writes_exactly_the_asked_items() {
+        let model = LocalModel::load(&smollm2(), 2, 1024).unwrap();
+        let mut s = model.session().unwrap();
+        let grammar = crate::llm::structured::list_grammar(3, 80);
+        for seed in [1, 2] {
+            let a = s
+                .generate_with(
+                    "Write 3 short sentences about how malware hides its code from antivirus tools.",
+                    Sampling {
+                        temperature: 0.8,
+                        top_p: 0.95,
+                        top_k: 40,
+                        max_tokens: 200,
+                        seed,
+                    },
+                    Some(&grammar),
+                )
+                .unwrap();
+            assert_eq!(a.finish_reason, "stop", "the grammar completed: {a:?}");
+            let lines: Vec<&str> = a.text.lines().collect();
+            assert_eq!(lines.len(), 3, "{a:?}");
+            for (i, l) in lines.iter().enumerate() {
+                let item = l
+                    .strip_prefix(&format!("{}. ", i + 1))
+                    .unwrap_or_else(|| panic!("{l}"));
+                let n = item.chars().count();
+                assert!((20..=80).contains(&n) && item.ends_with('.'), "{n}: {item}");
+            }
+            let parsed = crate::filter::parse_answer(&a.text);
+            assert_eq!(parsed.len(), 3);
+            assert!(parsed.iter().all(|c| c.problem.is_none()));
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 pub mod config;
 pub mod local;
 pub mod openai;
+pub mod openai_answer;
+pub mod structured;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,10 @@ pub struct Identity {
     /// Local models only: the context window in tokens, which bounds the prompt and the answer
     /// (a prompt that fills it fails, an answer that reaches it is cut); 0 elsewhere.
     pub context: u32,
+    /// Constrained output (the generator's `structured = true`): the longest list item in
+    /// characters. Absent otherwise, so the keys of unconstrained generators are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<structured::Shape>,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -139,6 +145,9 @@ impl Generator {
                 } else {
                     0
                 },
+                structured: source.structured.then_some(structured::Shape {
+                    item_chars: source.item_chars,
+                }),
             },
             config: source.clone(),
             model_path,
@@ -146,12 +155,15 @@ impl Generator {
     }
 
     /// The cache id of one call.
-    pub fn call_id(&self, prompt: &str, sample: u32) -> StageId {
+    /// The cache key of one call: `items` (the sentences the prompt asks for) is part of it only
+    /// for a structured generator, whose grammar or schema admits exactly that many.
+    pub fn call_id(&self, prompt: &str, sample: u32, items: usize) -> StageId {
         StageId::of(
             &CallParams {
                 identity: &self.identity,
                 prompt,
                 sample,
+                items: self.identity.structured.map(|_| items),
             },
             &[],
         )
@@ -177,6 +189,9 @@ pub struct CallParams<'a> {
     pub identity: &'a Identity,
     pub prompt: &'a str,
     pub sample: u32,
+    /// Structured generators only: the list items the output is constrained to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
 }
 
 impl crate::cache::StageParams for CallParams<'_> {
@@ -210,6 +225,8 @@ pub struct CallJob {
     pub prompt: String,
     /// For logs: `T1001 cluster 0 sample 1`.
     pub label: String,
+    /// The sentences the prompt asks for (what a structured generator constrains the answer to).
+    pub items: usize,
 }
 
 /// What became of a call.
@@ -587,7 +604,7 @@ mod tests {
             };
             Generator::resolve("r", &[g.clone(), replay])
                 .unwrap()
-                .call_id("p", 0)
+                .call_id("p", 0, 5)
                 .key
         };
         let base = key(&g);
@@ -604,6 +621,54 @@ mod tests {
     }
 
     #[test]
+    fn structured_output_is_in_the_call_key_and_leaves_other_keys_unchanged() {
+        let g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Openai,
+            model: "m".into(),
+            ..Default::default()
+        };
+        let plain = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
+        // The key's JSON of an unconstrained generator is what it was before `structured`
+        // existed (no `items`, no `structured`), so its cached calls stay valid.
+        let json = serde_json::to_value(CallParams {
+            identity: &plain.identity,
+            prompt: "p",
+            sample: 0,
+            items: plain.identity.structured.map(|_| 5),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "identity": {"provider": "openai", "model": "m", "temperature": 0.8, "top_p": 0.95,
+                    "top_k": 0, "max_tokens": 256, "seed": 0, "context": 0},
+                "prompt": "p", "sample": 0
+            })
+        );
+        assert_eq!(plain.call_id("p", 0, 5).key, plain.call_id("p", 0, 3).key);
+        let s = |item_chars| {
+            Generator::resolve(
+                "x",
+                &[GeneratorConfig {
+                    structured: true,
+                    item_chars,
+                    ..g.clone()
+                }],
+            )
+            .unwrap()
+        };
+        let st = s(300);
+        assert_eq!(
+            st.identity.structured,
+            Some(structured::Shape { item_chars: 300 })
+        );
+        assert_ne!(plain.call_id("p", 0, 5).key, st.call_id("p", 0, 5).key);
+        assert_ne!(st.call_id("p", 0, 5).key, st.call_id("p", 0, 3).key);
+        assert_ne!(st.call_id("p", 0, 5).key, s(200).call_id("p", 0, 5).key);
+    }
+
+    #[test]
     fn call_key_covers_prompt_sample_and_sampling() {
         let mut g = GeneratorConfig {
             name: "x".into(),
@@ -612,7 +677,7 @@ mod tests {
             ..Default::default()
         };
         let a = Generator::resolve("x", std::slice::from_ref(&g)).unwrap();
-        let k = |g: &Generator, p: &str, s| g.call_id(p, s).key;
+        let k = |g: &Generator, p: &str, s| g.call_id(p, s, 5).key;
         assert_eq!(k(&a, "p", 0), k(&a, "p", 0));
         assert_ne!(k(&a, "p", 0), k(&a, "p", 1));
         assert_ne!(k(&a, "p", 0), k(&a, "q", 0));
@@ -646,6 +711,6 @@ mod tests {
         let a = Generator::resolve("remote", &all).unwrap();
         let r = Generator::resolve("again", &all).unwrap();
         assert_eq!(r.provider, ProviderKind::Replay);
-        assert_eq!(a.call_id("p", 3).key, r.call_id("p", 3).key);
+        assert_eq!(a.call_id("p", 3, 5).key, r.call_id("p", 3, 5).key);
     }
 }

@@ -17,11 +17,10 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
-use async_openai::types::chat::{
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, FinishReason,
-};
+use async_openai::types::chat::{ChatCompletionRequestUserMessage, CreateChatCompletionRequest};
 use tokio::sync::Semaphore;
 
+use super::openai_answer::ChatResponse;
 use super::{Answer, Budget, CallJob, Generator, Outcome, Tally, store_answer};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -254,6 +253,7 @@ async fn call_once(
     client: &Client<OpenAIConfig>,
     cfg: &GeneratorConfig,
     prompt: &str,
+    items: usize,
 ) -> std::result::Result<Answer, String> {
     let started = Instant::now();
     #[allow(deprecated)]
@@ -266,26 +266,21 @@ async fn call_once(
         seed: Some(cfg.seed as i64),
         ..Default::default()
     };
-    let resp = client
+    let mut request =
+        serde_json::to_value(&request).map_err(|e| format!("cannot serialize the request: {e}"))?;
+    if cfg.structured {
+        request["response_format"] = super::structured::response_format(items, cfg.item_chars);
+    }
+    // Read leniently: servers leave out fields async-openai's typed response requires.
+    let resp: ChatResponse = client
         .chat()
-        .create(request)
+        .create_byot(request)
         .await
         .map_err(|e| describe_error(&e))?;
-    let choice = resp
-        .choices
-        .first()
-        .ok_or_else(|| "malformed response: no choices".to_string())?;
-    let text = choice
-        .message
-        .content
-        .clone()
-        .ok_or_else(|| "malformed response: the choice has no text content".to_string())?;
+    let reply = resp.reply(cfg.max_tokens)?;
+    let text = reply.text;
     // Some servers send no `usage` (absent or null), or zeros; the budget must hold all the same.
-    let counted = resp
-        .usage
-        .as_ref()
-        .map(|u| (u.prompt_tokens as u64, u.completion_tokens as u64))
-        .filter(|&(p, c)| p + c > 0);
+    let counted = reply.usage;
     let (prompt_tokens, completion_tokens) = counted.unwrap_or_else(|| {
         (
             super::estimate_tokens(prompt),
@@ -297,14 +292,7 @@ async fn call_once(
         completion_tokens,
         usage_estimated: counted.is_none(),
         text,
-        finish_reason: match choice.finish_reason {
-            Some(FinishReason::Stop) => "stop",
-            Some(FinishReason::Length) => "length",
-            Some(FinishReason::ContentFilter) => "content_filter",
-            Some(_) => "other",
-            None => "unknown",
-        }
-        .into(),
+        finish_reason: reply.finish_reason,
         seconds: started.elapsed().as_secs_f64(),
         decode_seconds: None,
     })
@@ -376,7 +364,7 @@ pub fn run(
                         Outcome::Skipped { reason: why }
                     }
                     super::Start::Wait => unreachable!("the loop waits"),
-                    super::Start::Go => match call_once(client, cfg, &job.prompt).await {
+                    super::Start::Go => match call_once(client, cfg, &job.prompt, job.items).await {
                         Ok(answer) => {
                             budget.spend(&answer, cost);
                             if answer.usage_estimated

@@ -1,0 +1,246 @@
+//! Detectors for synthetic sentences that are not worth training on, used by the filter stage:
+//! reasoning blocks in an answer, literal ATT&CK references (a shortcut a classifier can learn
+//! from synthetic sentences and never meet in a real report), meta-sentences about the task or the
+//! list, and degenerate repetition.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::features::words;
+
+/// A technique ID (`T1012`, `t1547.001`) or a MITRE / ATT&CK mention (`ATT&CK`, `ATT & CK`,
+/// `ATT&amp;CK`), case-insensitive, on word boundaries.
+static ATTACK_REF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bT\d{4}(?:\.\d{3})?\b|\bmitre\b|\batt\s*(?:&|&amp;)\s*ck\b")
+        .expect("valid regex")
+});
+
+/// `<think>…</think>` / `<thinking>…</thinking>` blocks, and an unclosed one running to the end.
+static THINK_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?is)<(think|thinking)>.*?(?:</(?:think|thinking)>|\z)").expect("valid regex")
+});
+
+/// The answer without a reasoning model's reasoning: every `<think>…</think>` block (also
+/// `<thinking>`; an unclosed one to the end of the answer), and everything before a lone closing
+/// `</think>` (templates that open the block in the prompt). Answers without tags are returned
+/// unchanged.
+pub fn strip_reasoning(answer: &str) -> String {
+    let lower = answer.to_ascii_lowercase();
+    let mut s = answer;
+    // A closing tag with no opening one before it: the reasoning began in the prompt.
+    for close in ["</think>", "</thinking>"] {
+        if let Some(i) = lower.find(close) {
+            let open = &lower[..i];
+            if !open.contains("<think") {
+                s = &answer[i + close.len()..];
+                break;
+            }
+        }
+    }
+    THINK_BLOCK.replace_all(s, "").into_owned()
+}
+
+/// The first literal ATT&CK reference in a sentence (a technique ID, `MITRE`, `ATT&CK`), if any.
+pub fn attack_reference(sentence: &str) -> Option<&str> {
+    ATTACK_REF.find(sentence).map(|m| m.as_str())
+}
+
+/// Openings of sentences that talk to the user or about the task instead of describing an attack.
+const META_OPENINGS: &[&str] = &[
+    "here is",
+    "here are",
+    "here's",
+    "sure",
+    "certainly",
+    "of course",
+    "okay",
+    "ok,",
+    "absolutely",
+    "let's",
+    "let us",
+    "let me",
+    "i will",
+    "i'll",
+    "i hope",
+    "i can",
+    "i have",
+    "i've",
+    "as an ai",
+    "as requested",
+    "note:",
+    "below are",
+    "these sentences",
+    "these examples",
+    "this sentence",
+    "in this scenario",
+    "to better understand",
+    "to summarize",
+    "in summary",
+    "hope this",
+];
+
+/// Phrases anywhere in a sentence that refer to the task, the list or the examples.
+const META_PHRASES: &[&str] = &[
+    "let's ",
+    "let us ",
+    "walk through",
+    "more sentences",
+    "new sentences",
+    "example sentences",
+    "these sentences",
+    "the sentences above",
+    "following sentences",
+    "sentences from the",
+    "this list",
+    "the list above",
+    "list of sentences",
+    "as requested",
+    "threat report excerpt",
+    "the examples above",
+    "the given examples",
+];
+
+/// Whether a sentence is about the task or the list ("Here is a list of 19 more sentences…",
+/// "Sure!", "Let's walk through…", "These sentences…") rather than a description of an attack.
+/// Case-insensitive; typographic apostrophes count as `'`.
+pub fn is_meta(sentence: &str) -> bool {
+    let t = sentence
+        .trim()
+        .trim_start_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase()
+        .replace('\u{2019}', "'");
+    META_OPENINGS.iter().any(|o| {
+        t.strip_prefix(o).is_some_and(|rest| {
+            // A whole word or phrase: "sure" opens "Sure!" but not "Surely".
+            o.ends_with([',', ':']) || rest.is_empty() || !rest.starts_with(char::is_alphanumeric)
+        })
+    }) || META_PHRASES.iter().any(|p| t.contains(p))
+}
+
+/// The first word n-gram (lower case, `n` ≥ 1 words) that occurs twice in a sentence — a
+/// degenerate repetition run such as "… and is different from the way of normal malware and is
+/// different from the way of normal malware" — joined by spaces; `None` when every n-gram is
+/// distinct, or when `n` is 0.
+pub fn repeated_ngram(sentence: &str, n: usize) -> Option<String> {
+    if n == 0 {
+        return None;
+    }
+    let w = words(sentence);
+    let mut seen: HashSet<&[String]> = HashSet::new();
+    w.windows(n).find(|g| !seen.insert(g)).map(|g| g.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_blocks_are_removed_whole() {
+        let a = "<think>\nOkay, the user wants five sentences.\n1. First I should recall it.\n</think>\n\n1. Real one.\n2. Real two.";
+        assert_eq!(strip_reasoning(a), "\n\n1. Real one.\n2. Real two.");
+        assert_eq!(strip_reasoning("<THINKING>x\n1. y</THINKING>1. z"), "1. z");
+        // Cut off inside the reasoning: nothing is left.
+        assert_eq!(
+            strip_reasoning("1. Kept.\n<think>\n1. Never closed"),
+            "1. Kept.\n"
+        );
+        // Opened in the prompt: everything before the lone closing tag is reasoning.
+        assert_eq!(
+            strip_reasoning("1. Reasoning.\n</think>\n1. Answer."),
+            "\n1. Answer."
+        );
+        assert_eq!(strip_reasoning("1. Plain."), "1. Plain.");
+    }
+
+    #[test]
+    fn literal_technique_ids_and_attack_mentions_are_found() {
+        assert_eq!(
+            attack_reference(
+                "The attacker used a technique called T1012 (Minecraft) to query the registry."
+            ),
+            Some("T1012")
+        );
+        assert_eq!(
+            attack_reference("This is MITRE ATT&CK technique T1072 in action."),
+            Some("MITRE")
+        );
+        assert_eq!(
+            attack_reference("Persistence came from t1547.001 style run keys."),
+            Some("t1547.001")
+        );
+        assert_eq!(
+            attack_reference("Mapped to ATT & CK by analysts."),
+            Some("ATT & CK")
+        );
+        assert_eq!(
+            attack_reference("Mapped to ATT&amp;CK by analysts."),
+            Some("ATT&amp;CK")
+        );
+        // Not an ID: part of a longer token, or too few digits; "attack" alone is a word.
+        assert_eq!(
+            attack_reference("The T10 build and host AT1012X were hit."),
+            None
+        );
+        assert_eq!(
+            attack_reference("The attack used port 1012 over TCP."),
+            None
+        );
+    }
+
+    #[test]
+    fn meta_sentences_from_the_field_are_found() {
+        for s in [
+            "Here is a list of 19 more sentences from the threat report that describe the technique.",
+            "To better understand these techniques, let's walk through a scenario where an attacker gains access.",
+            "Sure!",
+            "Sure, here are five sentences describing the technique.",
+            "Let's walk through how the attacker moved laterally.",
+            "These sentences describe how the malware persists on the host.",
+            "Certainly! Below are the requested examples.",
+            "I hope these examples help with your classifier.",
+            "\u{201c}Here\u{2019}s another one about credential dumping.\u{201d}",
+        ] {
+            assert!(is_meta(s), "{s}");
+        }
+        assert!(!is_meta(
+            "The malware copied itself into AppData and wrote a registry autostart entry."
+        ));
+        assert!(!is_meta(
+            "Surely enough, the loader returned after every reboot through a Run key."
+        ));
+        assert!(!is_meta(
+            "Operators listed running services with a PowerShell one-liner."
+        ));
+        // Openings real reports use.
+        assert!(!is_meta(
+            "The following command was executed to dump credentials."
+        ));
+        assert!(!is_meta("Great Wall themed lures carried the backdoor."));
+    }
+
+    #[test]
+    fn degenerate_repetition_is_found() {
+        assert_eq!(
+            repeated_ngram(
+                "The payload is different from the way of normal malware and is different from the way of normal malware",
+                4
+            )
+            .as_deref(),
+            Some("is different from the")
+        );
+        assert_eq!(
+            repeated_ngram("the the the the the", 4).as_deref(),
+            Some("the the the the")
+        );
+        assert_eq!(
+            repeated_ngram(
+                "The actor used the registry run key and the startup folder to persist.",
+                4
+            ),
+            None
+        );
+        assert_eq!(repeated_ngram("a b a b", 0), None);
+    }
+}

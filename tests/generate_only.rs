@@ -1,0 +1,248 @@
+//! End-to-end: `synthcti generate MANIFEST [--out FILE]` writes the synthetic data set alone, with
+//! provenance, and trains nothing — against an OpenAI-compatible server on 127.0.0.1.
+
+mod common;
+use common::llm_server::{self, Reply};
+use common::*;
+use std::path::PathBuf;
+
+fn sandbox(url: &str, kind: &str) -> (Sandbox, PathBuf) {
+    sandbox_with(url, kind, 3, "")
+}
+
+/// [`sandbox`] asking for `per_technique` sentences (3 per call), with generator settings added.
+fn sandbox_with(
+    url: &str,
+    kind: &str,
+    per_technique: usize,
+    generator: &str,
+) -> (Sandbox, PathBuf) {
+    let s = Sandbox::new();
+    s.write("data/tram/single_label.json", &small_tram_rows(40));
+    let m = s.manifest(
+        &format!(
+            "kind = \"tram-single\"\nattack = \"{}\"",
+            attack_bundle().display()
+        ),
+        &format!(
+            "[split]\nseed = 7\n[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 4\n\
+             [augment]\nkind = {kind}\ngenerator = \"remote\"\nk = 1\nper_technique = {per_technique}\nper_call = 3\n\
+             [augment.targets]\nlist = [\"T1027\"]\n\n\
+             [[generator]]\nname = \"remote\"\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{url}\"\n\
+             max_tokens = 64\nmax_retries = 0\n{generator}\n"
+        ),
+    );
+    (s, m)
+}
+
+#[test]
+fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
+    // One junk line per filter family beside three good sentences.
+    let answer = "1. The operators packed the loader with a custom crypter to hide it from antivirus.\n\
+        2. Here is a list of more sentences from the threat report.\n\
+        3. Strings inside the implant were encrypted with RC4 and decrypted only in memory.\n\
+        4. The dropper used technique T1027 to obfuscate its payload on disk.\n\
+        5. A PowerShell stage was hidden behind several layers of string concatenation.";
+    let server = llm_server::start(move |_, _| Reply::ok(answer));
+    let (s, m) = sandbox(&server.url, "[\"none\", \"synthetic\"]");
+    let out = s.path("synthetic.jsonl");
+    let o = s.cmd(&[
+        "generate",
+        m.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("3 synthetic sentences: {}", out.display())));
+    assert_eq!(server.requests().len(), 1);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let texts: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            "The operators packed the loader with a custom crypter to hide it from antivirus.",
+            "Strings inside the implant were encrypted with RC4 and decrypted only in memory.",
+            "A PowerShell stage was hidden behind several layers of string concatenation."
+        ]
+    );
+    let call_keys: Vec<String> = s
+        .files_under("cache/entries/llm-call")
+        .into_iter()
+        .filter(|p| p.ends_with("answer.json"))
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(call_keys.len(), 1);
+    for r in &rows {
+        let o = r.as_object().unwrap();
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "call_key",
+                "cluster",
+                "filters_passed",
+                "generator",
+                "k",
+                "model",
+                "prompt_key",
+                "provider",
+                "technique",
+                "template",
+                "text"
+            ]
+        );
+        assert_eq!(r["technique"], "T1027");
+        assert_eq!(r["cluster"], 0);
+        assert_eq!(r["k"], 1);
+        assert_eq!(r["template"], "cluster-guided");
+        assert_eq!(r["generator"], "remote");
+        assert_eq!(r["provider"], "openai");
+        assert_eq!(r["model"], "test-model");
+        assert_eq!(r["prompt_key"].as_str().unwrap().len(), 64);
+        assert!(
+            call_keys[0].contains(r["call_key"].as_str().unwrap()),
+            "{} vs {:?}",
+            r["call_key"],
+            call_keys
+        );
+        assert_eq!(
+            r["filters_passed"],
+            serde_json::json!([
+                "empty",
+                "malformed",
+                "overlong",
+                "attack-id",
+                "meta",
+                "repetition",
+                "duplicate",
+                "real-duplicate",
+                "near-duplicate",
+                "near-real",
+                "leakage",
+                "quota"
+            ])
+        );
+    }
+    assert_eq!(cache_entries(&s, "train"), 0, "nothing trained");
+    assert!(s.files_under("results").is_empty(), "no run folder");
+
+    // Again, to standard output, from the cache: no new call, the same lines.
+    let o = s.cmd(&["generate", m.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(stdout(&o), std::fs::read_to_string(&out).unwrap());
+}
+
+#[test]
+fn generate_without_a_synthetic_cell_or_with_a_missing_out_folder_stops_before_any_call() {
+    let server = llm_server::start(|_, _| Reply::sentences(3, 0));
+    let (s, m) = sandbox(&server.url, "\"none\"");
+    let o = s.cmd(&["generate", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).lines().last(),
+        Some(
+            "error: the grid has no synthetic cell, so there is nothing to generate; add \"synthetic\" to `augment.kind`"
+        )
+    );
+    let (s, m) = sandbox(&server.url, "\"synthetic\"");
+    let out = s.path("no/such/dir/x.jsonl");
+    let o = s.cmd(&[
+        "generate",
+        m.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).lines().last().unwrap(),
+        format!(
+            "error: --out {}: the folder {} does not exist; create it or write elsewhere",
+            out.display(),
+            out.parent().unwrap().display()
+        )
+    );
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn structured_openai_asks_for_exactly_the_items_and_still_reads_a_plain_list() {
+    let json = serde_json::json!({"sentences": [
+        "The operators packed the loader with a custom crypter to hide it from antivirus.",
+        "Strings inside the implant were encrypted with RC4 and decrypted only in memory.",
+        "A PowerShell stage was hidden behind several layers of string concatenation."
+    ]})
+    .to_string();
+    // The second call's endpoint ignores `response_format` and answers a numbered list.
+    let server = llm_server::start(move |n, _| {
+        if n == 0 {
+            Reply::ok(&json)
+        } else {
+            Reply::ok(
+                "1. The dropper stored its payload as an XOR-encoded blob inside a PNG image.\n\
+                 2. Analysts saw base64 chunks of the script reassembled only at run time.\n\
+                 3. The backdoor renamed its imports to frustrate static analysis tools.",
+            )
+        }
+    });
+    let (s, m) = sandbox_with(
+        &server.url,
+        "\"synthetic\"",
+        6,
+        "concurrency = 1\nstructured = true\nitem_chars = 200",
+    );
+    let out = s.path("synthetic.jsonl");
+    let o = s.cmd(&[
+        "generate",
+        m.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(
+            r.body["response_format"],
+            serde_json::json!({
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "sentences",
+                    "strict": true,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"sentences": {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": 200},
+                            "minItems": 3,
+                            "maxItems": 3
+                        }},
+                        "required": ["sentences"],
+                        "additionalProperties": false
+                    }
+                }
+            })
+        );
+    }
+    let kept = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(kept, 6, "3 from the JSON answer, 3 from the plain list");
+
+    // An unstructured generator sends no response_format.
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let (s, m) = sandbox(&server.url, "\"synthetic\"");
+    let o = s.cmd(&["generate", m.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(server.requests()[0].body.get("response_format").is_none());
+}
