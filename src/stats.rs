@@ -163,27 +163,34 @@ fn interval(delta: f64, mut draws: Vec<f64>) -> Interval {
 /// the indices of a sample of the test sentences once for both; at least one resample.
 /// Panics when the three slices differ in length, or on an empty test set.
 pub fn paired_delta(p: Paired, labels: &[usize], b: Bootstrap) -> Interval {
-    pooled_delta(&[p], labels, b)
+    pooled_deltas(&[p], &[labels], b)[0]
 }
 
 /// Mean over replicates of delta macro-F1 over `labels`, with the stratified percentile interval
 /// described in the module docs. With one replicate this is [`paired_delta`].
+pub fn pooled_delta(reps: &[Paired], labels: &[usize], b: Bootstrap) -> Interval {
+    pooled_deltas(reps, &[labels], b)[0]
+}
+
+/// [`pooled_delta`] for several class sets (e.g. L and the targets) from the same resamples:
+/// one interval per set, in order; the first set's interval equals [`pooled_delta`]'s.
 /// Panics on no replicates, a replicate without test sentences, slices of unequal length, or
 /// `b.resamples == 0` (the manifest check rejects it first).
-pub fn pooled_delta(reps: &[Paired], labels: &[usize], b: Bootstrap) -> Interval {
+pub fn pooled_deltas(reps: &[Paired], label_sets: &[&[usize]], b: Bootstrap) -> Vec<Interval> {
     assert!(!reps.is_empty(), "no replicates");
     assert!(b.resamples > 0, "no resamples");
     let n_cls = reps
         .iter()
-        .map(|p| {
+        .flat_map(|p| {
             p.check();
             assert!(!p.gold.is_empty(), "a replicate without test sentences");
-            n_classes(p, labels)
+            label_sets.iter().map(move |l| n_classes(p, l))
         })
         .max()
         .unwrap_or(0);
     let (mut base, mut aug) = (Counts::new(n_cls), Counts::new(n_cls));
-    let mut delta_of = |p: &Paired, draw: &mut dyn FnMut(usize) -> usize| {
+    // Adds each replicate's deltas (one per class set) into `sum`.
+    let mut deltas_of = |p: &Paired, draw: &mut dyn FnMut(usize) -> usize, sum: &mut [f64]| {
         base.clear();
         aug.clear();
         for _ in 0..p.gold.len() {
@@ -191,30 +198,37 @@ pub fn pooled_delta(reps: &[Paired], labels: &[usize], b: Bootstrap) -> Interval
             base.add(p.gold[i], p.baseline[i], 1.0);
             aug.add(p.gold[i], p.augmented[i], 1.0);
         }
-        aug.macro_f1(labels) - base.macro_f1(labels)
+        for (s, l) in sum.iter_mut().zip(label_sets) {
+            *s += aug.macro_f1(l) - base.macro_f1(l);
+        }
     };
     let k = reps.len() as f64;
-    let point = reps
-        .iter()
-        .map(|p| {
-            let mut i = 0;
-            delta_of(p, &mut |_| {
-                i += 1;
-                i - 1
-            })
-        })
-        .sum::<f64>()
-        / k;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(b.seed);
-    let mut draws = Vec::with_capacity(b.resamples);
-    for _ in 0..b.resamples {
-        let mut sum = 0.0;
-        for p in reps {
-            sum += delta_of(p, &mut |n| rng.gen_range(0..n));
-        }
-        draws.push(sum / k);
+    let mut point = vec![0.0; label_sets.len()];
+    for p in reps {
+        let mut i = 0;
+        let mut next = |_| {
+            i += 1;
+            i - 1
+        };
+        deltas_of(p, &mut next, &mut point);
     }
-    interval(point, draws)
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(b.seed);
+    let mut draws = vec![Vec::with_capacity(b.resamples); label_sets.len()];
+    let mut sum = vec![0.0; label_sets.len()];
+    for _ in 0..b.resamples {
+        sum.iter_mut().for_each(|s| *s = 0.0);
+        for p in reps {
+            deltas_of(p, &mut |n| rng.gen_range(0..n), &mut sum);
+        }
+        for (d, s) in draws.iter_mut().zip(&sum) {
+            d.push(s / k);
+        }
+    }
+    point
+        .into_iter()
+        .zip(draws)
+        .map(|(pt, d)| interval(pt / k, d))
+        .collect()
 }
 
 #[cfg(test)]
@@ -359,6 +373,24 @@ mod tests {
         let half = pooled_delta(&[a, same], &[0, 1], B);
         assert!((half.delta - 1.0 / 3.0).abs() < 1e-12, "{half:?}");
         assert_eq!(pooled_delta(&[a], &[0, 1], B), paired_delta(a, &[0, 1], B));
+    }
+
+    /// Several class sets from the same resamples: the first is [`paired_delta`]'s interval, and
+    /// each point is that set's own delta (hand-computed case: over {1} alone the baseline has F1
+    /// 0 and the augmented classifier 1, so the point is 1).
+    #[test]
+    fn several_class_sets_share_the_resamples() {
+        let a = Paired {
+            gold: &[0, 1],
+            baseline: &[0, 0],
+            augmented: &[0, 1],
+        };
+        let both = pooled_deltas(&[a], &[&[0, 1], &[1]], B);
+        assert_eq!(both[0], paired_delta(a, &[0, 1], B));
+        assert!((both[1].delta - 1.0).abs() < 1e-12, "{:?}", both[1]);
+        // Over {1}: a resample without b scores 0 for both (no support, no prediction of 1).
+        assert_eq!(both[1].lo, 0.0);
+        assert_eq!(both[1].hi, 1.0);
     }
 
     #[test]

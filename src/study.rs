@@ -187,6 +187,13 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
             baseline: &base_pred,
             augmented: &aug_pred,
         };
+        // Both intervals from the same resamples.
+        let sets: Vec<&[usize]> = if targets.is_empty() {
+            vec![&labels]
+        } else {
+            vec![&labels, &targets]
+        };
+        let ivs = crate::stats::pooled_deltas(&[p], &sets, b);
         out.push(Comparison {
             classifier: aug.cell.classifier.as_str().into(),
             seed: aug.cell.seed,
@@ -196,8 +203,8 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
             test_size: gold.len(),
             baseline_macro_f1: base.metrics.macro_f1,
             augmented_macro_f1: aug.metrics.macro_f1,
-            overall: crate::stats::paired_delta(p, &labels, b),
-            targets: (!targets.is_empty()).then(|| crate::stats::paired_delta(p, &targets, b)),
+            overall: ivs[0],
+            targets: ivs.get(1).copied(),
             classes: labels.len(),
             target_classes: targets.len(),
         });
