@@ -833,7 +833,9 @@ fn run_cell(
     result.dataset = dataset_label(cx.m);
     result.train_size = train.len();
     result.target_macro_f1 = target_macro_f1(&result.metrics, cx.targets);
-    result.target_classes = (cx.targets.iter())
+    result.target_classes = cx
+        .targets
+        .iter()
         .filter(|t| result.metrics.macro_classes.contains(t))
         .cloned()
         .collect();

@@ -133,7 +133,8 @@ fn read_predictions(run_dir: &Path, cell: &str) -> Result<Vec<PredLine>> {
 }
 
 /// Pair every augmented cell with its baseline and bootstrap the deltas. Cells without a
-/// baseline, or whose test sentences differ from it, are left out (the caller says so).
+/// baseline, whose test sentences or class set L differ from it, or without a recorded L
+/// (records of an older synthcti), are left out; [`markdown`] counts them.
 pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Vec<Comparison>> {
     let baselines: BTreeMap<String, &CellResult> = results
         .iter()
@@ -157,7 +158,11 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
                 .iter()
                 .zip(&ap)
                 .all(|(x, y)| x.text == y.text && x.gold == y.gold);
-        if !same || base.metrics.macro_classes != aug.metrics.macro_classes {
+        // Records written before L was recorded (empty) have no class set to average over.
+        if !same
+            || aug.metrics.macro_classes.is_empty()
+            || base.metrics.macro_classes != aug.metrics.macro_classes
+        {
             continue;
         }
         // One numbering for gold, both predictions and L: L first, then any other class seen.
@@ -235,7 +240,7 @@ pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap
         b.resamples, b.seed
     );
     if comparisons.is_empty() {
-        s.push_str("No augmented cell has a baseline with the same classifier settings, seed and test sentences.\n");
+        s.push_str("No augmented cell has a baseline with the same classifier settings, seed, test sentences and recorded class set L (`macro_classes`).\n");
         return s;
     }
     s.push_str("| classifier | seed | augmented cell | augment | baseline macro-F1 | augmented macro-F1 | Δ macro-F1 [95% CI] | Δ target macro-F1 [95% CI] |\n|---|---|---|---|---|---|---|---|\n");
@@ -254,7 +259,7 @@ pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap
     }
     let unpaired = augmented - comparisons.len();
     if unpaired > 0 {
-        s.push_str(&format!("\n{unpaired} augmented cell(s) have no baseline with the same classifier settings, seed and test sentences, and no interval.\n"));
+        s.push_str(&format!("\n{unpaired} augmented cell(s) have no baseline with the same classifier settings, seed, test sentences and class set L, and no interval.\n"));
     }
     s.push_str("\nEvery interval, with the class counts it averages over: `intervals.csv`.\n");
     s

@@ -223,6 +223,31 @@ fn augmented_cells_get_a_paired_interval_over_the_recorded_class_set() {
         md.contains(&format!("{:+.4} [{:+.4}, {:+.4}]", iv.delta, iv.lo, iv.hi)),
         "{md}"
     );
+
+    // `report` rebuilds the same intervals from disk; records of an older synthcti (no
+    // `macro_classes`) get no interval rather than a made-up [0, 0].
+    let before = std::fs::read_to_string(run_dir.join("intervals.csv")).unwrap();
+    let o = s.cmd(&["report", run_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("intervals.csv")).unwrap(),
+        before
+    );
+    for name in [&row["baseline"], &row["augmented"]] {
+        let p = run_dir.join("cells").join(name).join("metrics.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["metrics"]
+            .as_object_mut()
+            .unwrap()
+            .remove("macro_classes");
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+    let o = s.cmd(&["report", run_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(read_csv_rows(&run_dir.join("intervals.csv")).is_empty());
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(md.contains("No augmented cell has a baseline"), "{md}");
 }
 
 #[test]
