@@ -32,5 +32,7 @@ pub mod report;
 pub mod runs;
 pub mod similarity;
 pub mod split;
+pub mod stats;
+pub mod study;
 
 pub use error::{Error, ErrorKind, Result};

@@ -64,6 +64,9 @@ pub struct RawManifest {
     pub classifier: Vec<ClassifierConfig>,
     #[serde(default = "default_generators")]
     pub generator: Vec<GeneratorConfig>,
+    /// `[study]`: how the paired comparison is computed.
+    #[serde(default)]
+    pub study: crate::study::StudyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +204,8 @@ pub struct Manifest {
     pub split: SplitConfig,
     /// `[augment]`, validated (`targets.list` respelled and mapped).
     pub augment: AugmentConfig,
+    /// `[study]`, validated: the bootstrap of the paired comparison.
+    pub study: crate::stats::Bootstrap,
     /// Every effective value, for `manifest.resolved.toml` only: the raw grids are read once, by
     /// [`expand`], and nothing downstream reads the raw form.
     resolved: RawManifest,
@@ -733,6 +738,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
             "no classifier; add a [[classifier]] table with `kind = \"fasttext\"` (or `encoder-frozen`, `encoder-finetune`, `transformer`)".into(),
         ));
     }
+    let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
@@ -745,6 +751,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         data: raw.data.clone(),
         split: raw.split.clone(),
         augment: raw.augment.clone(),
+        study,
         resolved: raw,
         data_dir,
         cells,

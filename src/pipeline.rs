@@ -25,8 +25,8 @@ pub use crate::record::{CellResult, SynthSummary};
 use crate::report;
 use crate::split::{self, Split};
 
-/// Version of the evaluate stage's output. 3: predictions.jsonl rows carry the source `row` and `group`.
-pub const EVAL_VERSION: u32 = 3;
+/// Version of the evaluate stage's output. 3: predictions.jsonl rows carry the source `row` and `group`. 4: macro averages over one class set L, recorded as `macro_classes`.
+pub const EVAL_VERSION: u32 = 4;
 const TOP_K: usize = 5;
 
 /// The stage ids every cell shares (load, split).
@@ -103,6 +103,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         augment: Default::default(),
         classifier: vec![Default::default()],
         generator: Vec::new(),
+        study: Default::default(),
     };
     crate::manifest::expand(&raw)
         .into_iter()
@@ -781,7 +782,11 @@ fn run_cell(
             .collect();
         let scored = model.predict(&cx.tcx(), &texts, TOP_K)?;
         let pred: Vec<usize> = scored.iter().map(|s| s.pred).collect();
-        let metrics = metrics::evaluate(&gold, &pred, cx.classes, 20);
+        // L: every class with a test sentence, so each cell of the split averages the same set.
+        let mut labels = gold.clone();
+        labels.sort_unstable();
+        labels.dedup();
+        let metrics = metrics::evaluate_over(&gold, &pred, cx.classes, &labels, 20);
         let mut lines = String::new();
         for (((t, g), s), &i) in texts.iter().zip(&gold).zip(&scored).zip(test) {
             let ex = &cx.ds.examples[i];
@@ -815,6 +820,7 @@ fn run_cell(
             evaluate_key: stages.evaluate.key.clone(),
             metrics,
             target_macro_f1: None,
+            target_classes: Vec::new(),
             synthetic: None,
         };
         w.write_json("metrics.json", &result)
@@ -827,6 +833,12 @@ fn run_cell(
     result.dataset = dataset_label(cx.m);
     result.train_size = train.len();
     result.target_macro_f1 = target_macro_f1(&result.metrics, cx.targets);
+    result.target_classes = cx
+        .targets
+        .iter()
+        .filter(|t| result.metrics.macro_classes.contains(t))
+        .cloned()
+        .collect();
     result.synthetic = synth.map(|s| s.summary.clone());
     Ok((result, eval_entry, trained))
 }

@@ -28,6 +28,10 @@ pub struct CellResult {
     /// Macro-F1 over the target techniques of `[augment.targets]` only.
     #[serde(default)]
     pub target_macro_f1: Option<f64>,
+    /// The class set of `target_macro_f1` (and of the target-only intervals): the target
+    /// techniques that are in `metrics.macro_classes`, in the order of `[augment.targets]`.
+    #[serde(default)]
+    pub target_classes: Vec<String>,
     /// On augmented cells: the synthetic data it trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSummary>,

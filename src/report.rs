@@ -330,8 +330,8 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
     let mut s = String::new();
     if let Some(r) = results.first() {
         s.push_str(&format!(
-            "# {} — {}\n\ntrain {} / test {} examples; macro-F1 over the classes in the test split.\n\n",
-            r.experiment, r.dataset, r.train_size, r.test_size
+            "# {} — {}\n\ntrain {} / test {} examples; every macro average runs over the same {} classes, those with a test sentence (`macro_classes` in each `metrics.json`).\n\n",
+            r.experiment, r.dataset, r.train_size, r.test_size, r.metrics.macro_classes.len()
         ));
     }
     s.push_str(
@@ -458,7 +458,13 @@ pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]
         "summary.csv",
         summary_csv_with_plan(&results, &failed, &plan),
     )?;
-    w("summary.md", summary_md(&results, &failed))?;
+    let bootstrap = crate::study::bootstrap_of_run(dir)?;
+    let comparisons = crate::study::compare(dir, &results, bootstrap)?;
+    w(
+        "summary.md",
+        summary_md(&results, &failed) + &crate::study::markdown(&results, &comparisons, bootstrap),
+    )?;
+    w("intervals.csv", crate::study::intervals_csv(&comparisons))?;
     w("per_class.csv", per_class_csv(&results))?;
     Ok(())
 }

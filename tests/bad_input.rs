@@ -72,6 +72,43 @@ fn test_fraction_above_one_is_out_of_range() {
 }
 
 #[test]
+fn zero_bootstrap_resamples_are_out_of_range() {
+    let s = tram_sandbox();
+    let m = s.manifest("kind = \"tram-single\"", "[study]\nresamples = 0\n");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["m.toml", "study.resamples", "0 resamples; use 1 to 1000000"],
+    );
+}
+
+#[test]
+fn too_many_bootstrap_resamples_are_out_of_range() {
+    let s = tram_sandbox();
+    let m = s.manifest("kind = \"tram-single\"", "");
+    assert_rejected(
+        &s,
+        &m,
+        &["--set", "study.resamples=2000000"],
+        2,
+        &[
+            "study.resamples",
+            "2000000 resamples; use 1 to 1000000",
+            "--set study.resamples=2000000",
+        ],
+    );
+}
+
+#[test]
+fn unknown_study_key_lists_the_valid_keys() {
+    let s = tram_sandbox();
+    let m = s.manifest("kind = \"tram-single\"", "[study]\nresample = 100\n");
+    assert_rejected(&s, &m, &[], 2, &["resample", "`resamples`", "`seed`"]);
+}
+
+#[test]
 fn missing_data_file_says_which_publisher_file_and_how_to_get_it() {
     let s = Sandbox::new();
     let m = s.manifest("kind = \"tram-single\"", "");

@@ -133,6 +133,123 @@ fn openai_request_shape_auth_and_the_key_stays_secret() {
     assert!(!stderr(&o).contains(KEY) && !stdout(&o).contains(KEY));
 }
 
+/// A baseline and a synthetic cell: the synthetic cell is paired with the baseline on the same
+/// test sentences; the interval is recomputed here from the two predictions.jsonl files
+/// (`synthcti::stats`, the `[study]` settings) and must be the one in intervals.csv; every
+/// macro average runs over the same recorded class set L.
+#[test]
+fn augmented_cells_get_a_paired_interval_over_the_recorded_class_set() {
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let aug = "kind = [\"none\", \"synthetic\"]\ngenerator = \"remote\"\nk = 1\nper_technique = 3\nper_call = 3\n[study]\nresamples = 200\nseed = 3";
+    let (s, m) = sandbox(aug, &remote(&server.url, ""));
+    let run_dir = run_ok(&s, &m, "results/r", &[]);
+    let rows = read_csv_rows(&run_dir.join("intervals.csv"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    let cell = |name: &str| -> serde_json::Value {
+        let p = run_dir.join("cells").join(name).join("metrics.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (base, synth) = (cell(&row["baseline"]), cell(&row["augmented"]));
+    assert_eq!(base["cell"]["augment"], "none");
+    assert_eq!(synth["cell"]["augment"], "synthetic");
+    // L: the 4 classes of the small TRAM rows, all in the test split, identical in both cells.
+    let l = base["metrics"]["macro_classes"].as_array().unwrap().clone();
+    assert_eq!(l.len(), 4, "{l:?}");
+    assert_eq!(synth["metrics"]["macro_classes"].as_array().unwrap(), &l);
+    assert_eq!(synth["target_classes"], serde_json::json!(["T1027"]));
+    assert_eq!(row["classes"], "4");
+    assert_eq!(row["target_classes"], "1");
+
+    let preds = |name: &str| -> Vec<(String, String)> {
+        let p = run_dir.join("cells").join(name).join("predictions.jsonl");
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["gold"].as_str().unwrap().into(),
+                    v["pred"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let (bp, ap) = (preds(&row["baseline"]), preds(&row["augmented"]));
+    let mut names: Vec<String> = l.iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    for (g, p) in bp.iter().chain(&ap) {
+        for c in [g, p] {
+            if !names.contains(c) {
+                names.push(c.clone());
+            }
+        }
+    }
+    let ix = |c: &String| names.iter().position(|n| n == c).unwrap();
+    let gold: Vec<usize> = bp.iter().map(|(g, _)| ix(g)).collect();
+    let b: Vec<usize> = bp.iter().map(|(_, p)| ix(p)).collect();
+    let a: Vec<usize> = ap.iter().map(|(_, p)| ix(p)).collect();
+    let labels: Vec<usize> = (0..l.len()).collect();
+    let pair = synthcti::stats::Paired {
+        gold: &gold,
+        baseline: &b,
+        augmented: &a,
+    };
+    let boot = synthcti::stats::Bootstrap {
+        resamples: 200,
+        seed: 3,
+    };
+    let t = vec![ix(&"T1027".to_string())];
+    let ivs = synthcti::stats::pooled_deltas(&[pair], &[&labels, &t], boot);
+    let (iv, it) = (ivs[0], ivs[1]);
+    assert_eq!(iv, synthcti::stats::paired_delta(pair, &labels, boot));
+    let f = |x: f64| format!("{x:.4}");
+    assert_eq!(row["delta_macro_f1"], f(iv.delta));
+    assert_eq!(row["delta_lo"], f(iv.lo));
+    assert_eq!(row["delta_hi"], f(iv.hi));
+    assert!(iv.lo <= iv.delta && iv.delta <= iv.hi, "{iv:?}");
+    // The macro-F1 in metrics.json is the one over L.
+    let base_f1 = synthcti::stats::macro_f1_over(&gold, &b, &labels);
+    assert!((base["metrics"]["macro_f1"].as_f64().unwrap() - base_f1).abs() < 1e-12);
+    assert_eq!(row["delta_target_macro_f1"], f(it.delta));
+    assert_eq!(row["delta_target_lo"], f(it.lo));
+
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(
+        md.contains("## Paired comparison: augmented − baseline"),
+        "{md}"
+    );
+    assert!(md.contains("200 resamples, seed 3"), "{md}");
+    assert!(
+        md.contains(&format!("{:+.4} [{:+.4}, {:+.4}]", iv.delta, iv.lo, iv.hi)),
+        "{md}"
+    );
+
+    // `report` rebuilds the same intervals from disk; records of an older synthcti (no
+    // `macro_classes`) get no interval rather than a made-up [0, 0].
+    let before = std::fs::read_to_string(run_dir.join("intervals.csv")).unwrap();
+    let o = s.cmd(&["report", run_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("intervals.csv")).unwrap(),
+        before
+    );
+    for name in [&row["baseline"], &row["augmented"]] {
+        let p = run_dir.join("cells").join(name).join("metrics.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        v["metrics"]
+            .as_object_mut()
+            .unwrap()
+            .remove("macro_classes");
+        std::fs::write(&p, v.to_string()).unwrap();
+    }
+    let o = s.cmd(&["report", run_dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(read_csv_rows(&run_dir.join("intervals.csv")).is_empty());
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(md.contains("No augmented cell has a baseline"), "{md}");
+}
+
 #[test]
 fn openai_429_then_200_waits_as_retry_after_says() {
     let server = llm_server::start(|n, _| {

@@ -1,0 +1,404 @@
+//! Statistics of a comparison: macro-F1 over an explicit class set, and the paired bootstrap of
+//! the difference in macro-F1 between two classifiers scored on the same test sentences.
+//!
+//! **Macro-F1 over L.** [`macro_f1_over`] averages the per-class F1 of exactly the classes in
+//! `labels` (a class of L that is neither in the gold labels nor predicted counts as F1 = 0), which
+//! is scikit-learn's `f1_score(y, p, labels=L, average="macro", zero_division=0)`.
+//!
+//! **Paired bootstrap** (Efron & Tibshirani 1993, ch. 16; for NLP, Koehn 2004 and Berg-Kirkpatrick
+//! et al. 2012): the test sentences are resampled with replacement `resamples` times; each
+//! resample scores *both* classifiers on the same drawn sentences, so the variation that the two
+//! share (which sentences happen to be in the test split) cancels in the difference. The interval
+//! is the percentile interval (2.5th and 97.5th percentile of the resampled differences, linear
+//! interpolation between order statistics as numpy's default). Identical predictions give the
+//! interval [0, 0].
+//!
+//! **Pooled over replicates** ([`pooled_delta`]): a replicate has its own split, generation and
+//! training seed, so its test sentences differ. Each resample draws a bootstrap sample inside every
+//! replicate independently (a stratified bootstrap with replicates as strata) and takes the mean of
+//! the replicates' differences; the interval is the percentile interval of that mean. It covers
+//! the test-sentence sampling within each replicate; the spread between replicates' point
+//! estimates is reported beside it as mean ± sd (n).
+
+use rand::Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rand_xoshiro::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+/// How a bootstrap is drawn: `[study] resamples` and `seed` of the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// Resamples of the test sentences (≥ 1; 1,000 by default).
+    pub resamples: usize,
+    /// Seed of the resampling generator (Xoshiro256++): the same seed gives the same interval.
+    pub seed: u64,
+}
+
+/// A difference (augmented − baseline) with its 95% percentile interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// The difference on the test sentences as they are (not resampled).
+    pub delta: f64,
+    /// 2.5th percentile of the resampled differences.
+    pub lo: f64,
+    /// 97.5th percentile of the resampled differences.
+    pub hi: f64,
+}
+
+impl Interval {
+    /// Whether the interval lies wholly above or wholly below zero.
+    pub fn excludes_zero(&self) -> bool {
+        self.lo > 0.0 || self.hi < 0.0
+    }
+}
+
+/// One comparison: gold labels and both classifiers' predictions on the same test sentences,
+/// as class indices (any numbering, shared by the three slices and `labels`).
+#[derive(Debug, Clone, Copy)]
+pub struct Paired<'a> {
+    pub gold: &'a [usize],
+    pub baseline: &'a [usize],
+    pub augmented: &'a [usize],
+}
+
+impl Paired<'_> {
+    fn check(&self) {
+        assert_eq!(self.gold.len(), self.baseline.len(), "baseline length");
+        assert_eq!(self.gold.len(), self.augmented.len(), "augmented length");
+    }
+}
+
+/// Per-class counts, indexed by class index.
+struct Counts {
+    tp: Vec<f64>,
+    support: Vec<f64>,
+    predicted: Vec<f64>,
+}
+
+impl Counts {
+    fn new(n_classes: usize) -> Self {
+        Counts {
+            tp: vec![0.0; n_classes],
+            support: vec![0.0; n_classes],
+            predicted: vec![0.0; n_classes],
+        }
+    }
+    fn clear(&mut self) {
+        for v in [&mut self.tp, &mut self.support, &mut self.predicted] {
+            v.iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    fn add(&mut self, g: usize, p: usize, weight: f64) {
+        self.support[g] += weight;
+        self.predicted[p] += weight;
+        if g == p {
+            self.tp[g] += weight;
+        }
+    }
+    /// F1 = 2·tp / (support + predicted), 0 when both are 0 (scikit-learn's `zero_division=0`).
+    fn macro_f1(&self, labels: &[usize]) -> f64 {
+        if labels.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = labels
+            .iter()
+            .map(|&k| {
+                let d = self.support[k] + self.predicted[k];
+                if d == 0.0 { 0.0 } else { 2.0 * self.tp[k] / d }
+            })
+            .sum();
+        sum / labels.len() as f64
+    }
+}
+
+fn n_classes(p: &Paired, labels: &[usize]) -> usize {
+    p.gold
+        .iter()
+        .chain(p.baseline)
+        .chain(p.augmented)
+        .chain(labels)
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+/// Macro-F1 over exactly the classes in `labels` (L): scikit-learn's
+/// `f1_score(gold, pred, labels=L, average="macro", zero_division=0)`. Empty L gives 0.
+///
+/// Panics when `gold` and `pred` differ in length.
+pub fn macro_f1_over(gold: &[usize], pred: &[usize], labels: &[usize]) -> f64 {
+    let p = Paired {
+        gold,
+        baseline: pred,
+        augmented: pred,
+    };
+    p.check();
+    let mut c = Counts::new(n_classes(&p, labels));
+    for (&g, &q) in gold.iter().zip(pred) {
+        c.add(g, q, 1.0);
+    }
+    c.macro_f1(labels)
+}
+
+/// Percentile of sorted values with linear interpolation between order statistics (numpy's
+/// default `method="linear"`); `q` in [0, 1].
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    match sorted.get(i + 1) {
+        Some(next) if frac > 0.0 => sorted[i] + frac * (next - sorted[i]),
+        _ => sorted[i],
+    }
+}
+
+fn interval(delta: f64, mut draws: Vec<f64>) -> Interval {
+    draws.sort_by(f64::total_cmp);
+    Interval {
+        delta,
+        lo: percentile(&draws, 0.025),
+        hi: percentile(&draws, 0.975),
+    }
+}
+
+/// Delta macro-F1 over `labels` of one comparison: augmented − baseline, each resample drawing
+/// the indices of a sample of the test sentences once for both; at least one resample.
+/// Panics when the three slices differ in length, or on an empty test set.
+pub fn paired_delta(p: Paired, labels: &[usize], b: Bootstrap) -> Interval {
+    pooled_deltas(&[p], &[labels], b)[0]
+}
+
+/// Mean over replicates of delta macro-F1 over `labels`, with the stratified percentile interval
+/// described in the module docs. With one replicate this is [`paired_delta`].
+pub fn pooled_delta(reps: &[Paired], labels: &[usize], b: Bootstrap) -> Interval {
+    pooled_deltas(reps, &[labels], b)[0]
+}
+
+/// [`pooled_delta`] for several class sets (e.g. L and the targets) from the same resamples:
+/// one interval per set, in order; the first set's interval equals [`pooled_delta`]'s.
+/// Panics on no replicates, a replicate without test sentences, slices of unequal length, or
+/// `b.resamples == 0` (the manifest check rejects it first).
+pub fn pooled_deltas(reps: &[Paired], label_sets: &[&[usize]], b: Bootstrap) -> Vec<Interval> {
+    assert!(!reps.is_empty(), "no replicates");
+    assert!(b.resamples > 0, "no resamples");
+    let n_cls = reps
+        .iter()
+        .flat_map(|p| {
+            p.check();
+            assert!(!p.gold.is_empty(), "a replicate without test sentences");
+            label_sets.iter().map(move |l| n_classes(p, l))
+        })
+        .max()
+        .unwrap_or(0);
+    let (mut base, mut aug) = (Counts::new(n_cls), Counts::new(n_cls));
+    // Adds each replicate's deltas (one per class set) into `sum`.
+    let mut deltas_of = |p: &Paired, draw: &mut dyn FnMut(usize) -> usize, sum: &mut [f64]| {
+        base.clear();
+        aug.clear();
+        for _ in 0..p.gold.len() {
+            let i = draw(p.gold.len());
+            base.add(p.gold[i], p.baseline[i], 1.0);
+            aug.add(p.gold[i], p.augmented[i], 1.0);
+        }
+        for (s, l) in sum.iter_mut().zip(label_sets) {
+            *s += aug.macro_f1(l) - base.macro_f1(l);
+        }
+    };
+    let k = reps.len() as f64;
+    let mut point = vec![0.0; label_sets.len()];
+    for p in reps {
+        let mut i = 0;
+        let mut next = |_| {
+            i += 1;
+            i - 1
+        };
+        deltas_of(p, &mut next, &mut point);
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(b.seed);
+    let mut draws = vec![Vec::with_capacity(b.resamples); label_sets.len()];
+    let mut sum = vec![0.0; label_sets.len()];
+    for _ in 0..b.resamples {
+        sum.iter_mut().for_each(|s| *s = 0.0);
+        for p in reps {
+            deltas_of(p, &mut |n| rng.gen_range(0..n), &mut sum);
+        }
+        for (d, s) in draws.iter_mut().zip(&sum) {
+            d.push(s / k);
+        }
+    }
+    point
+        .into_iter()
+        .zip(draws)
+        .map(|(pt, d)| interval(pt / k, d))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: Bootstrap = Bootstrap {
+        resamples: 1000,
+        seed: 7,
+    };
+
+    /// Expected values from scikit-learn 1.9.1, `scripts/stats_fixtures.py` (same vectors).
+    #[test]
+    fn macro_f1_over_matches_scikit_learn() {
+        let gold = [0, 0, 0, 1, 1, 2, 2, 2, 2, 0, 1, 2];
+        let pred = [0, 1, 0, 1, 3, 2, 2, 0, 2, 0, 1, 4];
+        let cases: [(&[usize], f64); 4] = [
+            (&[0, 1, 2], 0.7222222222222222),
+            (&[0, 1, 2, 3], 0.5416666666666666),
+            (&[1, 2], 0.7083333333333333),
+            (&[1, 4], 0.3333333333333333),
+        ];
+        for (labels, want) in cases {
+            let got = macro_f1_over(&gold, &pred, labels);
+            assert!((got - want).abs() < 1e-12, "L={labels:?}: {got} != {want}");
+        }
+        assert_eq!(macro_f1_over(&gold, &pred, &[]), 0.0);
+    }
+
+    #[test]
+    fn identical_predictions_give_zero_and_the_interval_zero_zero() {
+        let gold = [0, 1, 2, 2, 1, 0, 3, 3];
+        let pred = [0, 2, 2, 1, 1, 0, 3, 0];
+        let p = Paired {
+            gold: &gold,
+            baseline: &pred,
+            augmented: &pred,
+        };
+        let iv = paired_delta(p, &[0, 1, 2, 3], B);
+        assert_eq!(
+            iv,
+            Interval {
+                delta: 0.0,
+                lo: 0.0,
+                hi: 0.0
+            }
+        );
+        assert!(!iv.excludes_zero());
+    }
+
+    /// Two test sentences a (gold 0) and b (gold 1), L = {0, 1}; the baseline predicts 0 for
+    /// both, the augmented classifier is right on both. The resamples, by hand:
+    /// {a,a} (p = 1/4): both 0.5 → delta 0; {b,b} (1/4): 0 vs 0.5 → 0.5;
+    /// {a,b} (1/2): baseline F1 (2/3 + 0)/2 = 1/3, augmented 1 → 2/3.
+    /// So the point delta is 2/3, the 95% interval [0, 2/3], the bootstrap mean 11/24.
+    #[test]
+    fn a_hand_computed_case() {
+        let p = Paired {
+            gold: &[0, 1],
+            baseline: &[0, 0],
+            augmented: &[0, 1],
+        };
+        let iv = paired_delta(p, &[0, 1], B);
+        assert!((iv.delta - 2.0 / 3.0).abs() < 1e-12, "{iv:?}");
+        assert_eq!(iv.lo, 0.0);
+        assert!((iv.hi - 2.0 / 3.0).abs() < 1e-12, "{iv:?}");
+        assert!(!iv.excludes_zero());
+    }
+
+    /// A single sentence: every resample is that sentence, so the interval is the point.
+    #[test]
+    fn one_sentence_gives_a_point_interval() {
+        let p = Paired {
+            gold: &[1],
+            baseline: &[0],
+            augmented: &[1],
+        };
+        // Baseline: class 0 F1 0 (predicted, no support), class 1 F1 0 → 0; augmented: 1 and 0 → 0.5.
+        let iv = paired_delta(p, &[0, 1], B);
+        assert_eq!(
+            iv,
+            Interval {
+                delta: 0.5,
+                lo: 0.5,
+                hi: 0.5
+            }
+        );
+        assert!(iv.excludes_zero());
+    }
+
+    /// A clear gain on 200 sentences excludes zero; the same seed gives the same interval and
+    /// another seed a different one.
+    #[test]
+    fn a_large_gain_excludes_zero_and_the_seed_fixes_the_interval() {
+        let gold: Vec<usize> = (0..200).map(|i| i % 4).collect();
+        let baseline: Vec<usize> = gold
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| if i % 2 == 0 { g } else { (g + 1) % 4 })
+            .collect();
+        let augmented: Vec<usize> = gold
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| if i % 10 == 0 { (g + 1) % 4 } else { g })
+            .collect();
+        let p = Paired {
+            gold: &gold,
+            baseline: &baseline,
+            augmented: &augmented,
+        };
+        let l = [0, 1, 2, 3];
+        let iv = paired_delta(p, &l, B);
+        let want = macro_f1_over(&gold, &augmented, &l) - macro_f1_over(&gold, &baseline, &l);
+        assert!((iv.delta - want).abs() < 1e-12);
+        assert!(
+            iv.lo > 0.0 && iv.lo < iv.delta && iv.delta < iv.hi,
+            "{iv:?}"
+        );
+        assert!(iv.excludes_zero());
+        assert_eq!(paired_delta(p, &l, B), iv);
+        assert_ne!(paired_delta(p, &l, Bootstrap { seed: 8, ..B }), iv);
+    }
+
+    /// Pooled: the point is the mean of the replicates' deltas; two copies of the hand-computed
+    /// case keep its bounds (the mean of two draws from {0, 0.5, 2/3} spans [0, 2/3]) and a
+    /// replicate with identical predictions halves the point.
+    #[test]
+    fn pooled_is_the_mean_over_replicates() {
+        let a = Paired {
+            gold: &[0, 1],
+            baseline: &[0, 0],
+            augmented: &[0, 1],
+        };
+        let same = Paired {
+            gold: &[0, 1, 1],
+            baseline: &[0, 0, 1],
+            augmented: &[0, 0, 1],
+        };
+        let iv = pooled_delta(&[a, a], &[0, 1], B);
+        assert!((iv.delta - 2.0 / 3.0).abs() < 1e-12);
+        assert!(iv.lo >= 0.0 && iv.hi <= 2.0 / 3.0 + 1e-12, "{iv:?}");
+        let half = pooled_delta(&[a, same], &[0, 1], B);
+        assert!((half.delta - 1.0 / 3.0).abs() < 1e-12, "{half:?}");
+        assert_eq!(pooled_delta(&[a], &[0, 1], B), paired_delta(a, &[0, 1], B));
+    }
+
+    /// Several class sets from the same resamples: the first is [`paired_delta`]'s interval, and
+    /// each point is that set's own delta (hand-computed case: over {1} alone the baseline has F1
+    /// 0 and the augmented classifier 1, so the point is 1).
+    #[test]
+    fn several_class_sets_share_the_resamples() {
+        let a = Paired {
+            gold: &[0, 1],
+            baseline: &[0, 0],
+            augmented: &[0, 1],
+        };
+        let both = pooled_deltas(&[a], &[&[0, 1], &[1]], B);
+        assert_eq!(both[0], paired_delta(a, &[0, 1], B));
+        assert!((both[1].delta - 1.0).abs() < 1e-12, "{:?}", both[1]);
+        // Over {1}: a resample without b scores 0 for both (no support, no prediction of 1).
+        assert_eq!(both[1].lo, 0.0);
+        assert_eq!(both[1].hi, 1.0);
+    }
+
+    #[test]
+    fn percentile_interpolates_like_numpy() {
+        // numpy.percentile([1, 2, 3, 4], [2.5, 97.5]) = [1.075, 3.925]
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert!((percentile(&v, 0.025) - 1.075).abs() < 1e-12);
+        assert!((percentile(&v, 0.975) - 3.925).abs() < 1e-12);
+        assert_eq!(percentile(&[5.0], 0.5), 5.0);
+    }
+}

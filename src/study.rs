@@ -1,0 +1,358 @@
+//! The comparison a study reports: every augmented cell paired with its baseline (same
+//! classifier settings and seed, `augment = none`), scored on the same test sentences, with the
+//! paired bootstrap interval of delta macro-F1 ([`crate::stats`]) over the run's class set L and
+//! over the target techniques. Read from a run folder alone (`cells/<cell>/metrics.json` and
+//! `predictions.jsonl`, `[study]` of `manifest.resolved.toml`), so `synthcti report` rebuilds it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::manifest::AugmentKind;
+use crate::record::CellResult;
+use crate::stats::{Bootstrap, Interval, Paired};
+
+/// `[study]` of the manifest, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudyConfig {
+    /// Bootstrap resamples of the test sentences per interval (1 to 1,000,000; default 1,000).
+    pub resamples: usize,
+    /// Seed of the bootstrap's generator (default 0).
+    pub seed: u64,
+}
+
+impl Default for StudyConfig {
+    fn default() -> Self {
+        StudyConfig {
+            resamples: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// The most resamples `[study] resamples` accepts.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
+impl StudyConfig {
+    /// The checked bootstrap settings, or what is wrong with `resamples` (for the manifest's
+    /// error, which adds where the value came from).
+    pub fn check(&self) -> std::result::Result<Bootstrap, String> {
+        if !(1..=MAX_RESAMPLES).contains(&self.resamples) {
+            return Err(format!(
+                "{} resamples; use 1 to {MAX_RESAMPLES} (1000 is usual for a 95% interval)",
+                self.resamples
+            ));
+        }
+        Ok(Bootstrap {
+            resamples: self.resamples,
+            seed: self.seed,
+        })
+    }
+}
+
+/// The bootstrap settings of a run folder: `[study]` of its `manifest.resolved.toml`, the
+/// defaults when the file or the table is absent (runs written before `[study]` existed).
+pub fn bootstrap_of_run(run_dir: &Path) -> Result<Bootstrap> {
+    let path = run_dir.join("manifest.resolved.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(StudyConfig::default().check().expect("defaults are valid"));
+    };
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        study: StudyConfig,
+    }
+    let bad = |why: String| Error::data(format!("{}, [study]: {why}", path.display()));
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let only: Only = table
+        .get("study")
+        .map(|s| toml::Table::from_iter([("study".to_string(), s.clone())]))
+        .unwrap_or_default()
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+    only.study.check().map_err(bad)
+}
+
+/// One augmented cell against its baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub classifier: String,
+    pub seed: u64,
+    pub baseline: String,
+    pub augmented: String,
+    pub augment: String,
+    pub test_size: usize,
+    pub baseline_macro_f1: f64,
+    pub augmented_macro_f1: f64,
+    /// Delta macro-F1 over L (`metrics.macro_classes`).
+    pub overall: Interval,
+    /// Delta macro-F1 over the target techniques in L; `None` without targets in the test split.
+    pub targets: Option<Interval>,
+    /// Classes in L and in the target set.
+    pub classes: usize,
+    pub target_classes: usize,
+}
+
+/// What pairs a baseline with augmented cells: classifier kind, its settings and the seed.
+fn pair_key(r: &CellResult) -> String {
+    format!(
+        "{}|{}|{}",
+        r.cell.classifier.as_str(),
+        serde_json::to_string(&r.cell.params).expect("params serialize"),
+        r.cell.seed
+    )
+}
+
+#[derive(Deserialize)]
+struct PredLine {
+    text: String,
+    gold: String,
+    pred: String,
+}
+
+fn read_predictions(run_dir: &Path, cell: &str) -> Result<Vec<PredLine>> {
+    let path = run_dir.join("cells").join(cell).join("predictions.jsonl");
+    let text = std::fs::read_to_string(&path).io_ctx(ErrorKind::Data, || {
+        format!("cannot read {}", path.display())
+    })?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                Error::data(format!(
+                    "{}:{}: not a prediction written by synthcti: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Pair every augmented cell with its baseline and bootstrap the deltas. Cells without a
+/// baseline, whose test sentences or class set L differ from it, or without a recorded L
+/// (records of an older synthcti), are left out; [`markdown`] counts them.
+pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Vec<Comparison>> {
+    let baselines: BTreeMap<String, &CellResult> = results
+        .iter()
+        .filter(|r| r.cell.augment == AugmentKind::None)
+        .map(|r| (pair_key(r), r))
+        .collect();
+    let mut out = Vec::new();
+    for aug in results
+        .iter()
+        .filter(|r| r.cell.augment != AugmentKind::None)
+    {
+        let Some(base) = baselines.get(&pair_key(aug)) else {
+            continue;
+        };
+        let (bp, ap) = (
+            read_predictions(run_dir, &base.cell.name)?,
+            read_predictions(run_dir, &aug.cell.name)?,
+        );
+        let same = bp.len() == ap.len()
+            && bp
+                .iter()
+                .zip(&ap)
+                .all(|(x, y)| x.text == y.text && x.gold == y.gold);
+        // Records written before L was recorded (empty) have no class set to average over.
+        if !same
+            || aug.metrics.macro_classes.is_empty()
+            || base.metrics.macro_classes != aug.metrics.macro_classes
+        {
+            continue;
+        }
+        // One numbering for gold, both predictions and L: L first, then any other class seen.
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in aug.metrics.macro_classes.iter().map(String::as_str).chain(
+            bp.iter()
+                .chain(&ap)
+                .flat_map(|p| [p.gold.as_str(), p.pred.as_str()]),
+        ) {
+            let n = index.len();
+            index.entry(c).or_insert(n);
+        }
+        let idx = |v: &[PredLine], f: fn(&PredLine) -> &str| -> Vec<usize> {
+            v.iter().map(|p| index[f(p)]).collect()
+        };
+        let gold = idx(&bp, |p| &p.gold);
+        let (base_pred, aug_pred) = (idx(&bp, |p| &p.pred), idx(&ap, |p| &p.pred));
+        let labels: Vec<usize> = (0..aug.metrics.macro_classes.len()).collect();
+        let targets: Vec<usize> = aug
+            .target_classes
+            .iter()
+            .filter_map(|t| index.get(t.as_str()).copied())
+            .filter(|&k| k < labels.len())
+            .collect();
+        let p = Paired {
+            gold: &gold,
+            baseline: &base_pred,
+            augmented: &aug_pred,
+        };
+        // Both intervals from the same resamples.
+        let sets: Vec<&[usize]> = if targets.is_empty() {
+            vec![&labels]
+        } else {
+            vec![&labels, &targets]
+        };
+        let ivs = crate::stats::pooled_deltas(&[p], &sets, b);
+        out.push(Comparison {
+            classifier: aug.cell.classifier.as_str().into(),
+            seed: aug.cell.seed,
+            baseline: base.cell.name.clone(),
+            augmented: aug.cell.name.clone(),
+            augment: aug.cell.augment.as_str().into(),
+            test_size: gold.len(),
+            baseline_macro_f1: base.metrics.macro_f1,
+            augmented_macro_f1: aug.metrics.macro_f1,
+            overall: ivs[0],
+            targets: ivs.get(1).copied(),
+            classes: labels.len(),
+            target_classes: targets.len(),
+        });
+    }
+    Ok(out)
+}
+
+fn show(iv: &Interval) -> String {
+    let s = format!("{:+.4} [{:+.4}, {:+.4}]", iv.delta, iv.lo, iv.hi);
+    if iv.excludes_zero() {
+        format!("**{s}**")
+    } else {
+        s
+    }
+}
+
+/// The `summary.md` section of the comparisons; empty when the run has no augmented cell.
+pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap) -> String {
+    let augmented = results
+        .iter()
+        .filter(|r| r.cell.augment != AugmentKind::None)
+        .count();
+    if augmented == 0 {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n## Paired comparison: augmented − baseline\n\nDelta macro-F1 on the same test sentences with a 95% paired bootstrap interval over test sentences ({} resamples, seed {}; percentile interval); **bold**: the interval excludes 0. Each augmented cell is paired with the `none` cell of the same classifier settings and seed.\n\n",
+        b.resamples, b.seed
+    );
+    if comparisons.is_empty() {
+        s.push_str("No augmented cell has a baseline with the same classifier settings, seed, test sentences and recorded class set L (`macro_classes`).\n");
+        return s;
+    }
+    s.push_str("| classifier | seed | augmented cell | augment | baseline macro-F1 | augmented macro-F1 | Δ macro-F1 [95% CI] | Δ target macro-F1 [95% CI] |\n|---|---|---|---|---|---|---|---|\n");
+    for c in comparisons {
+        s.push_str(&format!(
+            "| {} | {} | `{}` | {} | {:.4} | {:.4} | {} | {} |\n",
+            c.classifier,
+            c.seed,
+            c.augmented,
+            c.augment,
+            c.baseline_macro_f1,
+            c.augmented_macro_f1,
+            show(&c.overall),
+            c.targets.as_ref().map(show).unwrap_or_else(|| "—".into()),
+        ));
+    }
+    let unpaired = augmented - comparisons.len();
+    if unpaired > 0 {
+        s.push_str(&format!("\n{unpaired} augmented cell(s) have no baseline with the same classifier settings, seed, test sentences and class set L, and no interval.\n"));
+    }
+    s.push_str("\nEvery interval, with the class counts it averages over: `intervals.csv`.\n");
+    s
+}
+
+/// `intervals.csv`: one row per comparison.
+pub fn intervals_csv(comparisons: &[Comparison]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "classifier",
+        "seed",
+        "baseline",
+        "augmented",
+        "augment",
+        "test_size",
+        "classes",
+        "target_classes",
+        "baseline_macro_f1",
+        "augmented_macro_f1",
+        "delta_macro_f1",
+        "delta_lo",
+        "delta_hi",
+        "delta_target_macro_f1",
+        "delta_target_lo",
+        "delta_target_hi",
+    ])
+    .expect("csv");
+    let f = |x: f64| format!("{x:.4}");
+    for c in comparisons {
+        let t = c.targets.map(|t| [f(t.delta), f(t.lo), f(t.hi)]);
+        let mut rec = vec![
+            c.classifier.clone(),
+            c.seed.to_string(),
+            c.baseline.clone(),
+            c.augmented.clone(),
+            c.augment.clone(),
+            c.test_size.to_string(),
+            c.classes.to_string(),
+            c.target_classes.to_string(),
+            f(c.baseline_macro_f1),
+            f(c.augmented_macro_f1),
+            f(c.overall.delta),
+            f(c.overall.lo),
+            f(c.overall.hi),
+        ];
+        rec.extend(t.unwrap_or_default());
+        w.write_record(rec).expect("csv");
+    }
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resamples_out_of_range_are_rejected() {
+        for bad in [0, MAX_RESAMPLES + 1] {
+            let e = StudyConfig {
+                resamples: bad,
+                seed: 0,
+            }
+            .check()
+            .unwrap_err();
+            assert!(e.contains(&format!("{bad} resamples; use 1 to")), "{e}");
+        }
+        assert_eq!(
+            StudyConfig::default().check(),
+            Ok(Bootstrap {
+                resamples: 1000,
+                seed: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_run_folder_without_a_study_table_gets_the_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            bootstrap_of_run(d.path()).unwrap(),
+            StudyConfig::default().check().unwrap()
+        );
+        std::fs::write(
+            d.path().join("manifest.resolved.toml"),
+            "[experiment]\nname = \"x\"\n[study]\nresamples = 50\nseed = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            bootstrap_of_run(d.path()).unwrap(),
+            Bootstrap {
+                resamples: 50,
+                seed: 9
+            }
+        );
+    }
+}
