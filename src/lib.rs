@@ -9,9 +9,11 @@
 
 pub mod cache;
 pub mod cache_admin;
+pub mod calibrate;
 pub mod cluster;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod features;
 pub mod filter;
 pub mod generate;
@@ -22,12 +24,15 @@ pub mod manifest;
 pub mod metrics;
 pub mod ml;
 pub mod output;
+pub mod navigator;
 pub mod pipeline;
+pub mod predict;
 pub mod progress;
 pub mod prompt;
 pub mod record;
 pub mod report;
 pub mod runs;
+pub mod segment;
 pub mod similarity;
 pub mod split;
 
