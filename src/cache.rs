@@ -253,10 +253,10 @@ impl Cache {
             }
             Err(_) if self.read_only => Ok(None),
             Err(why) => {
-                let aside = self.root.join("corrupt").join(format!(
-                    "{stage}-{key}-{}",
-                    std::process::id()
-                ));
+                let aside = self
+                    .root
+                    .join("corrupt")
+                    .join(format!("{stage}-{key}-{}", std::process::id()));
                 let _ = fs::create_dir_all(self.root.join("corrupt"));
                 (self.log)(format!(
                     "warning: cache entry {} ({stage}) is corrupt ({why}); moved to {} and recomputing",

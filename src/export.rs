@@ -117,7 +117,9 @@ impl Model {
         device: &Device,
     ) -> Result<Self> {
         Ok(match kind {
-            ClassifierKind::Fasttext => Model::FastText(fasttext::Trained::load(model_dir, device)?),
+            ClassifierKind::Fasttext => {
+                Model::FastText(fasttext::Trained::load(model_dir, device)?)
+            }
             ClassifierKind::EncoderFrozen => {
                 let (head, meta, _) = encoder_cls::load_head(model_dir, device)?;
                 let encoder = SentenceEncoder::load(encoder_dir, meta.params.max_length, device)?;
@@ -383,9 +385,10 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
 
 /// The highest (class, score) of a row.
 pub fn top1(p: &[f32]) -> (usize, f32) {
-    p.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+    p.iter().enumerate().fold(
+        (0, f32::NEG_INFINITY),
+        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+    )
 }
 
 /// The ATT&CK catalog the run's manifest names, when it still resolves.
@@ -409,13 +412,14 @@ fn copy_files(from: &Path, to: &Path) -> Result<()> {
 
 fn read_split(p: &Path) -> Result<Vec<Example>> {
     let text = std::fs::read_to_string(p).io_ctx(ErrorKind::Data, || {
-        format!("{} (a run folder written by this synthcti has it)", p.display())
+        format!(
+            "{} (a run folder written by this synthcti has it)",
+            p.display()
+        )
     })?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| Error::data(format!("{}: {e}", p.display())))
-        })
+        .map(|l| serde_json::from_str(l).map_err(|e| Error::data(format!("{}: {e}", p.display()))))
         .collect()
 }
 
@@ -456,35 +460,35 @@ pub fn model_card(meta: &ExportMeta, result: &CellResult) -> String {
     };
     format!(
         "# synthcti model: {cell}\n\n\
-A `{kind}` classifier mapping single CTI sentences to one of {n} MITRE ATT&CK classes, exported \
-by synthcti {ver} from experiment `{exp}`.\n\n\
-## Data\n\n\
-- Dataset: {dataset}; {train} training sentences ({synth}), {val} validation, {test} test \
-(the run's split; `manifest.resolved.toml` says how it was made; manifest digest \
-`{digest}`).\n\
-- Classes: {n} ({named} with an ATT&CK name from the run's bundle); see `synthcti-model.json`.\n\n\
-## Metrics (test split, never used for any choice)\n\n\
-| | value |\n|---|---|\n\
-| accuracy (top-1, no threshold) | {acc:.4} |\n\
-| macro-F1 | {macro:.4} |\n\
-| micro-F1 | {micro:.4} |\n\
-| weighted-F1 | {weighted:.4} |\n\
-| threshold (calibrated top score, chosen on validation) | {thr:.4} |\n\
-| precision at the threshold | {tp:.4} |\n\
-| recall at the threshold | {tr:.4} |\n\
-| sentences given a technique | {tc:.1}% |\n\n\
-Scores are calibrated by temperature scaling on the validation split (T = {temp:.3}; validation \
-NLL {nb:.4} → {na:.4}). At the threshold a sentence gets its top technique only when the \
-calibrated score reaches it (validation precision {vp:.4}, recall {vr:.4}).\n\n\
-## Intended use\n\n\
-Suggesting ATT&CK techniques for sentences of English threat reports, for an analyst to review: \
-`synthcti predict {cell_dir} report.html --format md`.\n\n\
-## Limits\n\n\
-- It knows only its {n} classes; a technique outside them is never predicted, and a sentence \
-about one gets the nearest known class or, below the threshold, none.\n\
-- {negatives}\n\
-- Scores are calibrated on the validation split of the same sources; on reports of another \
-style they are less reliable.\n",
+    A `{kind}` classifier mapping single CTI sentences to one of {n} MITRE ATT&CK classes, exported \
+    by synthcti {ver} from experiment `{exp}`.\n\n\
+    ## Data\n\n\
+    - Dataset: {dataset}; {train} training sentences ({synth}), {val} validation, {test} test \
+    (the run's split; `manifest.resolved.toml` says how it was made; manifest digest \
+    `{digest}`).\n\
+    - Classes: {n} ({named} with an ATT&CK name from the run's bundle); see `synthcti-model.json`.\n\n\
+    ## Metrics (test split, never used for any choice)\n\n\
+    | | value |\n|---|---|\n\
+    | accuracy (top-1, no threshold) | {acc:.4} |\n\
+    | macro-F1 | {macro:.4} |\n\
+    | micro-F1 | {micro:.4} |\n\
+    | weighted-F1 | {weighted:.4} |\n\
+    | threshold (calibrated top score, chosen on validation) | {thr:.4} |\n\
+    | precision at the threshold | {tp:.4} |\n\
+    | recall at the threshold | {tr:.4} |\n\
+    | sentences given a technique | {tc:.1}% |\n\n\
+    Scores are calibrated by temperature scaling on the validation split (T = {temp:.3}; validation \
+    NLL {nb:.4} → {na:.4}). At the threshold a sentence gets its top technique only when the \
+    calibrated score reaches it (validation precision {vp:.4}, recall {vr:.4}).\n\n\
+    ## Intended use\n\n\
+    Suggesting ATT&CK techniques for sentences of English threat reports, for an analyst to review: \
+    `synthcti predict {cell_dir} report.html --format md`.\n\n\
+    ## Limits\n\n\
+    - It knows only its {n} classes; a technique outside them is never predicted, and a sentence \
+    about one gets the nearest known class or, below the threshold, none.\n\
+    - {negatives}\n\
+    - Scores are calibrated on the validation split of the same sources; on reports of another \
+    style they are less reliable.\n",
         cell = meta.cell,
         kind = meta.classifier.as_str(),
         n = meta.classes.len(),

@@ -108,7 +108,10 @@ pub fn predict(
         let mut sentences = Vec::with_capacity(sents.len());
         let mut found: BTreeMap<usize, Vec<Evidence>> = BTreeMap::new();
         for (index, text) in sents.into_iter().enumerate() {
-            let q = calibrate::scale(&rows.next().expect("a row per sentence"), model.meta.temperature);
+            let q = calibrate::scale(
+                &rows.next().expect("a row per sentence"),
+                model.meta.temperature,
+            );
             let mut order: Vec<usize> = (0..q.len()).collect();
             order.sort_by(|&a, &b| q[b].total_cmp(&q[a]).then(a.cmp(&b)));
             order.truncate(top_k.max(1));
@@ -212,7 +215,11 @@ fn markdown(info: &RunInfo, docs: &[DocPrediction]) -> String {
     );
     for d in docs {
         let n = d.sentences.len();
-        let with = d.sentences.iter().filter(|x| !x.techniques.is_empty()).count();
+        let with = d
+            .sentences
+            .iter()
+            .filter(|x| !x.techniques.is_empty())
+            .count();
         let _ = writeln!(
             s,
             "## {}\n\n{n} sentences, {with} with a technique.\n",
@@ -222,7 +229,9 @@ fn markdown(info: &RunInfo, docs: &[DocPrediction]) -> String {
             s.push_str("No technique reached the threshold.\n\n");
             continue;
         }
-        s.push_str("| technique | name | score | sentences | best evidence |\n|---|---|---|---|---|\n");
+        s.push_str(
+            "| technique | name | score | sentences | best evidence |\n|---|---|---|---|---|\n",
+        );
         for t in &d.techniques {
             let _ = writeln!(
                 s,

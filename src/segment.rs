@@ -255,7 +255,10 @@ Fig. 3 shows the C2 protocol. The beacon, cf. Section 4.2, sleeps 60 s.";
     fn hard_wrapped_lines_are_joined_and_paragraphs_are_not() {
         assert_eq!(
             sentences("The loader decrypts\nits payload with RC4\n\nNext paragraph here."),
-            vec!["The loader decrypts its payload with RC4", "Next paragraph here."]
+            vec![
+                "The loader decrypts its payload with RC4",
+                "Next paragraph here."
+            ]
         );
     }
 
@@ -308,9 +311,18 @@ Fig. 3 shows the C2 protocol. The beacon, cf. Section 4.2, sleeps 60 s.";
         assert_eq!(docs[1].id, format!("{}:3", p.display()));
         assert_eq!(docs[1].text, "Three.");
         let e = read_inputs(&p, "text").unwrap_err();
-        assert!(e.message.contains(":1: no string field `text`"), "{}", e.message);
+        assert!(
+            e.message.contains(":1: no string field `text`"),
+            "{}",
+            e.message
+        );
         std::fs::write(&p, "not json\n").unwrap();
-        assert!(read_inputs(&p, "body").unwrap_err().message.contains(":1: not a JSON object"));
+        assert!(
+            read_inputs(&p, "body")
+                .unwrap_err()
+                .message
+                .contains(":1: not a JSON object")
+        );
     }
 
     #[test]
@@ -319,7 +331,11 @@ Fig. 3 shows the C2 protocol. The beacon, cf. Section 4.2, sleeps 60 s.";
         let p = dir.path().join("r.pdf");
         std::fs::write(&p, "x").unwrap();
         let e = read_inputs(&p, "text").unwrap_err();
-        assert!(e.message.contains("unsupported input type `.pdf`"), "{}", e.message);
+        assert!(
+            e.message.contains("unsupported input type `.pdf`"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.exit_code(), 3);
     }
 }

@@ -97,7 +97,10 @@ fn export_writes_a_self_contained_folder_with_names_threshold_and_metrics() {
     assert_eq!(ids, ["T1027", "T1059.003", "T1071.001", "T1105"]);
     assert_eq!(m["classes"][3]["name"], "Ingress Tool Transfer");
     assert_eq!(m["classes"][1]["name"], "Windows Command Shell");
-    assert_eq!(m["classes"][3]["tactics"], serde_json::json!(["command-and-control"]));
+    assert_eq!(
+        m["classes"][3]["tactics"],
+        serde_json::json!(["command-and-control"])
+    );
     assert_eq!(m["classifier"], "fasttext");
     // The run's own test figures, unchanged.
     let cell: Value = serde_json::from_slice(
@@ -118,7 +121,10 @@ fn export_writes_a_self_contained_folder_with_names_threshold_and_metrics() {
         m["validation_nll"][0].as_f64().unwrap(),
         m["validation_nll"][1].as_f64().unwrap(),
     );
-    assert!(after <= before + 1e-9, "scaling cannot raise the NLL it minimises");
+    assert!(
+        after <= before + 1e-9,
+        "scaling cannot raise the NLL it minimises"
+    );
     let thr = m["threshold"]["threshold"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&thr));
     assert_eq!(m["test_at_threshold"]["threshold"].as_f64().unwrap(), thr);
@@ -127,7 +133,13 @@ fn export_writes_a_self_contained_folder_with_names_threshold_and_metrics() {
     assert!(tr <= m["test"]["accuracy"].as_f64().unwrap() + 1e-9);
     assert!(tp >= tr - 1e-9, "precision over accepted ≥ recall over all");
     let card = std::fs::read_to_string(t.model.join("README.md")).unwrap();
-    for s in ["## Data", "## Metrics", "## Intended use", "## Limits", &format!("{tp:.4}")] {
+    for s in [
+        "## Data",
+        "## Metrics",
+        "## Intended use",
+        "## Limits",
+        &format!("{tp:.4}"),
+    ] {
         assert!(card.contains(s), "model card lacks {s}:\n{card}");
     }
 }
@@ -140,17 +152,22 @@ fn predict_agrees_with_the_run_on_its_test_sentences_without_the_cache() {
     let copy = t.s.path("copied-model");
     copy_dir(&t.model, &copy);
     let s = Sandbox::new(); // an empty cache
-    let rows: Vec<Value> = std::fs::read_to_string(t.run.join("cells").join(&t.cell).join("predictions.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &Value| synthcti::segment::sentences(r["text"].as_str().unwrap()).len() == 1)
-        .collect();
+    let rows: Vec<Value> =
+        std::fs::read_to_string(t.run.join("cells").join(&t.cell).join("predictions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &Value| {
+                synthcti::segment::sentences(r["text"].as_str().unwrap()).len() == 1
+            })
+            .collect();
     assert!(rows.len() > 20, "{}", rows.len());
     let jsonl: String = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| serde_json::json!({"id": i.to_string(), "text": r["text"]}).to_string() + "\n")
+        .map(|(i, r)| {
+            serde_json::json!({"id": i.to_string(), "text": r["text"]}).to_string() + "\n"
+        })
         .collect();
     let input = s.write("test.jsonl", &jsonl);
     let o = s.cmd(&[
@@ -188,7 +205,10 @@ fn a_report_gets_sentences_techniques_above_threshold_and_evidence() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let thr = v["model"]["threshold"].as_f64().unwrap();
-    assert_eq!(thr, meta(&t.model)["threshold"]["threshold"].as_f64().unwrap());
+    assert_eq!(
+        thr,
+        meta(&t.model)["threshold"]["threshold"].as_f64().unwrap()
+    );
     let doc = &v["documents"][0];
     let sents: Vec<&str> = doc["sentences"]
         .as_array()
@@ -227,28 +247,55 @@ fn a_report_gets_sentences_techniques_above_threshold_and_evidence() {
     for dt in doc["techniques"].as_array().unwrap() {
         let ev = dt["evidence"].as_array().unwrap();
         assert_eq!(dt["score"], ev[0]["score"]);
-        assert!(ev.windows(2).all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()));
+        assert!(
+            ev.windows(2)
+                .all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64())
+        );
         let n = doc["sentences"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|s| s["techniques"].as_array().unwrap().contains(&dt["technique"]))
+            .filter(|s| {
+                s["techniques"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&dt["technique"])
+            })
             .count();
         assert_eq!(dt["sentences"].as_u64().unwrap() as usize, n);
     }
     // A threshold of 0 gives every sentence its top technique; above every score, none.
-    let all = t.s.cmd(&["predict", t.model.to_str().unwrap(), report.to_str().unwrap(), "--threshold", "0"]);
+    let all = t.s.cmd(&[
+        "predict",
+        t.model.to_str().unwrap(),
+        report.to_str().unwrap(),
+        "--threshold",
+        "0",
+    ]);
     let all: Value = serde_json::from_slice(&all.stdout).unwrap();
-    assert!(all["documents"][0]["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|s| s["techniques"].as_array().unwrap().len() == 3));
-    let none = t.s.cmd(&["predict", t.model.to_str().unwrap(), report.to_str().unwrap(), "--threshold", "1"]);
+    assert!(
+        all["documents"][0]["sentences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["techniques"].as_array().unwrap().len() == 3)
+    );
+    let none = t.s.cmd(&[
+        "predict",
+        t.model.to_str().unwrap(),
+        report.to_str().unwrap(),
+        "--threshold",
+        "1",
+    ]);
     let none: Value = serde_json::from_slice(&none.stdout).unwrap();
     for s in none["documents"][0]["sentences"].as_array().unwrap() {
         for id in s["techniques"].as_array().unwrap() {
-            let c = s["top"].as_array().unwrap().iter().find(|c| c["technique"] == *id).unwrap();
+            let c = s["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["technique"] == *id)
+                .unwrap();
             assert_eq!(c["score"].as_f64().unwrap(), 1.0);
         }
     }
@@ -394,7 +441,12 @@ fn the_navigator_layer_is_format_4_5_and_mitreattack_reads_it() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| (x["techniqueID"].as_str().unwrap().to_string(), x["score"].as_i64()))
+            .map(|x| {
+                (
+                    x["techniqueID"].as_str().unwrap().to_string(),
+                    x["score"].as_i64(),
+                )
+            })
             .collect();
         assert_eq!(read, ours);
     }
@@ -433,7 +485,12 @@ fn a_layer_with_sub_techniques_reads_back() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["techniqueID"].as_str().unwrap().to_string(), x["score"].as_i64()))
+        .map(|x| {
+            (
+                x["techniqueID"].as_str().unwrap().to_string(),
+                x["score"].as_i64(),
+            )
+        })
         .collect();
     assert_eq!(ours, want);
     if mitreattack() {
@@ -455,7 +512,10 @@ fn export_of_an_unknown_cell_lists_the_cells() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("no finished cell `no-such-cell`") && e.contains(&t.cell), "{e}");
+    assert!(
+        e.contains("no finished cell `no-such-cell`") && e.contains(&t.cell),
+        "{e}"
+    );
     assert!(!t.s.path("x1").exists());
 }
 
@@ -474,7 +534,10 @@ fn export_without_the_trained_model_in_the_cache_says_how_to_get_it() {
     ]);
     assert_eq!(o.status.code(), Some(5));
     let e = stderr(&o);
-    assert!(e.contains("is not in the cache") && e.contains("synthcti run"), "{e}");
+    assert!(
+        e.contains("is not in the cache") && e.contains("synthcti run"),
+        "{e}"
+    );
     assert!(!t.s.path("x2").exists());
 }
 
@@ -491,14 +554,21 @@ fn export_into_a_non_empty_folder_is_refused() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("is not empty"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(t.s.path("x3/keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(t.s.path("x3/keep.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
 fn predict_with_a_folder_that_is_not_a_model_is_refused() {
     let s = Sandbox::new();
     let r = s.write("r.txt", "Hello.");
-    let o = s.cmd(&["predict", s.path("data").to_str().unwrap(), r.to_str().unwrap()]);
+    let o = s.cmd(&[
+        "predict",
+        s.path("data").to_str().unwrap(),
+        r.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("synthcti export"), "{}", stderr(&o));
 }
@@ -507,27 +577,51 @@ fn predict_with_a_folder_that_is_not_a_model_is_refused() {
 fn predict_refuses_an_unsupported_input_before_loading() {
     let s = Sandbox::new();
     let r = s.write("r.pdf", "%PDF");
-    let o = s.cmd(&["predict", s.path("nowhere").to_str().unwrap(), r.to_str().unwrap()]);
+    let o = s.cmd(&[
+        "predict",
+        s.path("nowhere").to_str().unwrap(),
+        r.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("unsupported input type `.pdf`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unsupported input type `.pdf`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn predict_refuses_a_threshold_outside_0_1() {
     let t = trained();
     let r = t.s.write("t.txt", "Hello.");
-    let o = t.s.cmd(&["predict", t.model.to_str().unwrap(), r.to_str().unwrap(), "--threshold", "1.5"]);
+    let o = t.s.cmd(&[
+        "predict",
+        t.model.to_str().unwrap(),
+        r.to_str().unwrap(),
+        "--threshold",
+        "1.5",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--threshold 1.5 is out of range"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--threshold 1.5 is out of range"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn predict_names_the_jsonl_line_without_the_text_field() {
     let t = trained();
-    let r = t.s.write("bad.jsonl", "{\"text\":\"fine.\"}\n{\"body\":\"x\"}\n");
-    let o = t.s.cmd(&["predict", t.model.to_str().unwrap(), r.to_str().unwrap()]);
+    let r =
+        t.s.write("bad.jsonl", "{\"text\":\"fine.\"}\n{\"body\":\"x\"}\n");
+    let o =
+        t.s.cmd(&["predict", t.model.to_str().unwrap(), r.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(stderr(&o).contains("bad.jsonl:2: no string field `text`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.jsonl:2: no string field `text`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
