@@ -105,6 +105,7 @@ pub enum Model {
         encoder: SentenceEncoder,
     },
     Seq(SeqTrained),
+    Linear(crate::ml::linear::LinearModel),
 }
 
 impl Model {
@@ -132,6 +133,9 @@ impl Model {
             ClassifierKind::EncoderFinetune | ClassifierKind::Transformer => {
                 Model::Seq(SeqTrained::load(model_dir, device)?)
             }
+            ClassifierKind::Linear => {
+                Model::Linear(crate::ml::linear::LinearModel::load(model_dir)?)
+            }
         })
     }
 
@@ -141,6 +145,7 @@ impl Model {
             Model::FastText(t) => &t.meta.classes,
             Model::Frozen { meta, .. } => &meta.classes,
             Model::Seq(t) => &t.meta.classes,
+            Model::Linear(t) => &t.meta.classes,
         }
     }
 
@@ -156,6 +161,7 @@ impl Model {
                 encoder_cls::predict_head(head, &rows, device, n)
             }
             Model::Seq(t) => t.predict(texts, device, n)?,
+            Model::Linear(t) => t.predict(texts, n),
         };
         Ok(scored
             .into_iter()
