@@ -37,7 +37,7 @@ pub mod segment;
 pub mod similarity;
 pub mod split;
 pub mod stats;
-pub mod synth_export;
 pub mod study;
+pub mod synth_export;
 
 pub use error::{Error, ErrorKind, Result};
