@@ -15,7 +15,7 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
 /// Version 3: reasoning (`<think>…</think>`) is removed before parsing; the `attack-id`, `meta`
 /// and `repetition` filters.
-pub const FILTER_VERSION: u32 = 3;
+pub const FILTER_VERSION: u32 = 4;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -351,14 +351,15 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
         }
     }
 
-    let all_texts: Vec<&str> = input
+    // The TF-IDF space is fitted on train and candidate sentences only: test sentences are mapped
+    // into it for the leakage check but never shape its vocabulary or weights (no test leakage).
+    let fit_texts: Vec<&str> = input
         .train
         .iter()
         .map(|x| x.0.as_str())
-        .chain(input.test.iter().map(String::as_str))
         .chain(cands.iter().map(|c| c.1.text.as_str()))
         .collect();
-    let space = Tfidf::fit(&all_texts);
+    let space = Tfidf::fit(&fit_texts);
     let train_vecs: Vec<SparseVec> = input.train.iter().map(|x| space.vector(&x.0)).collect();
     let test_vecs: Vec<SparseVec> = input.test.iter().map(|t| space.vector(t)).collect();
     let train_norm: HashSet<String> = input.train.iter().map(|x| normalized(&x.0)).collect();
@@ -743,6 +744,51 @@ mod tests {
             },
             cfg,
         )
+    }
+
+    /// The similarity space is fitted without test sentences: the same candidates against the same
+    /// train sentences get the same similarities whatever the test split holds.
+    #[test]
+    fn test_sentences_do_not_shape_the_similarity_space() {
+        let train = vec![
+            (
+                "The actor dumped credentials from LSASS memory with a custom tool.".to_string(),
+                "T1".to_string(),
+            ),
+            (
+                "Scheduled tasks were created to keep the implant running.".to_string(),
+                "T2".to_string(),
+            ),
+        ];
+        let answer = "1. The group dumped credentials from LSASS memory with a new tool.\n\
+            2. Persistence came from scheduled tasks that restart the implant daily.";
+        let cfg = FilterConfig {
+            near_duplicate: 0.2,
+            ..FilterConfig::default()
+        };
+        let sims = |test: &[String]| -> Vec<Option<f32>> {
+            filter(
+                &make_generation(&[answer]),
+                &FilterInput {
+                    train: &train,
+                    test,
+                    reference: None,
+                },
+                &cfg,
+            )
+            .sentences
+            .iter()
+            .map(|x| x.similarity)
+            .collect()
+        };
+        let without = sims(&[]);
+        assert!(without.iter().any(|s| s.is_some()), "{without:?}");
+        let with = sims(&[
+            "Credentials were dumped from memory by the actor.".to_string(),
+            "The tool dumped LSASS memory.".to_string(),
+            "Tasks, tasks and more scheduled tasks.".to_string(),
+        ]);
+        assert_eq!(without, with);
     }
 
     /// The kept sentences read by hand on tram.toml with SmolLM2-135M (issue 11), each removed by
