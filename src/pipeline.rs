@@ -1265,16 +1265,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     // Synthetic data first, one chain at a time (the LLM is the bottleneck); a chain that fails
     // fails the cells that need it, not the run.
     let catalog = std::sync::OnceLock::new();
-    let budgets: BTreeMap<String, Budget> = m
-        .generators
-        .values()
-        .map(|g| {
-            (
-                g.config.name.clone(),
-                Budget::new(g.config.budget_calls, g.config.budget_tokens),
-            )
-        })
-        .collect();
+    let budgets = generator_budgets(m);
     // An augmented cell that gets no synthetic sentence is not a result: a chain whose calls all
     // failed, or whose filters kept nothing, fails its cells (with the figures of why).
     let mut ready: BTreeMap<SynthSpec, std::result::Result<SynthReady, String>> = BTreeMap::new();
@@ -1494,6 +1485,19 @@ fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
     Ok(())
 }
 
+/// One call and token budget per generator, shared by every chain that uses it in this run.
+fn generator_budgets(m: &Manifest) -> BTreeMap<String, Budget> {
+    m.generators
+        .values()
+        .map(|g| {
+            (
+                g.config.name.clone(),
+                Budget::new(g.config.budget_calls, g.config.budget_tokens),
+            )
+        })
+        .collect()
+}
+
 /// `synthcti generate`: every synthetic chain of the grid — load, split, cluster, generate,
 /// filter, all through the cache — and no training (a reference-classifier filter still trains
 /// its fastText model). Returns each chain with its filtered data, or why it has none (every
@@ -1535,16 +1539,7 @@ pub fn synthesize_only(
         shared: &shared,
     };
     let catalog = std::sync::OnceLock::new();
-    let budgets: BTreeMap<String, Budget> = m
-        .generators
-        .values()
-        .map(|g| {
-            (
-                g.config.name.clone(),
-                Budget::new(g.config.budget_calls, g.config.budget_tokens),
-            )
-        })
-        .collect();
+    let budgets = generator_budgets(m);
     let mut out = Vec::new();
     for (spec, cl) in &clusters {
         let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
