@@ -705,6 +705,7 @@ mod tests {
                 seed: 0,
                 context: 512,
                 structured: None,
+                parallel: None,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),
@@ -727,6 +728,7 @@ mod tests {
                             finish_reason: "stop".into(),
                             seconds: 0.0,
                             decode_seconds: None,
+                            batched: None,
                         },
                     },
                 })

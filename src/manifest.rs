@@ -942,6 +942,7 @@ fn validate_augment(
             range(&k("max_tokens"), vec![g.max_tokens as usize], 1, 32_768)?;
             range(&k("threads"), vec![g.threads], 1, 256)?;
             range(&k("context"), vec![g.context as usize], 128, 1 << 20)?;
+            range(&k("parallel"), vec![g.parallel as usize], 1, 64)?;
             range(&k("concurrency"), vec![g.concurrency], 1, 256)?;
             range(&k("max_retries"), vec![g.max_retries as usize], 0, 20)?;
             for (f, v) in [

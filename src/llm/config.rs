@@ -46,8 +46,12 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// `local`: CPU threads.
     pub threads: usize,
-    /// `local`: context size in tokens.
+    /// `local`: context size in tokens (per sequence).
     pub context: u32,
+    /// `local`: calls decoded together as parallel sequences of one batch (1: one at a time).
+    /// On a CPU a batch of n sequences costs little more per step than one, so total tokens/s
+    /// grow with n; samples of one prompt share its evaluation. Part of the call key when > 1.
+    pub parallel: u32,
     /// `openai`: base URL of the API (…/v1).
     pub base_url: String,
     /// `openai`: the environment variable holding the API key (unset: no key is sent).
@@ -92,6 +96,7 @@ impl Default for GeneratorConfig {
             seed: 0,
             threads: 2,
             context: 2048,
+            parallel: 1,
             base_url: "https://api.openai.com/v1".into(),
             api_key_env: None,
             concurrency: 4,

@@ -18,6 +18,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
 
 use super::{Answer, Budget, CallJob, Generator, Outcome, Tally, store_answer};
 use crate::cache::Cache;
@@ -75,24 +77,67 @@ impl LocalModel {
         })
     }
 
-    /// A context for a series of calls.
+    /// A context for a series of calls, one sequence at a time.
     pub fn session(&self) -> Result<Session<'_>> {
+        self.session_for(1)
+    }
+
+    /// A context for a series of calls that decodes up to `parallel` sequences together in one
+    /// batch ([`Session::generate_batch`]). The KV cache is unified and holds `context` tokens per
+    /// sequence, so identical prompts can share theirs.
+    pub fn session_for(&self, parallel: u32) -> Result<Session<'_>> {
+        let parallel = parallel.max(1);
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(self.context))
-            .with_n_batch(512)
+            .with_n_ctx(NonZeroU32::new(self.context * parallel))
+            .with_n_batch(N_BATCH as u32)
+            .with_n_seq_max(parallel)
+            .with_kv_unified(parallel > 1)
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads);
         let ctx = self
             .model
             .new_context(backend()?, params)
             .map_err(|e| Error::internal(format!("llama.cpp context for {}: {e}", self.path)))?;
-        Ok(Session { model: self, ctx })
+        Ok(Session {
+            model: self,
+            ctx,
+            parallel,
+        })
     }
 }
+
+/// Tokens per `llama_decode` call while a prompt is evaluated.
+const N_BATCH: usize = 512;
 
 pub struct Session<'a> {
     model: &'a LocalModel,
     ctx: LlamaContext<'a>,
+    /// The most sequences one batch decodes together.
+    parallel: u32,
+}
+
+/// One call of a batch: a user message, its sampling, and an optional GBNF grammar.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'p> {
+    pub prompt: &'p str,
+    pub sampling: Sampling,
+    pub grammar: Option<&'p str>,
+}
+
+/// A sequence being decoded in a batch.
+struct Stream {
+    sampler: LlamaSampler,
+    prompt_tokens: usize,
+    /// Position of the next token in this sequence.
+    pos: usize,
+    max_new: usize,
+    out: Vec<u8>,
+    generated: u64,
+    /// The sampled token still to be decoded; `None` once the sequence has finished.
+    next: Option<LlamaToken>,
+    finish: &'static str,
+    /// Batch index of this sequence's logits in the last decode.
+    logits_at: i32,
 }
 
 impl Session<'_> {
@@ -112,24 +157,9 @@ impl Session<'_> {
     ) -> Result<Answer> {
         let started = Instant::now();
         let model = &self.model.model;
-        let fail = |what: &str, e: String| Error::internal(format!("llama.cpp {what}: {e}"));
-        let template = model
-            .chat_template(None)
-            .map_err(|e| fail("chat template (the GGUF has none?)", e.to_string()))?;
-        let msg = LlamaChatMessage::new("user".into(), prompt.into())
-            .map_err(|e| fail("message", e.to_string()))?;
-        let text = model
-            .apply_chat_template(&template, &[msg], true)
-            .map_err(|e| fail("applying the chat template", e.to_string()))?;
         let vocab = model.vocab();
-        let tokens = vocab.tokenize(text.as_bytes(), false, true);
-        let n_ctx = self.ctx.n_ctx() as usize;
-        if tokens.len() + 1 >= n_ctx {
-            return Err(Error::config(format!(
-                "the prompt has {} tokens but the context holds {n_ctx}; raise the generator's `context` or shorten the template",
-                tokens.len()
-            )));
-        }
+        let tokens = self.prompt_tokens(prompt)?;
+        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
         let max_new = (s.max_tokens as usize).min(n_ctx - tokens.len());
         self.ctx.clear_kv_cache();
         let n_batch = 512usize;
@@ -148,28 +178,7 @@ impl Session<'_> {
                 .map_err(|e| fail("prompt decode", e.to_string()))?;
         }
         let decode_started = Instant::now();
-        // The grammar masks the logits first; the usual samplers choose among what it admits.
-        let mut chain = Vec::new();
-        if let Some(g) = grammar {
-            chain.push(
-                LlamaSampler::grammar(model, g, "root")
-                    .map_err(|e| fail("grammar", format!("{e:?}")))?,
-            );
-        }
-        let mut sampler = if s.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
-            LlamaSampler::chain_simple(chain)
-        } else {
-            // llama.cpp's own order: top-k first keeps top-p from sorting the whole vocabulary
-            // at every token.
-            if s.top_k > 0 {
-                chain.push(LlamaSampler::top_k(s.top_k as i32));
-            }
-            chain.push(LlamaSampler::top_p(s.top_p, 1));
-            chain.push(LlamaSampler::temp(s.temperature));
-            chain.push(LlamaSampler::dist(s.seed));
-            LlamaSampler::chain_simple(chain)
-        };
+        let mut sampler = self.sampler(s, grammar)?;
         let mut out: Vec<u8> = Vec::new();
         let mut generated = 0u64;
         let mut finish = "length";
@@ -199,7 +208,209 @@ impl Session<'_> {
             finish_reason: finish.into(),
             seconds: started.elapsed().as_secs_f64(),
             decode_seconds: Some(decode_started.elapsed().as_secs_f64()),
+            batched: None,
         })
+    }
+
+    /// The prompt wrapped in the model's chat template, as tokens. Errors: a GGUF without a chat
+    /// template; a prompt that leaves no room in one sequence's share of the context.
+    fn prompt_tokens(&self, prompt: &str) -> Result<Vec<LlamaToken>> {
+        let model = &self.model.model;
+        let template = model
+            .chat_template(None)
+            .map_err(|e| fail("chat template (the GGUF has none?)", e.to_string()))?;
+        let msg = LlamaChatMessage::new("user".into(), prompt.into())
+            .map_err(|e| fail("message", e.to_string()))?;
+        let text = model
+            .apply_chat_template(&template, &[msg], true)
+            .map_err(|e| fail("applying the chat template", e.to_string()))?;
+        let tokens = model.vocab().tokenize(text.as_bytes(), false, true);
+        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
+        if tokens.len() + 1 >= n_ctx {
+            return Err(Error::config(format!(
+                "the prompt has {} tokens but the context holds {n_ctx}; raise the generator's `context` or shorten the template",
+                tokens.len()
+            )));
+        }
+        Ok(tokens)
+    }
+
+    /// The sampler chain of one call: the grammar masks the logits first; top-k → top-p →
+    /// temperature → a seeded distribution sampler choose among what it admits (greedy at
+    /// temperature 0).
+    fn sampler(&self, s: Sampling, grammar: Option<&str>) -> Result<LlamaSampler> {
+        let mut chain = Vec::new();
+        if let Some(g) = grammar {
+            chain.push(
+                LlamaSampler::grammar(&self.model.model, g, "root")
+                    .map_err(|e| fail("grammar", format!("{e:?}")))?,
+            );
+        }
+        Ok(if s.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+            LlamaSampler::chain_simple(chain)
+        } else {
+            // llama.cpp's own order: top-k first keeps top-p from sorting the whole vocabulary
+            // at every token.
+            if s.top_k > 0 {
+                chain.push(LlamaSampler::top_k(s.top_k as i32));
+            }
+            chain.push(LlamaSampler::top_p(s.top_p, 1));
+            chain.push(LlamaSampler::temp(s.temperature));
+            chain.push(LlamaSampler::dist(s.seed));
+            LlamaSampler::chain_simple(chain)
+        })
+    }
+
+    /// Answer several calls at once, as parallel sequences of one batch (llama.cpp's
+    /// `batched` / `parallel` examples): each distinct prompt is evaluated once, its KV cells
+    /// shared by every call that has that prompt (samples of one prompt differ by seed), and
+    /// then every unfinished sequence gets one token per `llama_decode`. On a CPU one decode of
+    /// n tokens costs little more than one of a single token, so total tokens/s grow with n.
+    ///
+    /// At most the session's `parallel` requests. One result per request, in order: a prompt
+    /// that does not fit fails alone. A sequence's tokens can differ from what
+    /// [`Session::generate_with`] samples for the same seed (batched matrix products round
+    /// differently), which is why `parallel` is part of the call key.
+    pub fn generate_batch(&mut self, reqs: &[Request<'_>]) -> Result<Vec<Result<Answer>>> {
+        if reqs.len() > self.parallel as usize {
+            return Err(Error::internal(format!(
+                "{} requests for a session of {} sequences",
+                reqs.len(),
+                self.parallel
+            )));
+        }
+        if reqs.len() <= 1 {
+            return Ok(reqs
+                .iter()
+                .map(|r| self.generate_with(r.prompt, r.sampling, r.grammar))
+                .collect());
+        }
+        let started = Instant::now();
+        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
+        let mut results: Vec<Option<Result<Answer>>> = (0..reqs.len()).map(|_| None).collect();
+        // Distinct prompts, in order of first appearance, with the requests that share each.
+        let mut groups: Vec<(Vec<LlamaToken>, Vec<usize>)> = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            match self.prompt_tokens(r.prompt) {
+                Ok(t) => match groups.iter_mut().find(|(g, _)| *g == t) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((t, vec![i])),
+                },
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        self.ctx.clear_kv_cache();
+        let vocab = self.model.model.vocab();
+        let mut batch = LlamaBatch::new(N_BATCH.max(reqs.len()), reqs.len() as i32);
+        let mut streams: Vec<Option<Stream>> = (0..reqs.len()).map(|_| None).collect();
+        for (tokens, members) in &groups {
+            let seqs: Vec<i32> = members.iter().map(|&i| i as i32).collect();
+            let last = tokens.len() - 1;
+            for (ci, chunk) in tokens.chunks(N_BATCH).enumerate() {
+                batch.clear();
+                for (j, t) in chunk.iter().enumerate() {
+                    let pos = ci * N_BATCH + j;
+                    batch
+                        .add(*t, pos as i32, &seqs, pos == last)
+                        .map_err(|e| fail("batch", e.to_string()))?;
+                }
+                self.ctx
+                    .decode(&mut batch)
+                    .map_err(|e| fail("prompt decode", e.to_string()))?;
+            }
+            // The prompt's last logits are shared; each call samples its first token from them
+            // now, before the next prompt's decode replaces them.
+            for &i in members {
+                let r = &reqs[i];
+                let mut st = Stream {
+                    sampler: self.sampler(r.sampling, r.grammar)?,
+                    prompt_tokens: tokens.len(),
+                    pos: tokens.len(),
+                    max_new: (r.sampling.max_tokens as usize).min(n_ctx - tokens.len()),
+                    out: Vec::new(),
+                    generated: 0,
+                    next: None,
+                    finish: "length",
+                    logits_at: batch.n_tokens() - 1,
+                };
+                st.step_at(&self.ctx, &vocab);
+                streams[i] = Some(st);
+            }
+        }
+        let decode_started = Instant::now();
+        loop {
+            batch.clear();
+            for (i, st) in streams.iter_mut().enumerate() {
+                let Some(st) = st else { continue };
+                let Some(tok) = st.next else { continue };
+                batch
+                    .add(tok, st.pos as i32, &[i as i32], true)
+                    .map_err(|e| fail("batch", e.to_string()))?;
+                st.logits_at = batch.n_tokens() - 1;
+                st.pos += 1;
+            }
+            if batch.n_tokens() == 0 {
+                break;
+            }
+            self.ctx
+                .decode(&mut batch)
+                .map_err(|e| fail("decode", e.to_string()))?;
+            for st in streams.iter_mut().flatten() {
+                if st.next.is_some() {
+                    st.step_at(&self.ctx, &vocab);
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let decode_seconds = decode_started.elapsed().as_secs_f64();
+        let n = reqs.len() as u32;
+        for (i, st) in streams.into_iter().enumerate() {
+            if let Some(st) = st {
+                results[i] = Some(Ok(Answer {
+                    text: String::from_utf8_lossy(&st.out).into_owned(),
+                    prompt_tokens: st.prompt_tokens as u64,
+                    completion_tokens: st.generated,
+                    usage_estimated: false,
+                    finish_reason: st.finish.into(),
+                    seconds,
+                    decode_seconds: Some(decode_seconds),
+                    batched: Some(n),
+                }));
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every request has a result"))
+            .collect())
+    }
+}
+
+fn fail(what: &str, e: String) -> Error {
+    Error::internal(format!("llama.cpp {what}: {e}"))
+}
+
+impl Stream {
+    /// Sample this sequence's next token from its logits in the last decode (for the first
+    /// token, the decode of its prompt).
+    fn step_at(&mut self, ctx: &LlamaContext<'_>, vocab: &LlamaVocab<'_>) {
+        let tok = self.sampler.sample(ctx, self.logits_at);
+        self.take(tok, vocab);
+    }
+
+    /// Record a sampled token: end of generation, the token budget reached, or one more token
+    /// to decode.
+    fn take(&mut self, tok: LlamaToken, vocab: &LlamaVocab<'_>) {
+        self.next = None;
+        if vocab.is_eog(tok) {
+            self.finish = "stop";
+            return;
+        }
+        self.generated += 1;
+        self.out.extend(vocab.token_to_piece(tok, false, None));
+        if (self.generated as usize) < self.max_new {
+            self.next = Some(tok);
+        }
     }
 }
 
@@ -209,7 +420,9 @@ pub fn call_seed(seed: u64, key: &str) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// Make the pending calls one after another (one model, one context).
+/// Make the pending calls: one after another, or with `parallel` > 1 that many at a time as
+/// parallel sequences of one batch (in plan order, so the batches of a cold run are the same
+/// every time); one model, one context.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     generator: &Generator,
@@ -227,49 +440,87 @@ pub fn run(
         .ok_or_else(|| Error::internal("local generator without a model path"))?;
     let cfg = &generator.config;
     let model = LocalModel::load(path, cfg.threads, cfg.context)?;
-    let mut session = model.session()?;
-    for &i in pending {
-        let job = &jobs[i];
-        // One call at a time: nothing is in flight, so the budget never says to wait.
-        let cost = Budget::call_cost(&job.prompt, cfg.max_tokens);
-        if let super::Start::Stop(why) = budget.try_start(cost) {
-            progress.log(format!(
-                "generate {}: {} skipped: {why}",
-                generator.name, job.label
-            ));
-            let o = Outcome::Skipped { reason: why };
+    let parallel = cfg.parallel.max(1);
+    let mut session = model.session_for(parallel)?;
+    let grammars: Vec<Option<String>> = jobs
+        .iter()
+        .map(|job| {
+            generator
+                .identity
+                .structured
+                .map(|shape| super::structured::list_grammar(job.items, shape.item_chars))
+        })
+        .collect();
+    let mut queue: std::collections::VecDeque<usize> = pending.iter().copied().collect();
+    while !queue.is_empty() {
+        // Calls in one batch are in flight together: each holds its share of the budget, and
+        // one the budget cannot promise while the others run waits for the next batch.
+        let mut started = Vec::new();
+        while started.len() < parallel as usize {
+            let Some(&i) = queue.front() else { break };
+            let job = &jobs[i];
+            let cost = Budget::call_cost(&job.prompt, cfg.max_tokens);
+            match budget.try_start(cost) {
+                super::Start::Go => {
+                    queue.pop_front();
+                    started.push((i, cost));
+                }
+                super::Start::Wait if !started.is_empty() => break,
+                super::Start::Wait => {
+                    return Err(Error::internal(
+                        "the budget says to wait with no call in flight",
+                    ));
+                }
+                super::Start::Stop(why) => {
+                    queue.pop_front();
+                    progress.log(format!(
+                        "generate {}: {} skipped: {why}",
+                        generator.name, job.label
+                    ));
+                    let o = Outcome::Skipped { reason: why };
+                    tally.record(&o);
+                    outcomes.insert(i, o);
+                }
+            }
+        }
+        let requests: Vec<Request<'_>> = started
+            .iter()
+            .map(|&(i, _)| Request {
+                prompt: &jobs[i].prompt,
+                sampling: Sampling {
+                    temperature: cfg.temperature as f32,
+                    top_p: cfg.top_p as f32,
+                    top_k: cfg.top_k,
+                    max_tokens: cfg.max_tokens,
+                    seed: call_seed(cfg.seed, &jobs[i].id.key),
+                },
+                grammar: grammars[i].as_deref(),
+            })
+            .collect();
+        let answers = match session.generate_batch(&requests) {
+            Ok(a) => a,
+            Err(e) => started.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for (&(i, cost), answer) in started.iter().zip(answers) {
+            let job = &jobs[i];
+            let o = match answer {
+                Ok(answer) => {
+                    budget.spend(&answer, cost);
+                    store_answer(cache, &job.id, &answer)?;
+                    Outcome::Done { answer }
+                }
+                Err(e) => {
+                    budget.release(cost);
+                    progress.log(format!(
+                        "generate {}: {} failed: {}",
+                        generator.name, job.label, e.message
+                    ));
+                    Outcome::Failed { error: e.message }
+                }
+            };
             tally.record(&o);
             outcomes.insert(i, o);
-            continue;
         }
-        let sampling = Sampling {
-            temperature: cfg.temperature as f32,
-            top_p: cfg.top_p as f32,
-            top_k: cfg.top_k,
-            max_tokens: cfg.max_tokens,
-            seed: call_seed(cfg.seed, &job.id.key),
-        };
-        let grammar = generator
-            .identity
-            .structured
-            .map(|shape| super::structured::list_grammar(job.items, shape.item_chars));
-        let o = match session.generate_with(&job.prompt, sampling, grammar.as_deref()) {
-            Ok(answer) => {
-                budget.spend(&answer, cost);
-                store_answer(cache, &job.id, &answer)?;
-                Outcome::Done { answer }
-            }
-            Err(e) => {
-                budget.release(cost);
-                progress.log(format!(
-                    "generate {}: {} failed: {}",
-                    generator.name, job.label, e.message
-                ));
-                Outcome::Failed { error: e.message }
-            }
-        };
-        tally.record(&o);
-        outcomes.insert(i, o);
     }
     Ok(())
 }
@@ -377,6 +628,117 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    fn sampling(seed: u32, temperature: f32, max_tokens: u32) -> Sampling {
+        Sampling {
+            temperature,
+            top_p: 0.95,
+            top_k: 40,
+            max_tokens,
+            seed,
+        }
+    }
+
+    #[test]
+    fn parallel_sequences_answer_each_call_as_asked() {
+        let model = LocalModel::load(&smollm2(), 2, 1024).unwrap();
+        let mut s = model.session_for(4).unwrap();
+        let grammar = crate::llm::structured::list_grammar(3, 80);
+        let prompt =
+            "Write 3 short sentences about how malware hides its code from antivirus tools.";
+        let other = "Write 2 short sentences about phishing e-mails with malicious attachments.";
+        let g2 = crate::llm::structured::list_grammar(2, 80);
+        // Three samples of one prompt (its evaluation shared) and one other prompt.
+        let reqs: Vec<Request> = [1, 2, 3]
+            .into_iter()
+            .map(|seed| Request {
+                prompt,
+                sampling: sampling(seed, 0.8, 200),
+                grammar: Some(&grammar),
+            })
+            .chain([Request {
+                prompt: other,
+                sampling: sampling(4, 0.8, 200),
+                grammar: Some(&g2),
+            }])
+            .collect();
+        let answers: Vec<Answer> = s
+            .generate_batch(&reqs)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for (a, want) in answers.iter().zip([3, 3, 3, 2]) {
+            assert_eq!(a.finish_reason, "stop", "the grammar completed: {a:?}");
+            assert_eq!(a.batched, Some(4));
+            let parsed = crate::filter::parse_answer(&a.text);
+            assert_eq!(parsed.len(), want, "{a:?}");
+            assert!(parsed.iter().all(|c| c.problem.is_none()), "{a:?}");
+        }
+        assert_eq!(answers[0].prompt_tokens, answers[1].prompt_tokens);
+        assert!(answers[3].prompt_tokens != answers[0].prompt_tokens);
+        // Different seeds sample different lists from the shared prompt.
+        assert_ne!(answers[0].text, answers[1].text);
+        // The same batch again gives the same answers (the cache is cleared between batches).
+        let again: Vec<String> = s
+            .generate_batch(&reqs)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.unwrap().text)
+            .collect();
+        let first: Vec<String> = answers.iter().map(|a| a.text.clone()).collect();
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn parallel_greedy_samples_of_one_prompt_agree_and_stop_at_max_tokens() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session_for(3).unwrap();
+        let prompt = "Name one technique adversaries use to hide malware.";
+        let reqs = [1, 2, 3].map(|seed| Request {
+            prompt,
+            sampling: sampling(seed, 0.0, 12),
+            grammar: None,
+        });
+        let a: Vec<Answer> = s
+            .generate_batch(&reqs)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(a[0].text, a[1].text);
+        assert_eq!(a[1].text, a[2].text);
+        for x in &a {
+            assert!(x.completion_tokens <= 12, "{x:?}");
+            if x.finish_reason == "length" {
+                assert_eq!(x.completion_tokens, 12, "{x:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_prompt_too_long_for_its_share_of_the_context_fails_alone() {
+        let model = LocalModel::load(&smollm2(), 2, 128).unwrap();
+        let mut s = model.session_for(2).unwrap();
+        let long = "word ".repeat(400);
+        let r = s
+            .generate_batch(&[
+                Request {
+                    prompt: &long,
+                    sampling: sampling(1, 0.0, 4),
+                    grammar: None,
+                },
+                Request {
+                    prompt: "Name one malware family.",
+                    sampling: sampling(2, 0.0, 4),
+                    grammar: None,
+                },
+            ])
+            .unwrap();
+        let e = r[0].as_ref().unwrap_err();
+        assert!(e.message.contains("raise the generator's `context`"), "{}", e.message);
+        assert!(r[1].as_ref().unwrap().completion_tokens > 0);
     }
 
     #[test]

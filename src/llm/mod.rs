@@ -59,6 +59,11 @@ pub struct Identity {
     /// characters. Absent otherwise, so the keys of unconstrained generators are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structured: Option<structured::Shape>,
+    /// Local models decoding several sequences in one batch (`parallel` > 1): the batch's
+    /// size, since batched matrix products round differently from one sequence's. Absent
+    /// otherwise, so the keys of one-sequence generators are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -148,6 +153,8 @@ impl Generator {
                 structured: source.structured.then_some(structured::Shape {
                     item_chars: source.item_chars,
                 }),
+                parallel: (source.provider == ProviderKind::Local && source.parallel > 1)
+                    .then_some(source.parallel),
             },
             config: source.clone(),
             model_path,
@@ -216,6 +223,10 @@ pub struct Answer {
     pub seconds: f64,
     #[serde(default)]
     pub decode_seconds: Option<f64>,
+    /// Local only: how many sequences were decoded together in the batch that produced this
+    /// answer (absent: one), so `seconds` and `decode_seconds` are the batch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batched: Option<u32>,
 }
 
 /// One call to make.
@@ -518,6 +529,7 @@ mod tests {
             finish_reason: "stop".into(),
             seconds: 0.0,
             decode_seconds: None,
+            batched: None,
         }
     }
 
@@ -618,6 +630,25 @@ mod tests {
         });
         assert_ne!(base, other_context, "the context size is in the call key");
         assert_eq!(base, other_threads, "the thread count is not");
+        // Batched decoding rounds differently, so the batch size is in the key, and a
+        // one-sequence generator keeps the key it had before `parallel` existed.
+        let one = key(&GeneratorConfig {
+            parallel: 1,
+            ..g.clone()
+        });
+        let four = key(&GeneratorConfig {
+            parallel: 4,
+            ..g.clone()
+        });
+        assert_eq!(base, one);
+        assert_ne!(base, four, "the batch size is in the call key");
+        assert_ne!(
+            four,
+            key(&GeneratorConfig {
+                parallel: 8,
+                ..g.clone()
+            })
+        );
     }
 
     #[test]

@@ -295,6 +295,7 @@ async fn call_once(
         finish_reason: reply.finish_reason,
         seconds: started.elapsed().as_secs_f64(),
         decode_seconds: None,
+        batched: None,
     })
 }
 
