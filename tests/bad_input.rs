@@ -281,6 +281,30 @@ fn generator_that_is_not_defined_is_named() {
 }
 
 #[test]
+fn parallel_sequences_on_an_openai_generator_point_to_concurrency() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"",
+        &format!("{REMOTE}parallel = 4\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.parallel", "`local` generators", "`concurrency`"],
+    );
+}
+
+#[test]
+fn parallel_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nparallel = 0\n",
+    );
+    assert_rejected(&s, &m, &[], 2, &["generator.0.parallel", "out of range"]);
+}
+
+#[test]
 fn missing_gguf_file_says_how_to_get_it() {
     let (s, m) = synthetic_sandbox(
         "generator = \"tiny\"",
