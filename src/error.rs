@@ -19,7 +19,9 @@ Exit codes:
 Environment:
   SYNTHCTI_DATA_DIR   data folder (same as `data.dir`)
   SYNTHCTI_CACHE_DIR  stage cache folder (default: the user's cache dir + /synthcti)
-  SYNTHCTI_<KEY>      any manifest key, `__` for nesting: SYNTHCTI_SPLIT__SEED=7";
+  SYNTHCTI_<KEY>      any manifest key, `__` for nesting: SYNTHCTI_SPLIT__SEED=7
+  HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE
+                      models given by Hugging Face id: cache, mirror, token, offline";
 
 /// What went wrong, coarsely; decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

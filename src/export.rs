@@ -18,7 +18,7 @@
 //! (`RUN_DIR/split/validation.jsonl`) with the exported folder itself loaded, and the threshold's
 //! precision and recall are measured on the run's test split; nothing is tuned on test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -286,7 +286,7 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
     copy_files(&entry.dir, &to.join("model"))?;
     if result.cell.classifier == ClassifierKind::EncoderFrozen {
         let (_, meta, _) = encoder_cls::load_head(&entry.dir, &Device::flex())?;
-        let src = PathBuf::from(&meta.params.model);
+        let src = crate::hub::model_dir(&meta.params)?;
         std::fs::create_dir_all(to.join("encoder")).io_ctx(ErrorKind::Internal, || io(to))?;
         for f in crate::ml::encoder::MODEL_FILES {
             std::fs::copy(src.join(f), to.join("encoder").join(f)).io_ctx(

@@ -19,6 +19,7 @@ pub mod filter;
 pub mod generate;
 pub mod grid;
 pub mod hash;
+pub mod hub;
 pub mod junk;
 pub mod llm;
 pub mod manifest;

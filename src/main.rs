@@ -274,6 +274,9 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(a) => {
             let m = load_manifest(&a.m)?;
+            // Models named by Hugging Face id are downloaded (or found in the cache) before any
+            // work, so a bad id, revision or file stops the run here.
+            synthcti::hub::fetch_all(&m.cells)?;
             let cache = open_cache(a.m.cache_dir.clone())?;
             let outcome = pipeline::run(
                 &m,

@@ -708,13 +708,37 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         if let Err((field, msg)) = c.check() {
             return Err(e(&k(&field), msg));
         }
+        let files = crate::hub::files_for(c.kind());
+        let revisions = c.revisions();
+        if let Some(r) = revisions
+            .iter()
+            .find(|r| r.trim().is_empty() || r.contains(".."))
+        {
+            return Err(e(
+                &k("revision"),
+                format!(
+                    "`{r}` is not a revision; give a branch, tag or commit sha (default `{}`)",
+                    crate::hub::DEFAULT_REVISION
+                ),
+            ));
+        }
         for m in c.models() {
-            let files: &[&str] = if c.kind() == ClassifierKind::Transformer {
-                &["tokenizer.json"]
-            } else {
-                crate::ml::encoder::MODEL_FILES
+            let dir = match crate::hub::ModelRef::parse(&m) {
+                // A Hub id is resolved by `run` before any work (`plan` only reads the cache).
+                crate::hub::ModelRef::Hub(_) => continue,
+                crate::hub::ModelRef::Folder(dir) => dir,
             };
-            let dir = Path::new(&m);
+            if let Some(r) = revisions
+                .iter()
+                .find(|r| r.as_str() != crate::hub::DEFAULT_REVISION)
+            {
+                return Err(e(
+                    &k("revision"),
+                    format!(
+                        "revision `{r}` applies to a Hugging Face id, but `{m}` is a local folder; remove `revision`, or give the id (`owner/name`) as `model`"
+                    ),
+                ));
+            }
             let missing: Vec<&str> = files
                 .iter()
                 .copied()
@@ -724,7 +748,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
                 return Err(e(
                     &k("model"),
                     format!(
-                        "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, or give a Hugging Face model folder with {}",
+                        "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, give a Hugging Face model folder with {}, or a Hugging Face id (`owner/name`, e.g. `albert/albert-base-v2`)",
                         missing.join(", "),
                         files.join(", ")
                     ),
@@ -1106,6 +1130,7 @@ pub fn resolve_data_dir(dir: Option<&Path>) -> PathBuf {
 /// The fields of a `[[classifier]]`, in the order they expand, with their cell-name tags.
 const AXES: &[(&str, &str)] = &[
     ("model", "m"),
+    ("revision", "rev"),
     ("max_length", "len"),
     ("layers", "L"),
     ("hidden", "H"),

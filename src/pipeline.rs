@@ -234,10 +234,14 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
     let mut key_params = cell.params.clone();
     if let crate::manifest::ModelParams::Encoder(p) = &mut key_params {
         // The weights (or, from scratch, the tokenizer) the model starts from.
+        // A Hub id counts by the files of its resolved snapshot, as a folder does: the revision
+        // names them and the hash covers them, so the revision itself stays out of the key.
         let tokenizer_only = cell.classifier == ClassifierKind::Transformer;
-        let id = crate::ml::encoder::identity(Path::new(&p.model), tokenizer_only)
+        let id = crate::hub::model_dir(p)
+            .and_then(|dir| crate::ml::encoder::identity(&dir, tokenizer_only))
             .unwrap_or_else(|e| format!("unreadable: {}", e.message));
         p.model = format!("blake3:{id}");
+        p.revision = None;
     }
     let params = TrainParams {
         version,
@@ -292,6 +296,7 @@ pub fn dry_run(m: &Manifest, cache: &Cache) -> Result<Plan> {
     let shared = shared_stages(m)?;
     let mut plan = plan(m, &shared, cache)?;
     plan.notes = plan_notes(m, &shared, cache)?;
+    plan.notes.extend(crate::hub::plan_notes(&m.cells));
     Ok(plan)
 }
 

@@ -59,8 +59,10 @@ impl Default for FastTextConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FrozenConfig {
-    /// A Hugging Face model folder (`config.json`, `tokenizer.json`, `model.safetensors`).
+    /// A model folder or Hugging Face id ([`crate::hub`]) with `config.json`, `tokenizer.json`, `model.safetensors`.
     pub model: Grid<String>,
+    /// The revision (branch, tag or commit sha) of a Hugging Face id; a folder takes `main`.
+    pub revision: Grid<String>,
     /// Tokens per text, after which it is truncated.
     pub max_length: Grid<usize>,
     pub dropout: Grid<f64>,
@@ -78,6 +80,7 @@ impl Default for FrozenConfig {
     fn default() -> Self {
         Self {
             model: Grid::One(DEFAULT_ENCODER.into()),
+            revision: Grid::One(crate::hub::DEFAULT_REVISION.into()),
             max_length: Grid::One(128),
             dropout: Grid::One(0.1),
             head_hidden: Grid::One(512),
@@ -95,8 +98,10 @@ impl Default for FrozenConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
-    /// A Hugging Face model folder (`config.json`, `tokenizer.json`, `model.safetensors`).
+    /// A model folder or Hugging Face id ([`crate::hub`]) with `config.json`, `tokenizer.json`, `model.safetensors`.
     pub model: Grid<String>,
+    /// The revision (branch, tag or commit sha) of a Hugging Face id; a folder takes `main`.
+    pub revision: Grid<String>,
     pub max_length: Grid<usize>,
     pub dropout: Grid<f64>,
     /// Fraction of the steps spent warming the learning rate up.
@@ -115,6 +120,7 @@ impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
             model: Grid::One(DEFAULT_ENCODER.into()),
+            revision: Grid::One(crate::hub::DEFAULT_REVISION.into()),
             max_length: Grid::One(128),
             dropout: Grid::One(0.1),
             warmup: Grid::One(0.1),
@@ -134,8 +140,10 @@ impl Default for FinetuneConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformerConfig {
-    /// A folder with `tokenizer.json`.
+    /// A folder or Hugging Face id with `tokenizer.json`.
     pub model: Grid<String>,
+    /// The revision (branch, tag or commit sha) of a Hugging Face id; a folder takes `main`.
+    pub revision: Grid<String>,
     pub max_length: Grid<usize>,
     pub dropout: Grid<f64>,
     pub warmup: Grid<f64>,
@@ -160,6 +168,7 @@ impl Default for TransformerConfig {
     fn default() -> Self {
         Self {
             model: Grid::One(DEFAULT_ENCODER.into()),
+            revision: Grid::One(crate::hub::DEFAULT_REVISION.into()),
             max_length: Grid::One(128),
             dropout: Grid::One(0.1),
             warmup: Grid::One(0.1),
@@ -393,6 +402,16 @@ impl ClassifierConfig {
         }
     }
 
+    /// The revisions the table names (every value of `revision`), empty for fastText and linear.
+    pub fn revisions(&self) -> Vec<String> {
+        match self {
+            Self::Fasttext(_) | Self::Linear(_) => Vec::new(),
+            Self::EncoderFrozen(c) => c.revision.values(),
+            Self::EncoderFinetune(c) => c.revision.values(),
+            Self::Transformer(c) => c.revision.values(),
+        }
+    }
+
     /// Check every value's range and the fields that constrain each other.
     ///
     /// # Errors
@@ -507,7 +526,15 @@ impl ClassifierConfig {
                     ClassifierKind::Linear => {
                         ModelParams::Linear(serde_json::from_value(v).expect("linear params"))
                     }
-                    _ => ModelParams::Encoder(serde_json::from_value(v).expect("encoder params")),
+                    _ => {
+                        let mut p: crate::ml::params::EncoderParams =
+                            serde_json::from_value(v).expect("encoder params");
+                        // A revision means something for a Hub id only.
+                        if !crate::hub::ModelRef::parse(&p.model).is_hub() {
+                            p.revision = None;
+                        }
+                        ModelParams::Encoder(p)
+                    }
                 };
                 (p, tags)
             })
@@ -518,6 +545,7 @@ impl ClassifierConfig {
 /// How a swept value shows in a cell name: a model folder by its last component.
 fn tag_value(field: &str, val: &serde_json::Value) -> String {
     match (field, val) {
+        ("revision", serde_json::Value::String(r)) => r.chars().take(8).collect(),
         ("model", serde_json::Value::String(p)) => std::path::Path::new(p)
             .file_name()
             .map(|f| f.to_string_lossy().to_string())

@@ -6,7 +6,7 @@
 //!
 //! All three stop early on the validation split's macro-F1 and keep the best epoch's model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -288,7 +288,7 @@ pub fn train_seq(
     if train.is_empty() {
         return Err(Error::data("no training examples"));
     }
-    let dir = PathBuf::from(&p.model);
+    let dir = crate::hub::model_dir(p)?;
     let ad = device.clone().autodiff();
     let (config, tokenizer, mut model) = if kind == ClassifierKind::Transformer {
         let pad = pad_id(&dir);

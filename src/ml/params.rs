@@ -104,7 +104,11 @@ pub struct FastTextParams {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderParams {
+    /// A model folder, or a Hugging Face id (see [`crate::hub`]).
     pub model: String,
+    /// The Hub revision of a `model` that is a Hugging Face id; absent for a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     pub max_length: usize,
     pub dropout: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -127,7 +127,7 @@ impl Trainer for HeadTrainer<'_> {
         let p = self.0;
         let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
         let emb = cx.embedder.embed(
-            Path::new(&p.model),
+            &crate::hub::model_dir(p)?,
             p.max_length,
             &texts,
             cx.device,
@@ -168,7 +168,7 @@ impl Classifier for FrozenHead {
     fn predict(&self, cx: &TrainContext, texts: &[&str], top_k: usize) -> Result<Vec<Scored>> {
         let p = &self.meta.params;
         let emb = cx.embedder.embed(
-            Path::new(&p.model),
+            &crate::hub::model_dir(p)?,
             p.max_length,
             texts,
             cx.device,

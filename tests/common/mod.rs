@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: they run the real binary on small real data.
 #![allow(dead_code)]
 
+pub mod hub_server;
 pub mod llm_server;
 
 use std::path::{Path, PathBuf};
