@@ -10,6 +10,10 @@ setup:
 models:
     bash scripts/fetch-models.sh
 
+# Put `synthcti` on PATH (~/.cargo/bin), built in release mode from this checkout.
+install:
+    cargo install --path . --locked
+
 # Run an experiment manifest (extra flags go to `synthcti run`).
 run manifest="experiments/tram.toml" *flags="": models
     cargo run --release -- run {{manifest}} {{flags}}
@@ -31,6 +35,11 @@ bench runs="5": models
     bash benches/encoder.sh 3
     bash benches/linear.sh {{runs}}
     cargo bench --bench stats -- {{runs}}
+    bash benches/cli.sh 20
+
+# `synthcti --help`, `plan` and `runs` latency on a warm cache (target: <= 50 ms each).
+bench-cli runs="20": models
+    bash benches/cli.sh {{runs}}
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
 data-pull:

@@ -77,6 +77,135 @@ pub fn file_hash(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// Where [`hash_by_stat`] keeps what it learnt, and whether this process may add to it.
+static STAT_MEMO: std::sync::OnceLock<(std::path::PathBuf, bool)> = std::sync::OnceLock::new();
+
+/// Remember content hashes of big inputs (models, datasets) in `dir` (the cache's `stat/`
+/// folder), so a later command with the same files skips hashing them; `writable = false` reads
+/// the memo without adding to it (`plan` writes nothing). Set once per process.
+pub fn use_stat_memo(dir: std::path::PathBuf, writable: bool) {
+    let _ = STAT_MEMO.set((dir, writable));
+}
+
+/// What a file looked like when hashed: its path (canonical), length, modification and change
+/// times (nanoseconds) and inode. Any change to the file changes one of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    path: String,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+#[cfg(unix)]
+fn stamp(path: &std::path::Path) -> Option<(Stamp, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let canon = path.canonicalize().ok()?;
+    let m = std::fs::metadata(&canon).ok()?;
+    Some((
+        Stamp {
+            path: canon.display().to_string(),
+            len: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            ino: m.ino(),
+            dev: m.dev(),
+        },
+        m.modified().ok()?,
+    ))
+}
+
+#[cfg(not(unix))]
+fn stamp(_: &std::path::Path) -> Option<(Stamp, std::time::SystemTime)> {
+    None
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Memo {
+    tag: String,
+    stamps: Vec<Stamp>,
+    hash: String,
+}
+
+/// The hash `compute` gives for the files `paths`, memoized by their stat data (path, size,
+/// times, inode) as git's index and DVC's state database do: when every file still has the
+/// stamp it had when hashed, the remembered hash is returned without reading them. `tag` names
+/// what is hashed (a file's bytes, a model folder's files), so two hashes of the same files
+/// never mix. A file modified within the last 2 seconds is not memoized (its time could still
+/// equal that of a later change, git's "racy" case). Without [`use_stat_memo`], or when a file
+/// cannot be stat'ed, `compute` runs.
+pub fn hash_by_stat<E>(
+    tag: &str,
+    paths: &[std::path::PathBuf],
+    compute: impl FnOnce() -> Result<String, E>,
+) -> Result<String, E> {
+    let Some((dir, writable)) = STAT_MEMO.get() else {
+        return compute();
+    };
+    let Some(stamped): Option<Vec<(Stamp, std::time::SystemTime)>> =
+        paths.iter().map(|p| stamp(p)).collect()
+    else {
+        return compute();
+    };
+    let stamps: Vec<Stamp> = stamped.iter().map(|s| s.0.clone()).collect();
+    let id = blake3_hex(
+        canonical_json(&(tag, &stamps.iter().map(|s| &s.path).collect::<Vec<_>>())).as_bytes(),
+    );
+    let file = dir.join(format!("{}.json", &id[..32]));
+    if let Ok(bytes) = std::fs::read(&file)
+        && let Ok(m) = serde_json::from_slice::<Memo>(&bytes)
+        && m.tag == tag
+        && m.stamps == stamps
+    {
+        return Ok(m.hash);
+    }
+    let hash = compute()?;
+    let settled = stamped.iter().all(|(_, t)| {
+        t.elapsed()
+            .is_ok_and(|age| age >= std::time::Duration::from_secs(2))
+    });
+    if *writable && settled {
+        let memo = Memo {
+            tag: tag.to_string(),
+            stamps,
+            hash: hash.clone(),
+        };
+        PENDING.lock().expect("memo").push((file, memo));
+    }
+    Ok(hash)
+}
+
+/// Memos learnt by this process, written by [`flush_stat_memo`].
+static PENDING: std::sync::Mutex<Vec<(std::path::PathBuf, Memo)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Write what [`hash_by_stat`] learnt into the memo folder (each file to a temporary name, then
+/// renamed). Called once a command got past its checks, so input that is refused leaves nothing
+/// in the cache folder.
+pub fn flush_stat_memo() {
+    let Some((dir, true)) = STAT_MEMO.get() else {
+        return;
+    };
+    let pending = std::mem::take(&mut *PENDING.lock().expect("memo"));
+    if pending.is_empty() || std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    for (file, memo) in pending {
+        let tmp = file.with_extension(format!("{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, serde_json::to_vec(&memo).expect("memo serializes")).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+    }
+}
+
+/// [`file_hash`] through [`hash_by_stat`]: for inputs that are big and rarely change (datasets,
+/// ATT&CK bundles, GGUF files). Cache entries are verified with [`file_hash`] itself.
+pub fn input_hash(path: &std::path::Path) -> std::io::Result<String> {
+    hash_by_stat("file", &[path.to_path_buf()], || file_hash(path))
+}
+
 /// The cache key of a stage: hash of (stage name, stage version, canonical params, input keys).
 pub fn stage_key<P: Serialize + ?Sized>(
     stage: &str,

@@ -43,7 +43,7 @@ pub enum ModelRef {
 
 /// Whether `s` has the shape of a Hub id: `owner/name`, each part of letters, digits, `.`, `_`
 /// and `-`, not starting with `.` or `-`.
-fn is_hub_id(s: &str) -> bool {
+pub(crate) fn is_hub_id(s: &str) -> bool {
     let Some((owner, name)) = s.split_once('/') else {
         return false;
     };

@@ -238,7 +238,11 @@ fn open_cache(dir: Option<PathBuf>) -> Result<Cache, Error> {
     Cache::open(dir.unwrap_or_else(default_cache_dir))
 }
 
-fn load_manifest(a: &ManifestArgs) -> Result<manifest::Manifest, Error> {
+/// Read and validate the manifest; big inputs are hashed through the cache's stat memo
+/// (`<cache>/stat/`), which `plan` reads without adding to (`writable = false`).
+fn load_manifest(a: &ManifestArgs, writable: bool) -> Result<manifest::Manifest, Error> {
+    let root = a.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    synthcti::hash::use_stat_memo(root.join("stat"), writable);
     let mut sets = a
         .set
         .iter()
@@ -273,7 +277,7 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Run(a) => {
-            let m = load_manifest(&a.m)?;
+            let m = load_manifest(&a.m, true)?;
             // Models named by Hugging Face id are downloaded (or found in the cache) before any
             // work, so a bad id, revision or file stops the run here.
             synthcti::hub::fetch_all(&m.cells)?;
@@ -301,7 +305,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             }
         }
         Command::Generate(a) => {
-            let m = load_manifest(&a.m)?;
+            let m = load_manifest(&a.m, true)?;
             if let Some(dir) = a.out.as_ref().and_then(|f| f.parent())
                 && !dir.as_os_str().is_empty()
                 && !dir.is_dir()
@@ -343,7 +347,7 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             })
         }
         Command::Plan(a) => {
-            let m = load_manifest(&a.m)?;
+            let m = load_manifest(&a.m, false)?;
             // A dry run: nothing is written to the cache.
             let cache =
                 Cache::open_read_only(a.m.cache_dir.clone().unwrap_or_else(default_cache_dir));

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
@@ -140,7 +139,8 @@ pub struct AugmentConfig {
     pub svd_dim: usize,
     /// `embedding = "encoder"`: the Hugging Face model folder.
     pub encoder: String,
-    /// Folder of prompt templates, relative to the current folder.
+    /// Folder of prompt templates; a relative one resolves against the manifest's folder
+    /// (default: `templates/` beside the manifest, falling back to the shipped templates).
     pub templates_dir: PathBuf,
     pub targets: TargetConfig,
     pub filter: FilterConfig,
@@ -348,6 +348,21 @@ impl Provider for SetArg {
             .into_dict()
             .expect("nest gives a dict");
         Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// The manifest file's table after [`crate::paths::resolve`], named as the file it came from.
+struct ManifestFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl Provider for ManifestFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("TOML file", self.path.as_path())
+    }
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        figment::providers::Serialized::defaults(&self.table).data()
     }
 }
 
@@ -589,12 +604,17 @@ pub fn load_with_env(
             e.to_string().trim_end()
         )));
     }
-    let table: toml::Table = text.parse().expect("checked above");
+    let mut table: toml::Table = text.parse().expect("checked above");
+    // The file's own relative paths resolve against its folder; overrides' against the current one.
+    crate::paths::resolve(&mut table, &crate::paths::manifest_base(path));
     let (mut all, warnings) = env_overrides(env)?;
     all.extend(sets.iter().cloned());
     let overrides: Vec<String> = all.iter().map(|s| s.origin.clone()).collect();
     let sets = apply_sets_to_tables(&table, &all)?;
-    let mut fig = Figment::new().merge(Toml::file(path));
+    let mut fig = Figment::new().merge(ManifestFile {
+        path: path.to_path_buf(),
+        table,
+    });
     for s in &sets {
         fig = fig.merge(s.clone());
     }
@@ -652,7 +672,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         return Err(e(
             "data.file",
             format!(
-                "a `{}` dataset needs `data.file`, the path of your file relative to the data folder (or absolute)",
+                "a `{}` dataset needs `data.file`, the path of your file (relative to the manifest's folder, or absolute)",
                 d.kind.as_str()
             ),
         ));
@@ -695,7 +715,12 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         }
     }
     let data_dir = resolve_data_dir(d.dir.as_deref());
-    if !data_dir.is_dir() {
+    // The data folder holds the publishers' files: a user's own file (`data.file`) needs none,
+    // and `attack = "auto"` only looks there.
+    let needs_folder = d.file.is_none()
+        || matches!(&d.attack, AttackSource::Path(p) if p.is_relative())
+        || d.dir.is_some();
+    if needs_folder && !data_dir.is_dir() {
         return Err(Error::data(format!(
             "data folder {} does not exist; set `data.dir` in the manifest or SYNTHCTI_DATA_DIR, or run `synthcti data pull --dir {}`",
             data_dir.display(),

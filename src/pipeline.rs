@@ -14,7 +14,6 @@ use crate::data::{self, Catalog, Dataset};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::filter::{self, FilterInput, Synthetic};
 use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
-use crate::hash::file_hash;
 use crate::llm::{self, Budget, CallJob};
 use crate::manifest::{CellSpec, ClassifierKind, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
@@ -64,13 +63,14 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
     let cfg = &m.data;
     let data_path = data::check_dataset_file(cfg, &m.data_dir)?;
     let attack_path = data::attack_path(cfg, &m.data_dir)?;
-    let data_hash = file_hash(&data_path).io_ctx(ErrorKind::Data, || {
+    let data_hash = crate::hash::input_hash(&data_path).io_ctx(ErrorKind::Data, || {
         format!("cannot read {}", data_path.display())
     })?;
     let attack_hash = match &attack_path {
-        Some(p) => {
-            Some(file_hash(p).io_ctx(ErrorKind::Data, || format!("cannot read {}", p.display()))?)
-        }
+        Some(p) => Some(
+            crate::hash::input_hash(p)
+                .io_ctx(ErrorKind::Data, || format!("cannot read {}", p.display()))?,
+        ),
         None => None,
     };
     let load = StageId::of(
@@ -614,16 +614,15 @@ fn load_dataset(
         ""
     };
     progress.log(format!(
-        "load: {} rows read, {} examples in {} classes ({} duplicates and {} conflicting rows dropped, {} rare classes dropped){}{cached}",
-        s.rows_read,
-        s.examples,
-        s.classes,
-        s.duplicates_dropped,
-        s.conflict_rows_dropped,
-        s.rare_classes_dropped.len(),
+        "load: {}{}{cached}",
+        s.account().line(),
         s.labels_note(&m.data)
     ));
-    for note in s.technique_notes(&m.data) {
+    for note in s
+        .technique_notes(&m.data)
+        .into_iter()
+        .chain(s.long_text_note())
+    {
         progress.log(format!("load: {note}"));
     }
     if shared.attack_path.is_none() && m.data.attack == crate::data::config::AttackSource::Auto {
@@ -1116,35 +1115,6 @@ pub fn dataset_label(m: &Manifest) -> String {
     }
 }
 
-/// Refuse an `--out` that cannot take a new run, before any work: a file, or a folder that is
-/// not empty (another run's results, or a run writing there now).
-fn check_out(out: &Path) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        return Err(Error::config(format!(
-            "--out {} is a file, not a folder; choose a folder path",
-            out.display()
-        )));
-    }
-    if let Some(file) = out.ancestors().skip(1).find(|a| a.is_file()) {
-        return Err(Error::config(format!(
-            "--out {}: {} is a file, so no folder can be made under it; choose a folder path",
-            out.display(),
-            file.display()
-        )));
-    }
-    if out.is_dir()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        return Err(Error::config(format!(
-            "--out {} already exists and is not empty; choose another folder or remove it",
-            out.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Create the run folder and return it. `--out` is used as given (it was checked empty);
 /// otherwise `<output_dir>/<experiment>/<UTC time>`, with `-2`, `-3`, … when that name is taken.
 /// The folder is claimed with a single `create_dir`, which fails when it exists, so two runs
@@ -1192,9 +1162,12 @@ fn failpoint_panic(cell: &str) {
 pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome> {
     let device = device_for(m.experiment.backend)?;
     let progress = Progress::new(opts.quiet);
-    if let Some(out) = &opts.out {
-        check_out(out)?;
-    }
+    // `--out` is claimed (checked, created, locked) before any work, and held to the end.
+    let out_claim = opts
+        .out
+        .as_deref()
+        .map(crate::out_lock::claim)
+        .transpose()?;
     let sink = progress.clone();
     let cache = &cache
         .clone()
@@ -1215,14 +1188,8 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
 
     // Everything that can fail on bad input has been checked; now claim the run folder and write
     // into it as the run goes (run.log first, so a killed run leaves its log).
-    let run_dir = match &opts.out {
-        Some(out) => {
-            check_out(out)?;
-            std::fs::create_dir_all(out).io_ctx(ErrorKind::Internal, || {
-                format!("cannot create {}", out.display())
-            })?;
-            out.clone()
-        }
+    let run_dir = match &out_claim {
+        Some(claim) => claim.dir().to_path_buf(),
         None => claim_run_dir(
             &m.experiment.output_dir.join(&m.experiment.name),
             &chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string(),
@@ -1248,10 +1215,22 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         "plan.json",
         &serde_json::to_vec_pretty(&plan_before).expect("plan serializes"),
     )?;
+    // Where every row of the dataset went, from the load stage's output (cached or not).
+    write(
+        "load.json",
+        &serde_json::to_vec_pretty(&serde_json::json!({
+            "file": shared.data_path.display().to_string(),
+            "account": ds.stats.account(),
+            "stats": &ds.stats,
+        }))
+        .expect("load stats serialize"),
+    )?;
     write_split_files(&run_dir, &ds, &split)?;
     let mut data_files = vec![shared.data_path.clone()];
     data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
     let guard = crate::runs::start(&run_dir, m, &data_files)?;
+    // The input hashes learnt while checking: worth keeping now that the run is under way.
+    crate::hash::flush_stat_memo();
 
     let embedder = crate::ml::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
@@ -1525,6 +1504,7 @@ pub fn synthesize_only(
     let split = split_dataset(&shared, m, &ds, cache, progress)?;
     let (classes, index) = class_index(&ds, &split);
     let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
+    crate::hash::flush_stat_memo();
     for n in &notes {
         progress.log(format!("plan: {n}"));
     }

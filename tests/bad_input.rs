@@ -149,7 +149,10 @@ fn label_field_that_does_not_exist_lists_the_fields() {
 fn csv_label_column_that_does_not_exist_lists_the_header() {
     let s = Sandbox::new();
     s.write("data/mine.csv", "text,technique\nsome text here,T1059\n");
-    let m = s.manifest("kind = \"csv\"\nfile = \"mine.csv\"\nlabel = \"label\"", "");
+    let m = s.manifest(
+        "kind = \"csv\"\nfile = \"data/mine.csv\"\nlabel = \"label\"",
+        "",
+    );
     assert_rejected(&s, &m, &[], 3, &["`label` not found", "`technique`"]);
 }
 

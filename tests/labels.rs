@@ -24,7 +24,7 @@ fn case_sandbox(kind: &str, file: &str, data_extra: &str) -> (Sandbox, PathBuf) 
     s.write(&format!("data/{file}"), &body);
     let m = s.manifest(
         &format!(
-            "kind = \"{kind}\"\nfile = \"{file}\"\nlabel = \"label\"\nattack = \"{}\"\n{data_extra}",
+            "kind = \"{kind}\"\nfile = \"data/{file}\"\nlabel = \"label\"\nattack = \"{}\"\n{data_extra}",
             attack_bundle().display()
         ),
         CASE,
@@ -90,8 +90,7 @@ fn jsonl_spellings_of_one_technique_are_one_class() {
     assert_eq!(per_class_classes(&out), ["T1059.001", "T1105", "T1574.001"]);
     assert_eq!(
         load_line(&out),
-        "load: 36 rows read, 36 examples in 3 classes (0 duplicates and 0 conflicting rows dropped, \
-         0 rare classes dropped); labels: 13 normalized to ATT&CK spelling \
+        "load: 36 rows read = 36 kept in 3 classes; labels: 13 normalized to ATT&CK spelling \
          (\" T1059.001 \" → T1059.001: 3, \"t1059.001\" → T1059.001: 5, \"t1574.002\" → T1574.002: 5), \
          10 revoked IDs mapped (T1574.002 → T1574.001: 10)"
     );
@@ -110,9 +109,7 @@ fn csv_cells_with_several_ids_are_dropped_and_counted_never_classes() {
     assert_eq!(per_class_classes(&out), ["T1027", "T1105"]);
     assert_eq!(
         load_line(&out),
-        "load: 28 rows read, 20 examples in 2 classes (0 duplicates and 0 conflicting rows dropped, \
-         0 rare classes dropped); labels: 8 rows with several technique IDs dropped \
-         (data.multi_label = \"drop\")"
+        "load: 28 rows read = 20 kept in 2 classes + 8 with several labels (data.multi_label)"
     );
 }
 

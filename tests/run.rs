@@ -361,7 +361,9 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
             .output()
             .unwrap()
     };
-    // From the repository root, as the README runs them (model paths are relative to it).
+    // From the repository root, as the README runs them, and from a folder outside the
+    // checkout: relative paths in a manifest resolve against its own folder, so both plan the
+    // same cells with the same keys.
     let mut shipped: Vec<String> = std::fs::read_dir(root.join("experiments"))
         .unwrap()
         .flatten()
@@ -371,11 +373,27 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
         .collect();
     shipped.sort();
     // Every shipped manifest, model-size.toml included; a new one is picked up by itself.
-    assert_eq!(shipped, ["cti-to-mitre", "model-size", "smoke", "tram"]);
+    assert_eq!(
+        shipped,
+        ["cti-to-mitre", "model-size", "own-data", "smoke", "tram"]
+    );
+    let cells = |o: &std::process::Output| {
+        let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        p["cells"].clone()
+    };
     for m in &shipped {
-        let p = root.join(format!("experiments/{m}.toml"));
-        let o = with_data(&["plan", p.to_str().unwrap(), "--json"], root);
+        let rel = format!("experiments/{m}.toml");
+        let o = with_data(&["plan", &rel, "--json"], root);
         assert!(o.status.success(), "{m}: {}", stderr(&o));
+        let p = root.join(&rel);
+        let elsewhere = with_data(&["plan", p.to_str().unwrap(), "--json"], s.dir.path());
+        assert!(
+            elsewhere.status.success(),
+            "{m} from {}: {}",
+            s.dir.path().display(),
+            stderr(&elsewhere)
+        );
+        assert_eq!(cells(&o), cells(&elsewhere), "{m}");
     }
     let out = s.path("results/smoke");
     let o = with_data(

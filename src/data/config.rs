@@ -122,9 +122,12 @@ pub enum UnknownTechniquePolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub kind: DataKind,
-    /// Data folder; else `SYNTHCTI_DATA_DIR`; else `../shared/data` or `data`, whichever exists.
+    /// Data folder (relative: to the manifest's folder, see [`crate::paths`]); else
+    /// `SYNTHCTI_DATA_DIR`; else `../shared/data` or `data`, whichever exists.
     pub dir: Option<PathBuf>,
-    /// The dataset file, relative to the data folder (a default exists for publisher formats).
+    /// The user's dataset file, relative to the manifest's folder (one from `--set` or the
+    /// environment: to the current folder) or absolute. Unset: the format's publisher file in
+    /// the data folder.
     pub file: Option<String>,
     /// Label field, or granularity for CTI-to-MITRE (`label_tec` / `label_subtec`).
     pub label: Option<String>,

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::labels::Normalizer;
-use super::{Example, LoadStats};
+use super::{Example, LoadStats, LongText};
 use crate::data::config::{DataConfig, DataKind, MultiLabelPolicy, NegativePolicy};
 use crate::error::{Error, Result};
 
@@ -13,6 +13,12 @@ pub struct RawRows {
     pub rows: Vec<Example>,
     pub stats: LoadStats,
 }
+
+/// A text longer than this many characters is reported (kept, with a warning naming its line):
+/// a whole document in one cell, or a broken quote that swallowed the rows after it. The longest
+/// sentence of the shipped datasets has 11,212 characters (a table in TRAM's multi-label rows);
+/// the others stay under 1,800.
+pub const LONG_TEXT_CHARS: usize = 10_000;
 
 /// The label negatives get when `data.negatives = "keep"`.
 pub const NEGATIVE_LABEL: &str = "none";
@@ -35,6 +41,80 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::data(format!("cannot read {}: {e}", path.display())))
 }
 
+/// The UTF-8 byte-order mark some editors (Excel, Notepad) write at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A file's bytes without a leading UTF-8 byte-order mark.
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// The 1-based line that byte `offset` of `bytes` is on.
+pub fn line_of(bytes: &[u8], offset: usize) -> usize {
+    1 + bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
+/// The text of a file that must be UTF-8 (a leading byte-order mark is dropped); an error names
+/// the line (not the byte offset) of the first invalid byte.
+fn read_text(path: &Path) -> Result<String> {
+    let mut bytes = read_bytes(path)?;
+    if bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Error::data(format!(
+            "{} line {}: not UTF-8 text; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+            path.display(),
+            line_of(e.as_bytes(), at)
+        ))
+    })
+}
+
+/// The 1-based line where each item of a top-level JSON array starts (strings and nesting
+/// skipped), so errors about an item name its line. Empty when the text is not an array.
+pub fn array_item_lines(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut line, mut in_str, mut esc) = (0usize, 1usize, false, false);
+    let mut want_item = false;
+    for &c in b {
+        if c == b'\n' {
+            line += 1;
+        }
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        if depth == 1 && want_item && !c.is_ascii_whitespace() && c != b']' {
+            out.push(line);
+            want_item = false;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'[' if depth == 0 => {
+                depth = 1;
+                want_item = true;
+            }
+            b'{' if depth == 0 => return Vec::new(),
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => want_item = true,
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Read the rows of `path` in the format `cfg` names; every label value goes through `norm`
 /// (ATT&CK spelling, revoked IDs mapped) before the negative and multi-label policies.
 pub fn read(cfg: &DataConfig, path: &Path, norm: &Normalizer) -> Result<RawRows> {
@@ -42,7 +122,7 @@ pub fn read(cfg: &DataConfig, path: &Path, norm: &Normalizer) -> Result<RawRows>
         .label
         .clone()
         .unwrap_or_else(|| cfg.kind.default_label().into());
-    let text = cfg
+    let text_f = cfg
         .text_field
         .clone()
         .unwrap_or_else(|| cfg.kind.default_text().into());
@@ -52,21 +132,23 @@ pub fn read(cfg: &DataConfig, path: &Path, norm: &Normalizer) -> Result<RawRows>
         .unwrap_or_else(|| "doc_title".into());
     match cfg.kind {
         DataKind::TramSingle => {
-            let v: Value =
-                serde_json::from_slice(&read_bytes(path)?).map_err(|e| json_error(path, &e))?;
+            let text = read_text(path)?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| json_error(path, &e))?;
             let arr = v.as_array().ok_or_else(|| {
                 Error::data(format!(
                     "{} should be a JSON array of {{\"text\",\"label\",\"doc_title\"}} objects (TRAM single_label.json), but its top level is not an array",
                     path.display()
                 ))
             })?;
-            let objs = arr.iter().map(|o| (0, o));
-            objects_to_rows(cfg, norm, path, objs, &text, &label, &group)
+            let lines = array_item_lines(&text);
+            let objs = arr
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (lines.get(i).copied().unwrap_or(0), o));
+            objects_to_rows(cfg, norm, path, objs, &text_f, &label, &group)
         }
         DataKind::Jsonl | DataKind::TramMulti => {
-            let bytes = read_bytes(path)?;
-            let s = String::from_utf8(bytes)
-                .map_err(|e| Error::data(format!("{} is not UTF-8: {e}", path.display())))?;
+            let s = read_text(path)?;
             let mut objs = Vec::new();
             for (i, line) in s.lines().enumerate() {
                 if line.trim().is_empty() {
@@ -91,20 +173,24 @@ pub fn read(cfg: &DataConfig, path: &Path, norm: &Normalizer) -> Result<RawRows>
                 norm,
                 path,
                 objs.iter().map(|(i, o)| (*i, o)),
-                &text,
+                &text_f,
                 &label,
                 &group,
             )
         }
         DataKind::TramBootstrap => read_bootstrap(cfg, norm, path),
-        DataKind::CtiToMitre | DataKind::Csv => read_csv(cfg, norm, path, &text, &label, &group),
+        DataKind::CtiToMitre | DataKind::Csv => read_csv(cfg, norm, path, &text_f, &label, &group),
     }
 }
 
 /// The label values of a JSON field (a string, a list of strings, or null), as written; the
 /// normalizer splits, respells and maps them.
 fn labels_of(v: Option<&Value>) -> Option<Vec<String>> {
-    match v? {
+    let Some(v) = v else {
+        // No label field: a row without a label, as null is.
+        return Some(vec![]);
+    };
+    match v {
         Value::String(s) => Some(vec![s.clone()]),
         Value::Array(a) => Some(
             a.iter()
@@ -130,11 +216,13 @@ fn fields_of(o: &Value) -> String {
 
 /// Shared by every format: normalize the label values as written, then apply the negative and
 /// multi-label policies, counting respelled and mapped labels of the rows kept.
+#[allow(clippy::too_many_arguments)]
 fn push_row(
     cfg: &DataConfig,
     norm: &Normalizer,
     stats: &mut LoadStats,
     rows: &mut Vec<Example>,
+    line: usize,
     text: &str,
     values: &[String],
     group: Option<String>,
@@ -144,6 +232,17 @@ fn push_row(
     if text.is_empty() {
         stats.empty_texts += 1;
         return;
+    }
+    let chars = text.chars().count();
+    if chars > LONG_TEXT_CHARS {
+        stats.long_texts += 1;
+        if stats.long_text_rows.len() < 5 {
+            stats.long_text_rows.push(LongText {
+                row: stats.rows_read,
+                line,
+                chars,
+            });
+        }
     }
     let mut labels = norm.row(values);
     let label = match labels.len() {
@@ -207,11 +306,13 @@ fn objects_to_rows<'a>(
 ) -> Result<RawRows> {
     let mut stats = LoadStats::default();
     let mut rows = Vec::new();
+    // The first row without the label field: an error when no row has it (a wrong `data.label`).
+    let mut first_missing: Option<(String, String)> = None;
     for (n, (line, o)) in objs.enumerate() {
         let place = if line > 0 {
             format!("{} line {line}", path.display())
         } else {
-            format!("{} item {n}", path.display())
+            format!("{} item {}", path.display(), n + 1)
         };
         let Some(obj) = o.as_object() else {
             return Err(Error::data(format!("{place}: expected a JSON object")));
@@ -223,10 +324,11 @@ fn objects_to_rows<'a>(
             )));
         };
         if !obj.contains_key(label_f) {
-            return Err(Error::data(format!(
-                "{place}: label field `{label_f}` not found; the fields there are {}. Set `data.label` to one of them",
-                fields_of(o)
-            )));
+            // A row without the field is a row without a label: `data.negatives` decides.
+            stats.label_field_missing += 1;
+            if first_missing.is_none() {
+                first_missing = Some((place.clone(), fields_of(o)));
+            }
         }
         let labels = labels_of(obj.get(label_f)).ok_or_else(|| {
             Error::data(format!(
@@ -237,13 +339,20 @@ fn objects_to_rows<'a>(
             .get(group_f)
             .and_then(|g| g.as_str())
             .map(str::to_string);
-        push_row(cfg, norm, &mut stats, &mut rows, text, &labels, group);
+        push_row(cfg, norm, &mut stats, &mut rows, line, text, &labels, group);
+    }
+    if let Some((place, fields)) = first_missing
+        && stats.label_field_missing == stats.rows_read
+    {
+        return Err(Error::data(format!(
+            "{place}: label field `{label_f}` not found in any row; the fields there are {fields}. Set `data.label` to one of them"
+        )));
     }
     Ok(RawRows { rows, stats })
 }
 
 fn read_bootstrap(cfg: &DataConfig, norm: &Normalizer, path: &Path) -> Result<RawRows> {
-    let v: Value = serde_json::from_slice(&read_bytes(path)?).map_err(|e| json_error(path, &e))?;
+    let v: Value = serde_json::from_str(&read_text(path)?).map_err(|e| json_error(path, &e))?;
     let sentences = v.get("sentences").and_then(|s| s.as_array()).ok_or_else(|| {
         Error::data(format!(
             "{} should be a TRAM report object with a `sentences` array (bootstrap-training-data.json); it has {}",
@@ -273,6 +382,7 @@ fn read_bootstrap(cfg: &DataConfig, norm: &Normalizer, path: &Path) -> Result<Ra
             norm,
             &mut stats,
             &mut rows,
+            0,
             text,
             &labels,
             group.clone(),
@@ -316,6 +426,24 @@ fn broken_quote(bytes: &[u8]) -> Option<usize> {
     in_quotes.then_some(open_line)
 }
 
+/// A CSV reader's error as the line of the row (the csv crate's byte offset left out).
+fn csv_error(path: &Path, e: &csv::Error) -> Error {
+    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    let what = match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!(
+            "field {} is not UTF-8 text; save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+            err.field() + 1
+        ),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
+            "this row has {len} fields where the header has {expected_len}; quote fields that hold the delimiter (`,`)"
+        ),
+        _ => format!("malformed CSV row ({e}); check that row's fields and quoting"),
+    };
+    Error::data(format!("{} line {line}: {what}", path.display()))
+}
+
 fn read_csv(
     cfg: &DataConfig,
     norm: &Normalizer,
@@ -325,7 +453,8 @@ fn read_csv(
     group_f: &str,
 ) -> Result<RawRows> {
     let bytes = read_bytes(path)?;
-    if let Some(line) = broken_quote(&bytes) {
+    let bytes = strip_bom(&bytes);
+    if let Some(line) = broken_quote(bytes) {
         return Err(Error::data(format!(
             "{} line {line}: a quoted field opens here and is not closed where the field ends (a broken quote); close it, and double every `\"` inside a quoted field as `\"\"`",
             path.display()
@@ -334,7 +463,7 @@ fn read_csv(
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(bytes.as_slice());
+        .from_reader(bytes);
     let headers = rdr
         .headers()
         .map_err(|e| {
@@ -363,13 +492,8 @@ fn read_csv(
     let mut stats = LoadStats::default();
     let mut rows = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            Error::data(format!(
-                "{} line {line}: malformed CSV row ({e}); check that row's fields and quoting",
-                path.display()
-            ))
-        })?;
+        let rec = rec.map_err(|e| csv_error(path, &e))?;
+        let line = rec.position().map(|p| p.line() as usize).unwrap_or(0);
         let labels: Vec<String> = rec.get(li).map(str::to_string).into_iter().collect();
         let group = gi.and_then(|g| rec.get(g)).map(str::to_string);
         push_row(
@@ -377,6 +501,7 @@ fn read_csv(
             norm,
             &mut stats,
             &mut rows,
+            line,
             rec.get(ti).unwrap_or(""),
             &labels,
             group,

@@ -26,7 +26,9 @@ use labels::{Normalizer, is_technique_id, technique_id};
 /// 2: technique IDs respelled and split before the multi-label policy; deprecated, unknown and
 /// excluded techniques handled as `data.deprecated`, `data.unknown_techniques`, `data.exclude` say.
 /// 4: each example carries `row`, its position in the source file.
-pub const LOAD_VERSION: u32 = 4;
+/// 5: a row without the label field is a row without a label (`data.negatives`), a UTF-8
+/// byte-order mark is skipped in JSON and JSONL files, and over-long texts are counted.
+pub const LOAD_VERSION: u32 = 5;
 
 /// One labelled text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,12 +54,36 @@ pub struct Flagged {
     pub rows: usize,
 }
 
-/// What loading and filtering did, for the report and the plan.
+/// A row whose text is longer than [`formats::LONG_TEXT_CHARS`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LongText {
+    /// Its position among the rows read, from 1 (as [`Example::row`]).
+    pub row: usize,
+    /// The line of the file it starts on (0 where the format has no lines to name).
+    pub line: usize,
+    /// Its length in characters (Unicode scalar values), trimmed.
+    pub chars: usize,
+}
+
+/// What loading and filtering did, for the report and the plan. Every row read is either kept
+/// or dropped for exactly one reason: [`LoadStats::account`] adds them up.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadStats {
     pub rows_read: usize,
+    /// Rows whose text is empty or only whitespace (dropped).
     pub empty_texts: usize,
+    /// Rows without a label (null, empty, an empty list, or no label field) dropped by
+    /// `data.negatives = "drop"`; with `"keep"` they become the class `none` instead.
     pub negatives_dropped: usize,
+    /// Rows (JSON, JSONL) that have no label field at all, among the rows without a label.
+    #[serde(default)]
+    pub label_field_missing: usize,
+    /// Rows whose text is over [`formats::LONG_TEXT_CHARS`] characters (kept, warned).
+    #[serde(default)]
+    pub long_texts: usize,
+    /// The first few of them.
+    #[serde(default)]
+    pub long_text_rows: Vec<LongText>,
     /// Rows with several technique IDs (a list, or IDs joined in one cell) dropped by
     /// `data.multi_label = "drop"`.
     pub multi_label_dropped: usize,
@@ -103,7 +129,143 @@ fn flagged_list(m: &BTreeMap<String, Flagged>) -> String {
         .join(", ")
 }
 
+/// One reason a row was dropped, with its count, in the order the load stage applies them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Drop {
+    /// What it is, in words (`duplicates`).
+    pub kind: String,
+    /// The setting that decides it (`data.duplicates`), where one does.
+    pub setting: Option<String>,
+    pub rows: usize,
+}
+
+/// Where every row read went: `rows_read = kept + Σ dropped`. Written to the run folder as
+/// `load.json` (also when the load stage came from the cache) and summed up in the load line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoadAccount {
+    pub rows_read: usize,
+    pub kept: usize,
+    pub classes: usize,
+    /// Every kind of drop, zeros included.
+    pub dropped: Vec<Drop>,
+}
+
+impl LoadAccount {
+    /// Whether read = kept + every drop.
+    pub fn adds_up(&self) -> bool {
+        self.rows_read == self.kept + self.dropped.iter().map(|d| d.rows).sum::<usize>()
+    }
+
+    /// `5089 rows read = 4765 kept in 50 classes + 278 duplicates (data.duplicates) + …`; kinds
+    /// with no row are left out.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{} rows read = {} kept in {} classes",
+            self.rows_read, self.kept, self.classes
+        );
+        for d in self.dropped.iter().filter(|d| d.rows > 0) {
+            s.push_str(&format!(" + {} {}", d.rows, d.kind));
+            if let Some(k) = &d.setting {
+                s.push_str(&format!(" ({k})"));
+            }
+        }
+        s
+    }
+}
+
 impl LoadStats {
+    /// Where every row went: kept, or dropped for one reason each (see [`LoadAccount`]).
+    pub fn account(&self) -> LoadAccount {
+        let by = |k: &str| self.labels_dropped.get(k).copied().unwrap_or(0);
+        let d = |kind: &str, setting: Option<&str>, rows: usize| Drop {
+            kind: kind.to_string(),
+            setting: setting.map(str::to_string),
+            rows,
+        };
+        let rare_rows: usize = self.rare_classes_dropped.values().sum();
+        LoadAccount {
+            rows_read: self.rows_read,
+            kept: self.examples,
+            classes: self.classes,
+            dropped: vec![
+                d("with an empty text", None, self.empty_texts),
+                d(
+                    &if self.label_field_missing > 0 {
+                        format!(
+                            "without a label ({} of them lack the label field)",
+                            self.label_field_missing
+                        )
+                    } else {
+                        "without a label".to_string()
+                    },
+                    Some("data.negatives"),
+                    self.negatives_dropped,
+                ),
+                d(
+                    "with several labels",
+                    Some("data.multi_label"),
+                    self.multi_label_dropped,
+                ),
+                d("excluded", Some("data.exclude"), by("data.exclude")),
+                d(
+                    "of deprecated techniques",
+                    Some("data.deprecated"),
+                    by("data.deprecated"),
+                ),
+                d(
+                    "of unknown techniques",
+                    Some("data.unknown_techniques"),
+                    by("data.unknown_techniques"),
+                ),
+                d(
+                    "with conflicting labels",
+                    Some("data.conflicts"),
+                    self.conflict_rows_dropped,
+                ),
+                d(
+                    "duplicates",
+                    Some("data.duplicates"),
+                    self.duplicates_dropped,
+                ),
+                d(
+                    &format!("in {} rare classes", self.rare_classes_dropped.len()),
+                    Some("data.min_examples"),
+                    rare_rows,
+                ),
+            ],
+        }
+    }
+
+    /// A warning about texts over [`formats::LONG_TEXT_CHARS`] characters, naming their lines.
+    pub fn long_text_note(&self) -> Option<String> {
+        if self.long_texts == 0 {
+            return None;
+        }
+        let listed = self
+            .long_text_rows
+            .iter()
+            .map(|l| {
+                if l.line > 0 {
+                    format!("line {}: {} characters", l.line, l.chars)
+                } else {
+                    format!("row {}: {} characters", l.row, l.chars)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "warning: {} rows have a text over {} characters ({}{}); kept, but is it a whole document in one row, or a quote left open? A classifier reads one sentence or passage a row",
+            self.long_texts,
+            formats::LONG_TEXT_CHARS,
+            listed,
+            if self.long_texts > self.long_text_rows.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ))
+    }
+
     /// Labels respelled as ATT&CK writes them (rows).
     pub fn normalized_count(&self) -> usize {
         self.labels_normalized.values().map(|v| v.1).sum()
@@ -138,12 +300,6 @@ impl LoadStats {
                     .map(|(old, (new, n))| format!("{old} → {new}: {n}"))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
-        }
-        if self.multi_label_dropped > 0 {
-            parts.push(format!(
-                "{} rows with several technique IDs dropped (data.multi_label = \"drop\")",
-                self.multi_label_dropped
             ));
         }
         if self.multi_label_first > 0 && cfg.multi_label == MultiLabelPolicy::First {
@@ -255,18 +411,13 @@ fn publisher_hint(kind: DataKind) -> &'static str {
     }
 }
 
-/// The dataset file the manifest names, resolved against the data folder.
+/// The dataset file: `data.file` as given (the manifest's own value was already resolved
+/// against its folder, see [`crate::paths`]; one from `--set` or the environment is relative to
+/// the current folder), else the format's publisher file in the data folder.
 pub fn dataset_path(cfg: &DataConfig, data_dir: &Path) -> PathBuf {
-    let rel = cfg
-        .file
-        .clone()
-        .or_else(|| cfg.kind.default_file().map(str::to_string))
-        .unwrap_or_default();
-    let p = Path::new(&rel);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        data_dir.join(p)
+    match &cfg.file {
+        Some(f) => PathBuf::from(f),
+        None => data_dir.join(cfg.kind.default_file().unwrap_or_default()),
     }
 }
 
@@ -296,18 +447,36 @@ pub fn attack_path(cfg: &DataConfig, data_dir: &Path) -> Result<Option<PathBuf>>
     }
 }
 
-/// Check the dataset file exists, with a message that says which file it is and how to get it.
+/// Check the dataset file exists, with a message that says which file it is and how to get it:
+/// a publisher's file (the format's default in the data folder) with `synthcti data pull`, a
+/// user's own file (`data.file`) with where relative paths resolve.
 pub fn check_dataset_file(cfg: &DataConfig, data_dir: &Path) -> Result<PathBuf> {
     let p = dataset_path(cfg, data_dir);
-    if !p.is_file() {
+    if p.is_file() {
+        return Ok(p);
+    }
+    let Some(given) = &cfg.file else {
         return Err(Error::data(format!(
             "dataset file {} not found. It is {}. Run `synthcti data pull --dir {}` to download the publishers' files, or point `data.dir` / SYNTHCTI_DATA_DIR at a folder that has it",
             p.display(),
             publisher_hint(cfg.kind),
             data_dir.display()
         )));
-    }
-    Ok(p)
+    };
+    // The old reading of `data.file` (relative to the data folder) finds it: say how to write it.
+    let name = Path::new(given).file_name().unwrap_or_default();
+    let in_data = Some(data_dir.join(name)).filter(|c| c.is_file());
+    Err(Error::data(format!(
+        "dataset file {} (`data.file`) not found: a relative `data.file` resolves against the manifest's folder (one given by --set or SYNTHCTI_DATA__FILE against the current folder){}",
+        p.display(),
+        match in_data {
+            Some(c) => format!(
+                "; there is a file at {}: give that path (absolute, or relative to the manifest)",
+                c.display()
+            ),
+            None => "; check the path, or give an absolute one".to_string(),
+        }
+    )))
 }
 
 /// The technique IDs of `data.exclude` as the load stage compares them: respelled and mapped
@@ -528,24 +697,15 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
     stats.examples = examples.len();
     stats.classes = counts.len() - stats.rare_classes_dropped.len();
 
+    debug_assert!(stats.account().adds_up(), "{:?}", stats.account());
+
     if examples.is_empty() || stats.classes < 2 {
         return Err(Error::data(format!(
-            "{}: {} examples in {} classes remain after filtering ({} rows read, {} negatives and {} multi-label rows dropped, {} rows dropped by data.exclude, data.deprecated or data.unknown_techniques, {} conflict rows and {} duplicates dropped, {} classes under data.min_examples = {}). A classifier needs at least two classes: check `data.label`, `data.negatives`, `data.multi_label`, `data.min_examples` and the file itself",
+            "{}: {} examples in {} classes remain after filtering ({}; data.min_examples = {}). A classifier needs at least two classes: check `data.label`, `data.negatives`, `data.multi_label`, `data.min_examples` and the file itself",
             path.display(),
             examples.len(),
             stats.classes,
-            stats.rows_read,
-            stats.negatives_dropped,
-            stats.multi_label_dropped,
-            stats
-                .labels_dropped
-                .iter()
-                .filter(|(k, _)| *k != "data.multi_label")
-                .map(|(_, n)| n)
-                .sum::<usize>(),
-            stats.conflict_rows_dropped,
-            stats.duplicates_dropped,
-            stats.rare_classes_dropped.len(),
+            stats.account().line(),
             cfg.min_examples
         )));
     }
@@ -895,6 +1055,249 @@ mod tests {
         .unwrap();
         assert_eq!(d.examples[0].text, "uses \"powershell\"");
         assert_eq!(d.examples[1].label, "T1105");
+    }
+
+    fn jsonl_cfg() -> DataConfig {
+        DataConfig {
+            kind: DataKind::Jsonl,
+            file: Some("x.jsonl".into()),
+            ..Default::default()
+        }
+    }
+
+    fn write_tmp(dir: &Path, name: &str, body: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    /// One row of each kind of drop, and the kept rows: the account names each and adds up.
+    #[test]
+    fn every_row_read_is_kept_or_dropped_for_one_counted_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            r#"{"text":"a kept one","label":"T1059"}"#,
+            r#"{"text":"b kept one","label":"T1059"}"#,
+            r#"{"text":"c kept one","label":"T1105"}"#,
+            r#"{"text":"d kept one","label":"T1105"}"#,
+            r#"{"text":"","label":"T1105"}"#,
+            r#"{"text":"   \t ","label":"T1105"}"#,
+            r#"{"text":"null label","label":null}"#,
+            r#"{"text":"empty list","label":[]}"#,
+            r#"{"text":"no label field at all"}"#,
+            r#"{"text":"two ids","label":["T1059","T1105"]}"#,
+            r#"{"text":"a kept one","label":"T1059"}"#,
+            r#"{"text":"same text","label":"T1059"}"#,
+            r#"{"text":"same text","label":"T1105"}"#,
+            r#"{"text":"rare","label":"T1027"}"#,
+            r#"{"text":"gone","label":"T1036"}"#,
+        ];
+        let f = write_tmp(dir.path(), "x.jsonl", rows.join("\n").as_bytes());
+        let c = DataConfig {
+            exclude: vec!["T1036".into()],
+            ..jsonl_cfg()
+        };
+        let d = load(&c, &f, None).unwrap();
+        let a = d.stats.account();
+        assert!(a.adds_up(), "{a:?}");
+        let got: Vec<(String, usize)> = a
+            .dropped
+            .iter()
+            .map(|d| (d.setting.clone().unwrap_or_default(), d.rows))
+            .collect();
+        let want: Vec<(String, usize)> = [
+            ("", 2),
+            ("data.negatives", 3),
+            ("data.multi_label", 1),
+            ("data.exclude", 1),
+            ("data.deprecated", 0),
+            ("data.unknown_techniques", 0),
+            ("data.conflicts", 2),
+            ("data.duplicates", 1),
+            ("data.min_examples", 1),
+        ]
+        .iter()
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect();
+        assert_eq!(got, want);
+        assert_eq!((a.rows_read, a.kept, a.classes), (15, 4, 2));
+        assert_eq!(d.stats.label_field_missing, 1);
+        assert_eq!(
+            a.line(),
+            "15 rows read = 4 kept in 2 classes + 2 with an empty text + 3 without a label (1 of them lack the label field) (data.negatives) + 1 with several labels (data.multi_label) + 1 excluded (data.exclude) + 2 with conflicting labels (data.conflicts) + 1 duplicates (data.duplicates) + 1 in 1 rare classes (data.min_examples)"
+        );
+        // Kept as the class `none` under `data.negatives = "keep"`, the missing field too.
+        let keep = DataConfig {
+            negatives: NegativePolicy::Keep,
+            ..c
+        };
+        let d = load(&keep, &f, None).unwrap();
+        assert_eq!(d.class_counts()[formats::NEGATIVE_LABEL], 3);
+        assert!(d.stats.account().adds_up());
+    }
+
+    #[test]
+    fn the_publishers_files_add_up() {
+        for (kind, rel) in [
+            (DataKind::TramSingle, "tram/single_label.json"),
+            (DataKind::TramMulti, "tram/multi_label_reconstructed.jsonl"),
+            (DataKind::CtiToMitre, "cti-to-mitre/dataset.csv"),
+        ] {
+            let d = load(&cfg(kind), &shared(rel), None).unwrap();
+            let a = d.stats.account();
+            assert!(a.adds_up(), "{rel}: {a:?}");
+            assert_eq!(a.kept, d.examples.len());
+        }
+        let d = load(
+            &cfg(DataKind::TramSingle),
+            &shared("tram/single_label.json"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            d.stats.account().line(),
+            "5089 rows read = 4788 kept in 50 classes + 55 with conflicting labels (data.conflicts) + 246 duplicates (data.duplicates)"
+        );
+    }
+
+    #[test]
+    fn a_label_field_no_row_has_is_an_error_naming_the_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write_tmp(
+            dir.path(),
+            "x.jsonl",
+            b"{\"text\":\"a\",\"ttp\":\"T1059\"}\n{\"text\":\"b\",\"ttp\":\"T1105\"}\n",
+        );
+        let err = load(&jsonl_cfg(), &f, None).unwrap_err();
+        assert!(
+            err.message
+                .contains("line 1: label field `label` not found in any row")
+                && err.message.contains("`ttp`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_json_jsonl_and_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let bom = |body: &str| [b"\xEF\xBB\xBF".as_slice(), body.as_bytes()].concat();
+        let j = write_tmp(
+            dir.path(),
+            "x.jsonl",
+            &bom(
+                "{\"text\":\"a\",\"label\":\"T1059\"}\n{\"text\":\"b\",\"label\":\"T1059\"}\n{\"text\":\"c\",\"label\":\"T1105\"}\n{\"text\":\"d\",\"label\":\"T1105\"}\n",
+            ),
+        );
+        assert_eq!(load(&jsonl_cfg(), &j, None).unwrap().examples.len(), 4);
+        let a = write_tmp(
+            dir.path(),
+            "x.json",
+            &bom(
+                r#"[{"text":"a","label":"T1059"},{"text":"b","label":"T1059"},{"text":"c","label":"T1105"},{"text":"d","label":"T1105"}]"#,
+            ),
+        );
+        assert_eq!(
+            load(&cfg(DataKind::TramSingle), &a, None)
+                .unwrap()
+                .examples
+                .len(),
+            4
+        );
+        let c = write_tmp(
+            dir.path(),
+            "x.csv",
+            &bom("text,label\na,T1059\nb,T1059\nc,T1105\nd,T1105\n"),
+        );
+        let csv_cfg = DataConfig {
+            kind: DataKind::Csv,
+            ..jsonl_cfg()
+        };
+        assert_eq!(load(&csv_cfg, &c, None).unwrap().examples.len(), 4);
+    }
+
+    #[test]
+    fn errors_name_the_line_not_a_byte_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        // Latin-1 `é` on the third line of a JSONL file.
+        let j = write_tmp(
+            dir.path(),
+            "x.jsonl",
+            b"{\"text\":\"a\",\"label\":\"T1059\"}\n{\"text\":\"b\",\"label\":\"T1059\"}\n{\"text\":\"caf\xe9\",\"label\":\"T1105\"}\n",
+        );
+        let m = load(&jsonl_cfg(), &j, None).unwrap_err().message;
+        assert!(m.contains("x.jsonl line 3: not UTF-8"), "{m}");
+        assert!(!m.contains("index") && !m.contains("byte"), "{m}");
+        // An item of a JSON array without its text field, on line 4.
+        let a = write_tmp(
+            dir.path(),
+            "x.json",
+            b"[\n  {\"text\": \"a [x] {y}\", \"label\": \"T1059\"},\n  {\"text\": \"b\", \"label\": \"T1059\"},\n  {\"txt\": \"c\", \"label\": \"T1105\"}\n]\n",
+        );
+        let m = load(&cfg(DataKind::TramSingle), &a, None)
+            .unwrap_err()
+            .message;
+        assert!(
+            m.contains("x.json line 4: text field `text` not found"),
+            "{m}"
+        );
+        // A CSV row with a field too many, and one that is not UTF-8.
+        let csv_cfg = DataConfig {
+            kind: DataKind::Csv,
+            ..jsonl_cfg()
+        };
+        let c = write_tmp(dir.path(), "x.csv", b"text,label\na,T1059\nb,T1059,extra\n");
+        let m = load(&csv_cfg, &c, None).unwrap_err().message;
+        assert!(
+            m.contains("x.csv line 3: this row has 3 fields where the header has 2"),
+            "{m}"
+        );
+        assert!(!m.contains("byte"), "{m}");
+        let c = write_tmp(dir.path(), "y.csv", b"text,label\na,T1059\ncaf\xe9,T1059\n");
+        let m = load(&csv_cfg, &c, None).unwrap_err().message;
+        assert!(m.contains("y.csv line 3: field 1 is not UTF-8"), "{m}");
+        assert!(!m.contains("byte"), "{m}");
+    }
+
+    #[test]
+    fn the_lines_of_a_json_arrays_items() {
+        assert_eq!(
+            formats::array_item_lines("[\n {\"a\": \"[,]\\\"\"},\n\n {\"b\": [1,\n2]}, 3\n]"),
+            vec![2, 4, 5]
+        );
+        assert_eq!(formats::array_item_lines("[]"), Vec::<usize>::new());
+        assert_eq!(
+            formats::array_item_lines("{\"a\": [1]}"),
+            Vec::<usize>::new()
+        );
+    }
+
+    #[test]
+    fn an_absurdly_long_text_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "word ".repeat(3000);
+        let body = format!(
+            "{{\"text\":\"a\",\"label\":\"T1059\"}}\n{{\"text\":\"b\",\"label\":\"T1059\"}}\n\n{{\"text\":\"{long}\",\"label\":\"T1105\"}}\n{{\"text\":\"d\",\"label\":\"T1105\"}}\n"
+        );
+        let f = write_tmp(dir.path(), "x.jsonl", body.as_bytes());
+        let d = load(&jsonl_cfg(), &f, None).unwrap();
+        assert_eq!(d.stats.long_texts, 1);
+        assert_eq!(
+            d.stats.long_text_rows,
+            vec![LongText {
+                row: 3,
+                line: 4,
+                chars: 14_999
+            }]
+        );
+        let note = d.stats.long_text_note().unwrap();
+        assert!(
+            note.starts_with(
+                "warning: 1 rows have a text over 10000 characters (line 4: 14999 characters)"
+            ),
+            "{note}"
+        );
+        assert_eq!(d.examples.len(), 4, "kept");
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Generator {
                     (format!("blake3:{h}"), None)
                 } else {
                     let p = PathBuf::from(&source.model);
-                    let h = crate::hash::file_hash(&p).map_err(|e| {
+                    let h = crate::hash::input_hash(&p).map_err(|e| {
                         Error::config(format!(
                             "generator `{}`: cannot read the model file {} ({e}); run `just models` to fetch the default SmolLM2 GGUF into models/, or set `model` to the path of a GGUF file",
                             source.name,

@@ -226,6 +226,12 @@ pub fn pad_batch(seqs: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>,
 /// The identity of a model folder: BLAKE3 over its config, tokenizer and weights.
 pub fn model_hash(dir: &Path) -> Result<String> {
     check_folder(dir)?;
+    let files: Vec<PathBuf> = MODEL_FILES.iter().map(|f| dir.join(f)).collect();
+    crate::hash::hash_by_stat("encoder-model", &files, || model_hash_now(dir))
+}
+
+/// [`model_hash`] read from the files themselves.
+fn model_hash_now(dir: &Path) -> Result<String> {
     let mut h = blake3::Hasher::new();
     for f in MODEL_FILES {
         let p = dir.join(f);
@@ -370,7 +376,7 @@ pub fn identity(dir: &Path, tokenizer_only: bool) -> Result<String> {
     }
     let h = if tokenizer_only {
         let p = dir.join("tokenizer.json");
-        crate::hash::file_hash(&p)
+        crate::hash::input_hash(&p)
             .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
     } else {
         model_hash(dir)?
