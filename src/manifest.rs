@@ -690,7 +690,7 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
 }
 
 /// The keys that take a list and expand into cells, as errors list them.
-pub const GRID_AXES: &str = "`experiment.seeds`, `experiment.replicates`, every `[[classifier]]` field but `kind`, `augment.kind`, `augment.k`, `augment.template`, `augment.generator`, `augment.per_technique`";
+pub const GRID_AXES: &str = "`experiment.seeds`, every `[[classifier]]` field but `kind`, `augment.kind`, `augment.k`, `augment.template`, `augment.generator`, `augment.per_technique` (and `experiment.replicates`, a count)";
 
 /// The most replicates `experiment.replicates` accepts.
 pub const MAX_REPLICATES: usize = 100;
