@@ -331,7 +331,9 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
         })
         .collect();
 
-    let read_split = |name: &str| read_split(&run_dir.join("split").join(name));
+    // The cell's own replicate's split (split/ for replicate 0, split/r<r>/ for the others).
+    let split = crate::pipeline::split_dir(run_dir, result.cell.replicate);
+    let read_split = |name: &str| read_split(&split.join(name));
     let (val_probs, val_gold) = split_probs(&model, &read_split("validation.jsonl")?, &device)?;
     let (test_probs, test_gold) = split_probs(&model, &read_split("test.jsonl")?, &device)?;
     let temperature = calibrate::fit_temperature(&val_probs, &val_gold);

@@ -7,6 +7,8 @@
 //! and evaluate ([`metrics`]) — run through a content-addressed cache ([`cache`]) by the
 //! [`pipeline`], and summarised by [`report`].
 
+pub mod aggregate;
+pub mod arms;
 pub mod cache;
 pub mod cache_admin;
 pub mod calibrate;
@@ -21,6 +23,7 @@ pub mod grid;
 pub mod hash;
 pub mod hub;
 pub mod junk;
+pub mod leakage;
 pub mod llm;
 pub mod manifest;
 pub mod metrics;

@@ -73,9 +73,18 @@ pub struct RawManifest {
 pub struct Experiment {
     /// Name of the experiment: results go to `<output_dir>/<name>/<run-id>/`.
     pub name: String,
-    /// Training seeds; a list sweeps them.
+    /// Training seeds; a list sweeps them (inside each replicate).
     #[serde(default = "default_seeds")]
     pub seeds: Grid<u64>,
+    /// Replicates (a grid axis): replicate r (0-based) runs the whole chain with the split seed,
+    /// every generator's sampling seed and the training seed each raised by r (replicate 0 is
+    /// the manifest's seeds as written), unless `pin` names that part.
+    #[serde(default = "default_replicates", skip_serializing_if = "is_one")]
+    pub replicates: usize,
+    /// Parts of a replicate that keep the manifest's seed in every replicate: `split`,
+    /// `generation`, `training`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin: Vec<ReplicatePart>,
     /// Where runs are written (default `results`), relative to the current folder.
     #[serde(default = "default_output_dir")]
     pub output_dir: PathBuf,
@@ -86,6 +95,35 @@ pub struct Experiment {
 
 fn default_seeds() -> Grid<u64> {
     Grid::One(42)
+}
+fn default_replicates() -> usize {
+    1
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// What a replicate varies; `experiment.pin` lists those that stay fixed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicatePart {
+    /// `split.seed`.
+    Split,
+    /// Every `[[generator]]`'s `seed` (the LLM's sampling seed).
+    Generation,
+    /// The training seeds (`experiment.seeds`).
+    Training,
+}
+
+/// The seed replicate `r` uses for a part whose manifest seed is `base`: `base + r`, or `base`
+/// when the part is pinned. Replicate 0 is always the manifest as written, so a one-replicate
+/// run and replicate 0 of a larger one share every cache entry.
+pub fn replicate_seed(base: u64, r: usize, part: ReplicatePart, pin: &[ReplicatePart]) -> u64 {
+    if pin.contains(&part) {
+        base
+    } else {
+        base.wrapping_add(r as u64)
+    }
 }
 fn default_output_dir() -> PathBuf {
     PathBuf::from("results")
@@ -104,6 +142,14 @@ pub enum AugmentKind {
     None,
     /// Real data + LLM-written sentences for the target techniques.
     Synthetic,
+    /// Real data + the targets' own real train sentences repeated (cycling in train order) to
+    /// the count the synthetic arm requests per technique (`per_technique`, or what `count =
+    /// "up-to"` leaves): what more sentences buy when they say nothing new.
+    Oversample,
+    /// Real data + the sentences of each target technique's ATT&CK description (citations
+    /// removed, links reduced to their text, split by the segmenter): what free, expert-written
+    /// text buys (You & Park 2024 add description sentences to rare TRAM classes).
+    AttackDescription,
 }
 
 impl AugmentKind {
@@ -111,6 +157,8 @@ impl AugmentKind {
         match self {
             AugmentKind::None => "none",
             AugmentKind::Synthetic => "synthetic",
+            AugmentKind::Oversample => "oversample",
+            AugmentKind::AttackDescription => "attack-description",
         }
     }
 }
@@ -118,7 +166,8 @@ impl AugmentKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
-    /// `none` (real data only) and/or `synthetic`; a list puts both in the grid.
+    /// `none` (real data only), `synthetic`, `oversample`, `attack-description`; a list puts
+    /// them side by side in the grid.
     pub kind: Grid<AugmentKind>,
     /// Clusters per target technique (1 = no clustering); clipped to the technique's size.
     pub k: Grid<usize>,
@@ -185,11 +234,69 @@ pub struct CellSpec {
     pub name: String,
     pub classifier: ClassifierKind,
     pub params: ModelParams,
+    /// The training seed (the replicate's).
     pub seed: u64,
     pub augment: AugmentKind,
     /// Set on `augment = synthetic` cells.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSpec>,
+    /// Set on `augment = oversample` cells: sentences per target technique, as `per_technique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversample: Option<usize>,
+    /// The replicate (0-based; `experiment.replicates`). Records of an older synthcti read 0.
+    #[serde(default)]
+    pub replicate: usize,
+    /// The split seed of the replicate.
+    #[serde(default)]
+    pub split_seed: u64,
+    /// The generators' sampling seed offset of the replicate (added to each `[[generator]]`'s
+    /// `seed`; 0 when `generation` is pinned).
+    #[serde(default)]
+    pub generation_offset: u64,
+    /// The classifier configuration, the same in every arm and replicate: the kind and its swept
+    /// settings as the cell name spells them (`fasttext`, `fasttext-dim16`), with `-s<seed>` of
+    /// `experiment.seeds` when that is swept. Tables group by (config, augment arm) over
+    /// replicates. Empty in records of an older synthcti.
+    #[serde(default)]
+    pub config: String,
+}
+
+impl CellSpec {
+    /// What identifies the classifier configuration across arms and replicates: [`Self::config`],
+    /// or for older records (no `config`) the kind, settings and training seed.
+    pub fn config_key(&self) -> String {
+        if !self.config.is_empty() {
+            return self.config.clone();
+        }
+        format!(
+            "{}|{}|{}",
+            self.classifier.as_str(),
+            serde_json::to_string(&self.params).expect("params serialize"),
+            self.seed
+        )
+    }
+
+    /// What pairs an augmented cell with its baseline: the configuration and the replicate.
+    pub fn pair_key(&self) -> String {
+        format!("{}|r{}", self.config_key(), self.replicate)
+    }
+
+    /// The arm's variant as it reads in tables: the synthetic chain's settings, oversample's
+    /// count, or the arm alone.
+    pub fn arm_label(&self) -> String {
+        match (&self.synthetic, self.oversample) {
+            (Some(s), _) => format!(
+                "{} (k{}, {}, {}, n{})",
+                self.augment.as_str(),
+                s.k,
+                s.template,
+                s.generator,
+                s.per_technique
+            ),
+            (None, Some(n)) => format!("{} (n{n})", self.augment.as_str()),
+            (None, None) => self.augment.as_str().to_string(),
+        }
+    }
 }
 
 /// A manifest that passed validation: every path exists, every number is in range.
@@ -220,6 +327,29 @@ pub struct Manifest {
     pub overrides: Vec<String>,
     /// What the user should know but that stops nothing (stray `SYNTHCTI_*` variables).
     pub warnings: Vec<String>,
+}
+
+impl Manifest {
+    /// `experiment.replicates`, at least 1.
+    pub fn replicates(&self) -> usize {
+        self.experiment.replicates.max(1)
+    }
+
+    /// The manifest as replicate `r` runs it: `split.seed` and every generator's `seed` raised by
+    /// `r` (unless `experiment.pin` names them; see [`replicate_seed`]), and only the cells of
+    /// replicate `r`. Replicate 0 is the manifest as written.
+    pub fn replicate(&self, r: usize) -> Manifest {
+        let pin = &self.experiment.pin;
+        let mut m = self.clone();
+        m.split.seed = replicate_seed(self.split.seed, r, ReplicatePart::Split, pin);
+        let off = replicate_seed(0, r, ReplicatePart::Generation, pin);
+        for g in m.generators.values_mut() {
+            g.identity.seed = g.identity.seed.wrapping_add(off);
+            g.config.seed = g.config.seed.wrapping_add(off);
+        }
+        m.cells.retain(|c| c.replicate == r);
+        m
+    }
 }
 
 /// A `--set key.path=value` override, or a `SYNTHCTI_*` environment variable read as one.
@@ -575,7 +705,10 @@ fn format_figment_error(e: figment::Error, manifest: &Path) -> Error {
 }
 
 /// The keys that take a list and expand into cells, as errors list them.
-pub const GRID_AXES: &str = "`experiment.seeds`, every `[[classifier]]` field but `kind`, `augment.kind`, `augment.k`, `augment.template`, `augment.generator`, `augment.per_technique`";
+pub const GRID_AXES: &str = "`experiment.seeds`, every `[[classifier]]` field but `kind`, `augment.kind`, `augment.k`, `augment.template`, `augment.generator`, `augment.per_technique` (and `experiment.replicates`, a count)";
+
+/// The most replicates `experiment.replicates` accepts.
+pub const MAX_REPLICATES: usize = 100;
 
 /// Read, layer and validate a manifest, with the process's `SYNTHCTI_*` variables as overrides
 /// below `sets`. Nothing is written and nothing runs before this passes.
@@ -787,6 +920,15 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
             "no classifier; add a [[classifier]] table with `kind = \"fasttext\"` (or `encoder-frozen`, `encoder-finetune`, `transformer`)".into(),
         ));
     }
+    if !(1..=MAX_REPLICATES).contains(&raw.experiment.replicates) {
+        return Err(e(
+            "experiment.replicates",
+            format!(
+                "{} is out of range; use 1 to {MAX_REPLICATES} (3 to 5 is usual: each replicate reruns the split, the generation and the training)",
+                raw.experiment.replicates
+            ),
+        ));
+    }
     let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
@@ -843,9 +985,10 @@ fn validate_augment(
             ));
         }
     }
-    if !cells.iter().any(|c| c.synthetic.is_some()) {
+    if cells.iter().all(|c| c.augment == AugmentKind::None) {
         return Ok((templates, generators));
     }
+    let synthetic = cells.iter().any(|c| c.synthetic.is_some());
     let a = &raw.augment;
     let t = &a.targets;
     let rules = [t.below.is_some(), t.quantile.is_some(), t.list.is_some()]
@@ -919,17 +1062,27 @@ fn validate_augment(
             ));
         }
     }
+    let needs_bundle = synthetic
+        || cells
+            .iter()
+            .any(|c| c.augment == AugmentKind::AttackDescription);
+    if !needs_bundle {
+        return Ok((templates, generators));
+    }
     if raw.data.attack == AttackSource::None {
         return Err(e(
             "data.attack",
-            "synthetic cells need the ATT&CK bundle for technique names and descriptions; set `data.attack` to `auto` or a bundle path".into(),
+            "synthetic and attack-description cells need the ATT&CK bundle for technique names and descriptions; set `data.attack` to `auto` or a bundle path".into(),
         ));
     }
     if crate::data::attack_path(&raw.data, data_dir)?.is_none() {
         return Err(Error::data(format!(
-            "synthetic cells need the ATT&CK bundle (technique names and descriptions) and there is none in {}; run `synthcti data pull` or set `data.attack`",
+            "synthetic and attack-description cells need the ATT&CK bundle (technique names and descriptions) and there is none in {}; run `synthcti data pull` or set `data.attack`",
             data_dir.display()
         )));
+    }
+    if !synthetic {
+        return Ok((templates, generators));
     }
     for name in a.template.values() {
         let t = crate::prompt::PromptTemplate::resolve(&name, &a.templates_dir)
@@ -1184,40 +1337,69 @@ const AXES: &[(&str, &str)] = &[
     ("tol", "tol"),
 ];
 
-/// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds.
+/// Expand the grid into cells: classifiers × their swept fields × augment variants × seeds ×
+/// replicates. Cell names end in `-r<r>` when there are several replicates; replicate 0's hash is
+/// the one-replicate cell's, so its cache entries and name stem are shared.
 pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
+    let x = &raw.experiment;
+    let reps = x.replicates.max(1);
     let mut cells = Vec::new();
-    for c in &raw.classifier {
-        let combos = c.expand(AXES);
-        let variants = augment_variants(&raw.augment);
-        for (augment, synth, synth_tags) in &variants {
-            for seed in raw.experiment.seeds.values() {
-                for (p, tags) in &combos {
-                    let mut name = c.kind().as_str().to_string();
-                    for (k, v) in tags.iter().chain(synth_tags) {
-                        name.push_str(&format!("-{k}{v}"));
-                    }
-                    if raw.augment.kind.is_sweep() {
-                        name.push_str(&format!("-{}", augment.as_str()));
-                    }
-                    name.push_str(&format!("-s{seed}"));
-                    let h = crate::hash::blake3_hex(
-                        crate::hash::canonical_json(&serde_json::json!({
+    for r in 0..reps {
+        let split_seed = replicate_seed(raw.split.seed, r, ReplicatePart::Split, &x.pin);
+        let generation_offset = replicate_seed(0, r, ReplicatePart::Generation, &x.pin);
+        for c in &raw.classifier {
+            let combos = c.expand(AXES);
+            let variants = augment_variants(&raw.augment);
+            for (augment, synth, oversample, synth_tags) in &variants {
+                for base_seed in x.seeds.values() {
+                    let seed = replicate_seed(base_seed, r, ReplicatePart::Training, &x.pin);
+                    for (p, tags) in &combos {
+                        let mut config = c.kind().as_str().to_string();
+                        for (k, v) in tags {
+                            config.push_str(&format!("-{k}{v}"));
+                        }
+                        if x.seeds.is_sweep() {
+                            config.push_str(&format!("-s{base_seed}"));
+                        }
+                        let mut name = c.kind().as_str().to_string();
+                        for (k, v) in tags.iter().chain(synth_tags) {
+                            name.push_str(&format!("-{k}{v}"));
+                        }
+                        if raw.augment.kind.is_sweep() {
+                            name.push_str(&format!("-{}", augment.as_str()));
+                        }
+                        name.push_str(&format!("-s{seed}"));
+                        if reps > 1 {
+                            name.push_str(&format!("-r{r}"));
+                        }
+                        let mut id = serde_json::json!({
                             "kind": c.kind(), "params": p, "seed": seed, "augment": augment,
                             "synthetic": synth,
-                        }))
-                        .as_bytes(),
-                    );
-                    name.push('-');
-                    name.push_str(&h[..6]);
-                    cells.push(CellSpec {
-                        name,
-                        classifier: c.kind(),
-                        params: p.clone(),
-                        seed,
-                        augment: *augment,
-                        synthetic: synth.clone(),
-                    });
+                        });
+                        if r > 0 {
+                            id["replicate"] = serde_json::json!(r);
+                        }
+                        if let Some(n) = oversample {
+                            id["oversample"] = serde_json::json!(n);
+                        }
+                        let h =
+                            crate::hash::blake3_hex(crate::hash::canonical_json(&id).as_bytes());
+                        name.push('-');
+                        name.push_str(&h[..6]);
+                        cells.push(CellSpec {
+                            name,
+                            classifier: c.kind(),
+                            params: p.clone(),
+                            seed,
+                            augment: *augment,
+                            synthetic: synth.clone(),
+                            oversample: *oversample,
+                            replicate: r,
+                            split_seed,
+                            generation_offset,
+                            config,
+                        });
+                    }
                 }
             }
         }
@@ -1230,14 +1412,32 @@ pub fn expand(raw: &RawManifest) -> Vec<CellSpec> {
 
 /// The augmentation variants of the grid: `none` once, `synthetic` once per combination of its
 /// swept settings, each with the name tags of the settings that are swept.
-type Variant = (AugmentKind, Option<SynthSpec>, Vec<(String, String)>);
+type Variant = (
+    AugmentKind,
+    Option<SynthSpec>,
+    Option<usize>,
+    Vec<(String, String)>,
+);
 
 fn augment_variants(a: &AugmentConfig) -> Vec<Variant> {
     let mut out = Vec::new();
     for kind in a.kind.values() {
-        if kind == AugmentKind::None {
-            out.push((kind, None, Vec::new()));
-            continue;
+        match kind {
+            AugmentKind::None | AugmentKind::AttackDescription => {
+                out.push((kind, None, None, Vec::new()));
+                continue;
+            }
+            AugmentKind::Oversample => {
+                for n in a.per_technique.values() {
+                    let mut tags = Vec::new();
+                    if a.per_technique.is_sweep() {
+                        tags.push(("n".to_string(), n.to_string()));
+                    }
+                    out.push((kind, None, Some(n), tags));
+                }
+                continue;
+            }
+            AugmentKind::Synthetic => {}
         }
         for k in a.k.values() {
             for template in a.template.values() {
@@ -1262,7 +1462,7 @@ fn augment_variants(a: &AugmentConfig) -> Vec<Variant> {
                             generator: generator.clone(),
                             per_technique,
                         };
-                        out.push((kind, Some(spec), tags));
+                        out.push((kind, Some(spec), None, tags));
                     }
                 }
             }
@@ -1321,6 +1521,117 @@ mod tests {
         assert!(m.cells.iter().all(|c| c.name.starts_with("fasttext-dim")));
         let names: std::collections::BTreeSet<_> = m.cells.iter().map(|c| &c.name).collect();
         assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn replicates_vary_split_generation_and_training_seeds_from_replicate_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &(base(dir.path())
+                .replace("name = \"t\"", "name = \"t\"\nreplicates = 3\nseeds = [7]")
+                + "[split]\nseed = 100\n"),
+        );
+        let one = load(&p, &[SetArg::parse("experiment.replicates=1").unwrap()]).unwrap();
+        let m = load(&p, &[]).unwrap();
+        assert_eq!(m.cells.len(), 3);
+        let got: Vec<(usize, u64, u64, u64)> = m
+            .cells
+            .iter()
+            .map(|c| (c.replicate, c.split_seed, c.generation_offset, c.seed))
+            .collect();
+        assert_eq!(got, [(0, 100, 0, 7), (1, 101, 1, 8), (2, 102, 2, 9)]);
+        assert!(m.cells[1].name.ends_with(&format!(
+            "-s8-r1-{}",
+            &m.cells[1].name[m.cells[1].name.len() - 6..]
+        )));
+        // Replicate 0 is the one-replicate cell: same hash, so the same cache entries.
+        let stem = |n: &str| n[n.len() - 6..].to_string();
+        assert_eq!(stem(&m.cells[0].name), stem(&one.cells[0].name));
+        assert!(m.cells.iter().all(|c| c.config == "fasttext"));
+        let r2 = m.replicate(2);
+        assert_eq!(r2.split.seed, 102);
+        assert_eq!(r2.cells.len(), 1);
+        assert_eq!(r2.cells[0].replicate, 2);
+    }
+
+    #[test]
+    fn pinned_parts_keep_the_manifest_seed_in_every_replicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &(base(dir.path()).replace(
+                "name = \"t\"",
+                "name = \"t\"\nreplicates = 2\npin = [\"split\", \"generation\"]",
+            )),
+        );
+        let m = load(&p, &[]).unwrap();
+        let got: Vec<(u64, u64, u64)> = m
+            .cells
+            .iter()
+            .map(|c| (c.split_seed, c.generation_offset, c.seed))
+            .collect();
+        assert_eq!(got, [(42, 0, 42), (42, 0, 43)]);
+        assert_ne!(m.cells[0].name, m.cells[1].name);
+    }
+
+    #[test]
+    fn replicates_out_of_range_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), &base(dir.path()));
+        for bad in ["0", "101"] {
+            let e = load(
+                &p,
+                &[SetArg::parse(&format!("experiment.replicates={bad}")).unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("experiment.replicates") && e.contains("use 1 to 100"),
+                "{e}"
+            );
+        }
+        let e = load(&p, &[SetArg::parse("experiment.pin=[\"data\"]").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("split") && e.contains("training"), "{e}");
+    }
+
+    #[test]
+    fn cheap_arms_expand_beside_none_and_oversample_follows_per_technique() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            &(base(dir.path())
+                + "[augment]\nkind = [\"none\", \"oversample\"]\nper_technique = [10, 20]\n"),
+        );
+        let m = load(&p, &[]).unwrap();
+        let got: Vec<(AugmentKind, Option<usize>, String)> = m
+            .cells
+            .iter()
+            .map(|c| (c.augment, c.oversample, c.arm_label()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (AugmentKind::None, None, "none".to_string()),
+                (
+                    AugmentKind::Oversample,
+                    Some(10),
+                    "oversample (n10)".to_string()
+                ),
+                (
+                    AugmentKind::Oversample,
+                    Some(20),
+                    "oversample (n20)".to_string()
+                ),
+            ]
+        );
+        assert!(
+            m.cells[1].name.contains("-n10-oversample-"),
+            "{}",
+            m.cells[1].name
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::filter::{self, FilterInput, Synthetic};
 use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
 use crate::llm::{self, Budget, CallJob};
-use crate::manifest::{CellSpec, ClassifierKind, Manifest, SynthSpec};
+use crate::manifest::{AugmentKind, CellSpec, ClassifierKind, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
 use crate::ml::fasttext::Trained;
 use crate::ml::{Device, TrainContext, device_for};
@@ -88,6 +88,39 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
     })
 }
 
+/// The stage ids of replicate manifest `mr` (see [`Manifest::replicate`]): the load stage is
+/// every replicate's, the split its own.
+pub fn shared_for(mr: &Manifest, shared: &Shared) -> Shared {
+    Shared {
+        split: StageId::of(&mr.split, &[&shared.load.key]),
+        ..shared.clone()
+    }
+}
+
+/// The stage id of a cheap arm (`oversample`, `attack-description`) on this split; `None` for the
+/// other kinds.
+pub fn arm_stage(m: &Manifest, shared: &Shared, cell: &CellSpec) -> Option<StageId> {
+    let a = &m.augment;
+    match cell.augment {
+        AugmentKind::Oversample => Some(StageId::of(
+            &crate::arms::OversampleParams {
+                targets: &a.targets,
+                per_technique: cell.oversample.unwrap_or(0),
+                count: a.count,
+            },
+            &[&shared.split.key],
+        )),
+        AugmentKind::AttackDescription => Some(StageId::of(
+            &crate::arms::DescriptionParams {
+                targets: &a.targets,
+                attack: shared.attack_hash.as_deref().unwrap_or("none"),
+            },
+            &[&shared.split.key],
+        )),
+        AugmentKind::None | AugmentKind::Synthetic => None,
+    }
+}
+
 /// The reference classifier of the `reference` filter: the default fastText configuration on
 /// real data, seeded by the split seed (the same stage as a baseline cell with those settings).
 fn reference_cell(m: &Manifest) -> CellSpec {
@@ -95,6 +128,8 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         experiment: crate::manifest::Experiment {
             name: "reference".into(),
             seeds: crate::manifest::Grid::One(m.split.seed),
+            replicates: 1,
+            pin: Vec::new(),
             output_dir: PathBuf::new(),
             backend: m.experiment.backend,
         },
@@ -199,6 +234,10 @@ struct TrainParams {
     augment: crate::manifest::AugmentKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<&'static str>,
+    /// `"real"` on augmented cells: balanced class weights count the real train sentences only
+    /// (absent on real-only cells, whose keys are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weights_over: Option<&'static str>,
 }
 
 impl crate::cache::StageParams for TrainParams {
@@ -250,6 +289,7 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
         seed: cell.seed,
         augment: cell.augment,
         backend: (!shared.backend.is_cpu()).then(|| shared.backend.as_str()),
+        weights_over: (cell.augment != AugmentKind::None).then_some("real"),
     };
     let train = StageId::of(&params, &inputs);
     let evaluate = StageId::of(
@@ -272,10 +312,17 @@ pub struct PlanCell {
     pub classifier: String,
     pub augment: String,
     pub seed: u64,
+    /// The replicate (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicate: usize,
     pub params: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSpec>,
     pub stages: Vec<PlanStage>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,15 +394,16 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
         key: id.key.clone(),
         cached: cache.contains(id),
     };
-    let cells = m
-        .cells
-        .iter()
-        .map(|c| {
+    let mut cells = Vec::new();
+    for r in 0..m.replicates() {
+        let mr = m.replicate(r);
+        let shared = &shared_for(&mr, shared);
+        for c in &mr.cells {
             let mut stages = vec![st(&shared.load), st(&shared.split)];
             let synth = c
                 .synthetic
                 .as_ref()
-                .map(|spec| synth_stages(m, shared, spec));
+                .map(|spec| synth_stages(&mr, shared, spec));
             if let Some(ss) = &synth {
                 stages.push(st(&ss.cluster));
                 stages.push(st(&ss.generate));
@@ -364,20 +412,29 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
                 }
                 stages.push(st(&ss.filter));
             }
-            let cs = cell_stages(c, shared, synth.as_ref().map(|s| s.filter.key.as_str()));
+            let arm = arm_stage(&mr, shared, c);
+            if let Some(a) = &arm {
+                stages.push(st(a));
+            }
+            let added = synth
+                .as_ref()
+                .map(|s| s.filter.key.as_str())
+                .or(arm.as_ref().map(|a| a.key.as_str()));
+            let cs = cell_stages(c, shared, added);
             stages.push(st(&cs.train));
             stages.push(st(&cs.evaluate));
-            PlanCell {
+            cells.push(PlanCell {
                 cell: c.name.clone(),
                 classifier: c.classifier.as_str().into(),
                 augment: c.augment.as_str().into(),
                 seed: c.seed,
+                replicate: c.replicate,
                 params: serde_json::to_value(&c.params).expect("params serialize"),
                 synthetic: c.synthetic.clone(),
                 stages,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     Ok(Plan {
         experiment: m.experiment.name.clone(),
         manifest: m.source.display().to_string(),
@@ -392,19 +449,45 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
 /// read from it, the others (load, split) are computed in memory; nothing is written to the
 /// cache, and nothing is embedded, clustered, generated or trained.
 pub fn plan_notes(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Vec<String>> {
-    let specs = synth_specs(m);
-    if specs.is_empty() {
+    if synth_specs(m).is_empty() {
         return Ok(Vec::new());
     }
     let ds: Dataset = match cache.get(&shared.load)? {
         Some(e) => e.read_json("dataset.json")?,
         None => compute_dataset(shared, m)?,
     };
+    let mut notes = Vec::new();
+    for r in 0..m.replicates() {
+        let mr = m.replicate(r);
+        let sh = shared_for(&mr, shared);
+        let mut n = replicate_notes(&mr, &sh, cache, &ds)?;
+        if m.replicates() > 1 {
+            n = n
+                .into_iter()
+                .map(|x| format!("replicate {r}: {x}"))
+                .collect();
+        }
+        notes.extend(n);
+    }
+    Ok(notes)
+}
+
+/// [`plan_notes`] for one replicate's manifest.
+fn replicate_notes(
+    m: &Manifest,
+    shared: &Shared,
+    cache: &Cache,
+    ds: &Dataset,
+) -> Result<Vec<String>> {
+    let specs = synth_specs(m);
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
     let s: Split = match cache.get(&shared.split)? {
         Some(e) => e.read_json("split.json")?,
-        None => split::split(&ds, &m.split)?,
+        None => split::split(ds, &m.split)?,
     };
-    let counts = train_counts(&ds, &s);
+    let counts = train_counts(ds, &s);
     let mut notes = Vec::new();
     for spec in specs {
         let ids = synth_stages(m, shared, &spec);
@@ -708,6 +791,7 @@ fn train_model(
     id: &StageId,
     cell: &CellSpec,
     train: &[(&str, usize)],
+    real: usize,
     what: &str,
 ) -> Result<(Entry, bool, Option<TrainedNow>)> {
     let trainer = crate::ml::trainer(cell.classifier, &cell.params);
@@ -720,7 +804,15 @@ fn train_model(
             pb.set_position(step as u64);
             pb.set_message(format!("loss {loss:.3}"));
         };
-        let model = trainer.train(&cx.tcx(), cell.seed, cx.classes, train, &val, &mut tick)?;
+        let model = trainer.train(
+            &cx.tcx(),
+            cell.seed,
+            cx.classes,
+            train,
+            real,
+            &val,
+            &mut tick,
+        )?;
         model.save(&w.path(""))?;
         pb.finish_and_clear();
         trained_now = Some(model);
@@ -750,25 +842,48 @@ impl CellCtx<'_> {
     }
 }
 
+/// What an augmented cell adds to the real train split: the key of the stage that made it (the
+/// train stage's input), the (text, technique) pairs, and for synthetic cells their figures.
+pub struct AddedData {
+    pub key: String,
+    pub pairs: Vec<(String, String)>,
+    pub synthetic: Option<SynthSummary>,
+}
+
+impl AddedData {
+    fn of_synthetic(r: &SynthReady) -> Self {
+        AddedData {
+            key: r.key.clone(),
+            pairs: r
+                .data
+                .kept()
+                .map(|(t, l)| (t.to_string(), l.to_string()))
+                .collect(),
+            synthetic: Some(r.summary.clone()),
+        }
+    }
+}
+
 fn run_cell(
     cx: &CellCtx,
     cell: &CellSpec,
-    synth: Option<&SynthReady>,
+    added: Option<&AddedData>,
 ) -> Result<(CellResult, Entry, bool)> {
-    let stages = cell_stages(cell, cx.shared, synth.map(|s| s.key.as_str()));
+    let stages = cell_stages(cell, cx.shared, added.map(|s| s.key.as_str()));
     let mut train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
-    if let Some(s) = synth {
-        for (text, label) in s.data.kept() {
+    let real = train.len();
+    if let Some(s) = added {
+        for (text, label) in &s.pairs {
             let Some(&l) = cx.index.get(label) else {
                 return Err(Error::internal(format!(
-                    "synthetic sentence for {label}, a technique not in the split"
+                    "an added sentence for {label}, a technique not in the split"
                 )));
             };
             train.push((text, l));
         }
     }
     let (train_entry, trained, mut trained_now) =
-        train_model(cx, &stages.train, cell, &train, &cell.name)?;
+        train_model(cx, &stages.train, cell, &train, real, &cell.name)?;
     let (eval_entry, _) = cx.cache.get_or_compute(&stages.evaluate, |w| {
         let model = match trained_now.take() {
             Some(t) => t,
@@ -826,6 +941,7 @@ fn run_cell(
             target_macro_f1: None,
             target_classes: Vec::new(),
             synthetic: None,
+            added: 0,
         };
         w.write_json("metrics.json", &result)
     })?;
@@ -843,7 +959,8 @@ fn run_cell(
         .filter(|t| result.metrics.macro_classes.contains(t))
         .cloned()
         .collect();
-    result.synthetic = synth.map(|s| s.summary.clone());
+    result.synthetic = added.and_then(|s| s.synthetic.clone());
+    result.added = added.map(|s| s.pairs.len()).unwrap_or(0);
     Ok((result, eval_entry, trained))
 }
 
@@ -1020,7 +1137,7 @@ fn synthesize(
         let train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
         // The reference is the default fastText configuration; its entry is read back (a small
         // model) so the filter gets the concrete type whose prediction cannot fail.
-        let (entry, _, _) = train_model(cx, id, cell, &train, "reference classifier")?;
+        let (entry, _, _) = train_model(cx, id, cell, &train, train.len(), "reference classifier")?;
         reference_model = Some(Trained::load(&entry.dir, cx.device)?);
     }
     let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
@@ -1159,6 +1276,94 @@ fn failpoint_panic(cell: &str) {
     }
 }
 
+/// One replicate's prepared inputs: its manifest (seeds raised, its cells only), stage ids,
+/// split, classes, clusters and targets.
+struct Replicate {
+    m: Manifest,
+    shared: Shared,
+    split: Split,
+    classes: Vec<String>,
+    index: BTreeMap<String, usize>,
+    clusters: BTreeMap<SynthSpec, Clusters>,
+    targets: Vec<String>,
+}
+
+/// The folder of replicate `r`'s split files: `split/` for replicate 0, `split/r<r>/` for the
+/// others.
+pub fn split_dir(run_dir: &Path, r: usize) -> PathBuf {
+    if r == 0 {
+        run_dir.join("split")
+    } else {
+        run_dir.join("split").join(format!("r{r}"))
+    }
+}
+
+/// The ATT&CK catalog, read once per run when an arm needs it.
+fn catalog_of<'c>(
+    shared: &Shared,
+    once: &'c std::sync::OnceLock<std::result::Result<Catalog, Error>>,
+) -> Result<&'c Catalog> {
+    once.get_or_init(|| match &shared.attack_path {
+        Some(p) => Catalog::load(p),
+        None => Err(Error::data("no ATT&CK bundle in the data folder")),
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// The `oversample` or `attack-description` stage of a cell, through the cache. An arm that adds
+/// no sentence (no target has train sentences or a description) is an error: its cells fail.
+fn compute_arm(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    id: &StageId,
+    catalog: &std::sync::OnceLock<std::result::Result<Catalog, Error>>,
+) -> Result<AddedData> {
+    let (entry, _) = cx.cache.get_or_compute(id, |w| {
+        let train = train_pairs(cx.ds, cx.split);
+        let a = &cx.m.augment;
+        let added = match cell.augment {
+            AugmentKind::Oversample => {
+                crate::arms::oversample(&train, &a.targets, cell.oversample.unwrap_or(0), a.count)
+            }
+            AugmentKind::AttackDescription => {
+                crate::arms::attack_description(&train, &a.targets, catalog_of(cx.shared, catalog)?)
+            }
+            AugmentKind::None | AugmentKind::Synthetic => {
+                return Err(Error::internal("compute_arm on a cell without a cheap arm"));
+            }
+        };
+        w.write_json("added.json", &added)
+    })?;
+    let added: crate::arms::Added = entry.read_json("added.json")?;
+    cx.progress.log(format!(
+        "{}: {} sentences for {} target techniques ({}): {}",
+        cell.augment.as_str(),
+        added.sentences.len(),
+        added.per_technique.len(),
+        added.rule,
+        added
+            .per_technique
+            .iter()
+            .map(|(t, n)| format!("{t} +{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if added.sentences.is_empty() {
+        return Err(Error::data(format!(
+            "the {} arm added no sentence to the {} target techniques ({})",
+            cell.augment.as_str(),
+            added.per_technique.len(),
+            added.rule
+        )));
+    }
+    Ok(AddedData {
+        key: id.key.clone(),
+        pairs: added.sentences,
+        synthetic: None,
+    })
+}
+
 pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome> {
     let device = device_for(m.experiment.backend)?;
     let progress = Progress::new(opts.quiet);
@@ -1177,14 +1382,53 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     // What was cached before this run computed anything.
     let mut plan_before = plan(m, &shared, cache)?;
     let ds = load_dataset(&shared, m, cache, &progress)?;
-    let split = split_dataset(&shared, m, &ds, cache, &progress)?;
-    let (classes, index) = class_index(&ds, &split);
-    let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
-    for n in &notes {
-        progress.log(format!("plan: {n}"));
+    // Every replicate's split and clusters before anything is written: a bad split or target
+    // rule stops the run before it claims a folder.
+    let n_reps = m.replicates();
+    let mut reps: Vec<Replicate> = Vec::with_capacity(n_reps);
+    let mut all_notes = Vec::new();
+    for r in 0..n_reps {
+        let mr = m.replicate(r);
+        let sh = shared_for(&mr, &shared);
+        if n_reps > 1 {
+            progress.log(format!(
+                "replicate {r}: split seed {}, generator seed +{}, training seeds {}",
+                mr.split.seed,
+                mr.cells.first().map(|c| c.generation_offset).unwrap_or(0),
+                mr.cells
+                    .iter()
+                    .map(|c| c.seed)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let split = split_dataset(&sh, &mr, &ds, cache, &progress)?;
+        let (classes, index) = class_index(&ds, &split);
+        let (clusters, notes) = cluster_all(&mr, &sh, &ds, &split, cache)?;
+        for n in notes {
+            let n = if n_reps > 1 {
+                format!("replicate {r}: {n}")
+            } else {
+                n
+            };
+            progress.log(format!("plan: {n}"));
+            all_notes.push(n);
+        }
+        let targets = target_techniques(&mr, &ds, &split);
+        reps.push(Replicate {
+            m: mr,
+            shared: sh,
+            split,
+            classes,
+            index,
+            clusters,
+            targets,
+        });
     }
-    plan_before.notes = notes;
-    let targets = target_techniques(m, &ds, &split);
+    plan_before.notes = all_notes;
 
     // Everything that can fail on bad input has been checked; now claim the run folder and write
     // into it as the run goes (run.log first, so a killed run leaves its log).
@@ -1225,7 +1469,17 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         }))
         .expect("load stats serialize"),
     )?;
-    write_split_files(&run_dir, &ds, &split)?;
+    let mut leakage = Vec::with_capacity(reps.len());
+    for (r, rep) in reps.iter().enumerate() {
+        write_split_files(&split_dir(&run_dir, r), &ds, &rep.split)?;
+        let l = crate::leakage::overlap(&ds, &rep.split, crate::leakage::NEAR);
+        progress.log(format!("split: {}", l.sentence(r, n_reps)));
+        leakage.push(l);
+    }
+    write(
+        "leakage.json",
+        &serde_json::to_vec_pretty(&leakage).expect("leakage serializes"),
+    )?;
     let mut data_files = vec![shared.data_path.clone()];
     data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
     let guard = crate::runs::start(&run_dir, m, &data_files)?;
@@ -1233,146 +1487,192 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     crate::hash::flush_stat_memo();
 
     let embedder = crate::ml::encoder::Embedder::new(cache.root());
-    let cx = CellCtx {
-        m,
-        embedder: &embedder,
-        targets: &targets,
-        ds: &ds,
-        split: &split,
-        classes: &classes,
-        index: &index,
-        cache,
-        device: &device,
-        progress: &progress,
-        shared: &shared,
-    };
-    // Synthetic data first, one chain at a time (the LLM is the bottleneck); a chain that fails
-    // fails the cells that need it, not the run.
     let catalog = std::sync::OnceLock::new();
     let budgets = generator_budgets(m);
-    // An augmented cell that gets no synthetic sentence is not a result: a chain whose calls all
-    // failed, or whose filters kept nothing, fails its cells (with the figures of why).
-    let mut ready: BTreeMap<SynthSpec, std::result::Result<SynthReady, String>> = BTreeMap::new();
-    // Chains whose filters kept nothing: failed, but what was parsed and removed is still written.
-    let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
-    for (spec, cl) in &clusters {
-        let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
-            Ok(r) => match r.data.nothing_kept() {
-                None => Ok(r),
-                Some(why) => {
-                    unusable.insert(spec.clone(), r.data);
-                    Err(why)
-                }
-            },
-            Err(e) => Err(e.message),
-        };
-        if let Err(why) = &r {
-            progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
-        }
-        ready.insert(spec.clone(), r);
-    }
-    write(
-        "synthetic.csv",
-        report::synthetic_csv(
-            &ready
-                .iter()
-                .filter_map(|(k, v)| {
-                    let data = match v {
-                        Ok(r) => Some(&r.data),
-                        Err(_) => unusable.get(k),
-                    };
-                    data.map(|d| (spec_label(k), d))
-                })
-                .collect::<Vec<_>>(),
-        )
-        .as_bytes(),
-    )?;
-    let queue = Mutex::new(m.cells.iter().enumerate());
+    let order: BTreeMap<&str, usize> = m
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
     let stop = AtomicBool::new(false);
     // (cell index, its result and whether it trained, or why it failed)
     type Done = (usize, std::result::Result<(CellResult, bool), String>);
     let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+    let mut synth_rows: Vec<(String, Synthetic)> = Vec::new();
     let started = Instant::now();
     let overall = progress.bar(m.cells.len() as u64, "cells");
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(m.cells.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let next = queue.lock().expect("queue").next();
-                    let Some((i, cell)) = next else { break };
-                    let synth = match &cell.synthetic {
-                        None => Ok(None),
-                        Some(spec) => match &ready[spec] {
-                            Ok(r) => Ok(Some(r)),
-                            Err(e) => Err(Error::data(format!(
-                                "its synthetic data ({}) failed: {e}",
-                                spec_label(spec)
-                            ))),
-                        },
-                    };
-                    // A panic inside a cell (a bug, or a library's assertion) fails that cell.
-                    let r = synth
-                        .and_then(|synth| {
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                failpoint_panic(&cell.name);
-                                run_cell(&cx, cell, synth)
-                            }))
-                            .unwrap_or_else(|p| {
-                                Err(Error::internal(format!(
-                                    "panicked: {} (a bug in synthcti or a library; please report it with this run's run.log)",
-                                    panic_message(p.as_ref())
-                                )))
-                            })
-                            .map(|(res, entry, t)| (res, entry, t, synth))
-                        })
-                        .and_then(|(res, entry, trained, synth)| {
-                            let dir = run_dir.join("cells").join(&cell.name);
-                            write_cell(&res, &entry, &dir)?;
-                            if let Some(s) = synth {
-                                std::fs::write(dir.join("synthetic.jsonl"), s.data.jsonl())
-                                    .io_ctx(ErrorKind::Internal, || {
-                                        format!("writing {}/synthetic.jsonl", dir.display())
-                                    })?;
-                            }
-                            Ok((res, trained))
-                        });
-                    let r = match r {
-                        Ok(x) => {
-                            progress.log(format!(
-                                "cell {}: macro-F1 {:.4}, accuracy {:.4}{}",
-                                cell.name,
-                                x.0.metrics.macro_f1,
-                                x.0.metrics.accuracy,
-                                if x.1 { "" } else { " (cached)" }
-                            ));
-                            Ok(x)
-                        }
-                        Err(e) => {
-                            progress.log(format!("cell {} failed: {}", cell.name, e.message));
-                            let dir = run_dir.join("cells").join(&cell.name);
-                            let _ = std::fs::create_dir_all(&dir);
-                            let _ = std::fs::write(dir.join("error.txt"), &e.message);
-                            if let Some(data) =
-                                cell.synthetic.as_ref().and_then(|s| unusable.get(s))
-                            {
-                                let _ = std::fs::write(dir.join("synthetic.jsonl"), data.jsonl());
-                            }
-                            if opts.fail_fast {
-                                stop.store(true, Ordering::SeqCst);
-                            }
-                            Err(e.message)
-                        }
-                    };
-                    overall.inc(1);
-                    results.lock().expect("results").push((i, r));
-                }
-            });
+    for (r, rep) in reps.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            break;
         }
-    });
+        let cx = CellCtx {
+            m: &rep.m,
+            embedder: &embedder,
+            targets: &rep.targets,
+            ds: &ds,
+            split: &rep.split,
+            classes: &rep.classes,
+            index: &rep.index,
+            cache,
+            device: &device,
+            progress: &progress,
+            shared: &rep.shared,
+        };
+        let tag = |label: String| {
+            if n_reps > 1 {
+                format!("r{r}-{label}")
+            } else {
+                label
+            }
+        };
+        // Synthetic data first, one chain at a time (the LLM is the bottleneck); a chain that
+        // fails fails the cells that need it, not the run. An augmented cell that gets no
+        // synthetic sentence is not a result: a chain whose calls all failed, or whose filters
+        // kept nothing, fails its cells (with the figures of why).
+        let mut ready: BTreeMap<SynthSpec, std::result::Result<AddedData, String>> =
+            BTreeMap::new();
+        // Kept synthetic data per chain, and chains whose filters kept nothing: failed, but
+        // what was parsed and removed is still written.
+        let mut kept_data: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
+        let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
+        for (spec, cl) in &rep.clusters {
+            let res = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+                Ok(x) => match x.data.nothing_kept() {
+                    None => {
+                        let added = AddedData::of_synthetic(&x);
+                        kept_data.insert(spec.clone(), x.data);
+                        Ok(added)
+                    }
+                    Some(why) => {
+                        unusable.insert(spec.clone(), x.data);
+                        Err(why)
+                    }
+                },
+                Err(e) => Err(e.message),
+            };
+            if let Err(why) = &res {
+                progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
+            }
+            ready.insert(spec.clone(), res);
+        }
+        for spec in ready.keys() {
+            if let Some(d) = kept_data.get(spec).or(unusable.get(spec)) {
+                synth_rows.push((tag(spec_label(spec)), d.clone()));
+            }
+        }
+        // The cheap arms, one stage per distinct key.
+        let mut arms: BTreeMap<String, std::result::Result<AddedData, String>> = BTreeMap::new();
+        for c in &rep.m.cells {
+            if let Some(id) = arm_stage(&rep.m, &rep.shared, c)
+                && !arms.contains_key(&id.key)
+            {
+                let res = compute_arm(&cx, c, &id, &catalog).map_err(|e| e.message);
+                if let Err(why) = &res {
+                    progress.log(format!("{} data failed: {why}", c.augment.as_str()));
+                }
+                arms.insert(id.key.clone(), res);
+            }
+        }
+        let queue = Mutex::new(rep.m.cells.iter());
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.max(1).min(rep.m.cells.len().max(1)) {
+                s.spawn(|| {
+                    loop {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let next = queue.lock().expect("queue").next();
+                        let Some(cell) = next else { break };
+                        let i = order[cell.name.as_str()];
+                        let added = match (&cell.synthetic, arm_stage(&rep.m, &rep.shared, cell)) {
+                            (Some(spec), _) => match &ready[spec] {
+                                Ok(r) => Ok(Some(r)),
+                                Err(e) => Err(Error::data(format!(
+                                    "its synthetic data ({}) failed: {e}",
+                                    spec_label(spec)
+                                ))),
+                            },
+                            (None, Some(id)) => match &arms[&id.key] {
+                                Ok(r) => Ok(Some(r)),
+                                Err(e) => Err(Error::data(format!(
+                                    "its {} data failed: {e}",
+                                    cell.augment.as_str()
+                                ))),
+                            },
+                            (None, None) => Ok(None),
+                        };
+                        // A panic inside a cell (a bug, or a library's assertion) fails that cell.
+                        let res = added
+                            .and_then(|added| {
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    failpoint_panic(&cell.name);
+                                    run_cell(&cx, cell, added)
+                                }))
+                                .unwrap_or_else(|p| {
+                                    Err(Error::internal(format!(
+                                        "panicked: {} (a bug in synthcti or a library; please report it with this run's run.log)",
+                                        panic_message(p.as_ref())
+                                    )))
+                                })
+                            })
+                            .and_then(|(res, entry, trained)| {
+                                let dir = run_dir.join("cells").join(&cell.name);
+                                write_cell(&res, &entry, &dir)?;
+                                if let Some(d) = cell.synthetic.as_ref().and_then(|s| kept_data.get(s)) {
+                                    std::fs::write(dir.join("synthetic.jsonl"), d.jsonl())
+                                        .io_ctx(ErrorKind::Internal, || {
+                                            format!("writing {}/synthetic.jsonl", dir.display())
+                                        })?;
+                                }
+                                Ok((res, trained))
+                            });
+                        let res = match res {
+                            Ok(x) => {
+                                progress.log(format!(
+                                    "cell {}: macro-F1 {:.4}, accuracy {:.4}{}",
+                                    cell.name,
+                                    x.0.metrics.macro_f1,
+                                    x.0.metrics.accuracy,
+                                    if x.1 { "" } else { " (cached)" }
+                                ));
+                                Ok(x)
+                            }
+                            Err(e) => {
+                                progress.log(format!("cell {} failed: {}", cell.name, e.message));
+                                let dir = run_dir.join("cells").join(&cell.name);
+                                let _ = std::fs::create_dir_all(&dir);
+                                let _ = std::fs::write(dir.join("error.txt"), &e.message);
+                                if let Some(data) =
+                                    cell.synthetic.as_ref().and_then(|s| unusable.get(s))
+                                {
+                                    let _ =
+                                        std::fs::write(dir.join("synthetic.jsonl"), data.jsonl());
+                                }
+                                if opts.fail_fast {
+                                    stop.store(true, Ordering::SeqCst);
+                                }
+                                Err(e.message)
+                            }
+                        };
+                        overall.inc(1);
+                        results.lock().expect("results").push((i, res));
+                    }
+                });
+            }
+        });
+    }
     overall.finish_and_clear();
+    write(
+        "synthetic.csv",
+        report::synthetic_csv(
+            &synth_rows
+                .iter()
+                .map(|(l, d)| (l.clone(), d))
+                .collect::<Vec<_>>(),
+        )
+        .as_bytes(),
+    )?;
     let mut results = results.into_inner().expect("results");
     results.sort_by_key(|(i, _)| *i);
     let mut ok = Vec::new();
@@ -1449,8 +1749,7 @@ fn write_cell(result: &CellResult, entry: &Entry, dest: &Path) -> Result<()> {
 
 /// The split itself, so anyone can retrain a peer on exactly the same examples.
 fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
-    std::fs::create_dir_all(dir.join("split"))
-        .io_ctx(ErrorKind::Internal, || dir.display().to_string())?;
+    std::fs::create_dir_all(dir).io_ctx(ErrorKind::Internal, || dir.display().to_string())?;
     for (name, idx) in [
         ("train", &s.train),
         ("validation", &s.validation),
@@ -1461,7 +1760,7 @@ fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
             body.push_str(&serde_json::to_string(&ds.examples[i]).expect("example serializes"));
             body.push('\n');
         }
-        std::fs::write(dir.join("split").join(format!("{name}.jsonl")), body)
+        std::fs::write(dir.join(format!("{name}.jsonl")), body)
             .io_ctx(ErrorKind::Internal, || {
                 format!("writing split/{name}.jsonl")
             })?;
@@ -1486,12 +1785,14 @@ fn generator_budgets(m: &Manifest) -> BTreeMap<String, Budget> {
 /// filter, all through the cache — and no training (a reference-classifier filter still trains
 /// its fastText model). Returns each chain with its filtered data, or why it has none (every
 /// call failed, or the filters kept nothing); an error only for what stops everything (bad data,
-/// no synthetic cell in the grid).
+/// no synthetic cell in the grid). With `experiment.replicates > 1` it makes replicate 0's
+/// chains (the manifest's own seeds); `run` makes the others.
 pub fn synthesize_only(
     m: &Manifest,
     cache: &Cache,
     progress: &Progress,
 ) -> Result<Vec<(SynthSpec, std::result::Result<Synthetic, String>)>> {
+    let m = &m.replicate(0);
     if synth_specs(m).is_empty() {
         return Err(Error::config(
             "the grid has no synthetic cell, so there is nothing to generate; add \"synthetic\" to `augment.kind`",

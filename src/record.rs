@@ -35,6 +35,9 @@ pub struct CellResult {
     /// On augmented cells: the synthetic data it trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSummary>,
+    /// Sentences the cell's arm added to the real train split (0 for `augment = none`).
+    #[serde(default)]
+    pub added: usize,
 }
 
 /// The synthetic data of an augmented cell, in figures.

@@ -14,6 +14,9 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "classifier",
     "augment",
     "seed",
+    "replicate",
+    "config",
+    "split_seed",
     "accuracy",
     "macro_f1",
     "micro_f1",
@@ -40,6 +43,7 @@ pub const SUMMARY_COLUMNS: &[&str] = &[
     "llm_calls",
     "llm_tokens",
     "llm_tokens_estimated",
+    "added",
     "status",
     "error",
 ];
@@ -52,6 +56,9 @@ fn row(r: &CellResult) -> Vec<String> {
         r.cell.classifier.as_str().into(),
         r.cell.augment.as_str().into(),
         r.cell.seed.to_string(),
+        r.cell.replicate.to_string(),
+        r.cell.config_key(),
+        r.cell.split_seed.to_string(),
         format!("{:.4}", r.metrics.accuracy),
         format!("{:.4}", r.metrics.macro_f1),
         format!("{:.4}", r.metrics.micro_f1),
@@ -96,7 +103,7 @@ fn row(r: &CellResult) -> Vec<String> {
         ],
         None => Default::default(),
     })
-    .chain(["ok".to_string(), String::new()])
+    .chain([r.added.to_string(), "ok".to_string(), String::new()])
     .collect()
 }
 
@@ -230,6 +237,7 @@ fn unfinished_row(
             match *col {
                 "dataset" => dataset.to_string(),
                 "classifier" | "augment" | "seed" => text(&c[*col]),
+                "replicate" => c.get("replicate").map(text).unwrap_or_else(|| "0".into()),
                 "dim" | "word_ngrams" | "minn" | "maxn" | "buckets" | "lr" | "model" => {
                     find_key(&c["params"], col).map(text).unwrap_or_default()
                 }
@@ -333,6 +341,15 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
             "# {} — {}\n\ntrain {} / test {} examples; every macro average runs over the same {} classes, those with a test sentence (`macro_classes` in each `metrics.json`).\n\n",
             r.experiment, r.dataset, r.train_size, r.test_size, r.metrics.macro_classes.len()
         ));
+    }
+    if results.iter().any(|r| r.cell.replicate > 0) {
+        s.push_str(&crate::aggregate::markdown(results));
+        s.push_str(
+            "
+## Cells
+
+",
+        );
     }
     s.push_str(
         &Table::new(term_rows(results))
@@ -459,14 +476,49 @@ pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]
         summary_csv_with_plan(&results, &failed, &plan),
     )?;
     let bootstrap = crate::study::bootstrap_of_run(dir)?;
-    let comparisons = crate::study::compare(dir, &results, bootstrap)?;
+    let study = crate::study::study(dir, &results, bootstrap)?;
     w(
         "summary.md",
-        summary_md(&results, &failed) + &crate::study::markdown(&results, &comparisons, bootstrap),
+        summary_md(&results, &failed)
+            + &leakage_md(dir)
+            + &crate::study::markdown(&results, &study, bootstrap),
     )?;
-    w("intervals.csv", crate::study::intervals_csv(&comparisons))?;
+    w(
+        "intervals.csv",
+        crate::study::intervals_csv(&study.comparisons),
+    )?;
+    w(
+        "intervals_pooled.csv",
+        crate::study::pooled_csv(&study.pooled),
+    )?;
+    w("aggregate.csv", crate::aggregate::csv(&results))?;
     w("per_class.csv", per_class_csv(&results))?;
     Ok(())
+}
+
+/// The `summary.md` section on test sentences that occur (exactly or nearly) in train +
+/// validation, from the run's `leakage.json` (absent in runs of an older synthcti: no section).
+fn leakage_md(dir: &Path) -> String {
+    let Some(ls) = std::fs::read(dir.join("leakage.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<crate::leakage::Overlap>>(&b).ok())
+    else {
+        return String::new();
+    };
+    let mut s = String::from("
+## Test sentences seen in training
+
+A property of the dataset and the split, not of any cell: test sentences with an exact duplicate (same text after lower-casing and collapsing white space) or a near duplicate (TF-IDF cosine over words and word bigrams, fitted on train + validation only) among the train + validation sentences. Every cell of a replicate is scored on the same test sentences, so these inflate baseline and augmented cells alike.
+
+");
+    for (r, l) in ls.iter().enumerate() {
+        s.push_str(&format!(
+            "- {}
+",
+            l.sentence(r, ls.len())
+        ));
+    }
+    s
 }
 
 /// `synthcti report RUN_DIR`: rebuild the tables from the cells on disk.

@@ -2,7 +2,8 @@
 //!
 //! Stratified: per class (classes in sorted order), shuffle the example indices with SplitMix64
 //! seeded from (seed, class), put `round(n * test_fraction)` (at least 1) in test, then
-//! `round(rest * validation_fraction)` in validation when at least 2 remain for train.
+//! `round(rest * validation_fraction)` in validation when at least 2 remain for train (at least
+//! `validation_min` while 2 stay in train).
 //! Grouped: shuffle the groups, fill test with whole groups until it holds `test_fraction` of the
 //! examples, then validation the same way; no report is in two splits.
 
@@ -76,7 +77,9 @@ fn stratified(data: &Dataset, cfg: &SplitConfig) -> Split {
         let n_test = ((n as f64 * cfg.test_fraction).round() as usize).clamp(1, n - 1);
         let rest = n - n_test;
         let n_val = if rest >= 2 && cfg.validation_fraction > 0.0 {
-            ((rest as f64 * cfg.validation_fraction).round() as usize).min(rest - 1)
+            ((rest as f64 * cfg.validation_fraction).round() as usize)
+                .max(cfg.validation_min.min(rest.saturating_sub(2)))
+                .min(rest - 1)
         } else {
             0
         };
@@ -176,6 +179,15 @@ pub struct SplitConfig {
     pub validation_fraction: f64,
     pub seed: u64,
     pub small_classes: SmallClassPolicy,
+    /// Stratified: at least this many validation sentences per class, taken from its train part
+    /// while at least 2 remain for training (0: the fraction alone, which gives a class of fewer
+    /// than 5 train sentences no validation sentence, so early stopping never sees it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub validation_min: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The split stage's parameters are its settings, whole.
@@ -194,6 +206,7 @@ impl Default for SplitConfig {
             validation_fraction: 0.1,
             seed: 42,
             small_classes: SmallClassPolicy::Drop,
+            validation_min: 0,
         }
     }
 }
@@ -295,5 +308,41 @@ mod tests {
         // Fixed by SplitMix64 and the class-name hash; a change here changes every split.
         assert_eq!(s.test, vec![3, 7]);
         assert_eq!(s.validation, vec![9]);
+    }
+
+    #[test]
+    fn validation_min_gives_rare_classes_validation_sentences_and_keeps_two_in_train() {
+        let d = toy(&[("A", 100), ("B", 5), ("C", 3), ("D", 2)]);
+        let count = |s: &Split, v: &[usize], l: &str| {
+            let _ = s;
+            v.iter().filter(|&&i| d.examples[i].label == l).count()
+        };
+        let old = split(&d, &SplitConfig::default()).unwrap();
+        // Today's rule: B (4 left after test) rounds 0.4 to 0 validation sentences.
+        assert_eq!(count(&old, &old.validation, "B"), 0);
+        let cfg = SplitConfig {
+            validation_min: 1,
+            ..Default::default()
+        };
+        let s = split(&d, &cfg).unwrap();
+        // (class, test, validation, train)
+        for (l, t, v, tr) in [
+            ("A", 20, 8, 72),
+            ("B", 1, 1, 3),
+            ("C", 1, 0, 2),
+            ("D", 1, 0, 1),
+        ] {
+            assert_eq!(
+                (
+                    count(&s, &s.test, l),
+                    count(&s, &s.validation, l),
+                    count(&s, &s.train, l)
+                ),
+                (t, v, tr),
+                "{l}"
+            );
+        }
+        // The test split does not move.
+        assert_eq!(s.test, old.test);
     }
 }

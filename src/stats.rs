@@ -177,48 +177,75 @@ pub fn pooled_delta(reps: &[Paired], labels: &[usize], b: Bootstrap) -> Interval
 /// Panics on no replicates, a replicate without test sentences, slices of unequal length, or
 /// `b.resamples == 0` (the manifest check rejects it first).
 pub fn pooled_deltas(reps: &[Paired], label_sets: &[&[usize]], b: Bootstrap) -> Vec<Interval> {
+    let each: Vec<Vec<&[usize]>> = reps.iter().map(|_| label_sets.to_vec()).collect();
+    pooled_deltas_each(reps, &each, b)
+}
+
+/// [`pooled_deltas`] where each replicate has its own class sets (`label_sets[r][s]`: set `s` of
+/// replicate `r`, in that replicate's numbering), as replicates with their own splits may have
+/// different classes with a test sentence: each replicate's delta averages over its own L, and
+/// the pooled point and draws are the mean of those deltas. Every replicate gives the same number
+/// of sets. Panics as [`pooled_deltas`] does, and when the replicates give different numbers of
+/// sets.
+pub fn pooled_deltas_each(
+    reps: &[Paired],
+    label_sets: &[Vec<&[usize]>],
+    b: Bootstrap,
+) -> Vec<Interval> {
     assert!(!reps.is_empty(), "no replicates");
     assert!(b.resamples > 0, "no resamples");
+    assert_eq!(
+        reps.len(),
+        label_sets.len(),
+        "one list of class sets per replicate"
+    );
+    let sets = label_sets[0].len();
+    assert!(
+        label_sets.iter().all(|l| l.len() == sets),
+        "the same number of class sets in every replicate"
+    );
     let n_cls = reps
         .iter()
-        .flat_map(|p| {
+        .zip(label_sets)
+        .flat_map(|(p, ls)| {
             p.check();
             assert!(!p.gold.is_empty(), "a replicate without test sentences");
-            label_sets.iter().map(move |l| n_classes(p, l))
+            ls.iter().map(move |l| n_classes(p, l))
         })
         .max()
         .unwrap_or(0);
     let (mut base, mut aug) = (Counts::new(n_cls), Counts::new(n_cls));
     // Adds each replicate's deltas (one per class set) into `sum`.
-    let mut deltas_of = |p: &Paired, draw: &mut dyn FnMut(usize) -> usize, sum: &mut [f64]| {
-        base.clear();
-        aug.clear();
-        for _ in 0..p.gold.len() {
-            let i = draw(p.gold.len());
-            base.add(p.gold[i], p.baseline[i], 1.0);
-            aug.add(p.gold[i], p.augmented[i], 1.0);
-        }
-        for (s, l) in sum.iter_mut().zip(label_sets) {
-            *s += aug.macro_f1(l) - base.macro_f1(l);
-        }
-    };
+    let mut deltas_of =
+        |p: &Paired, ls: &[&[usize]], draw: &mut dyn FnMut(usize) -> usize, sum: &mut [f64]| {
+            base.clear();
+            aug.clear();
+            for _ in 0..p.gold.len() {
+                let i = draw(p.gold.len());
+                base.add(p.gold[i], p.baseline[i], 1.0);
+                aug.add(p.gold[i], p.augmented[i], 1.0);
+            }
+            for (s, l) in sum.iter_mut().zip(ls) {
+                *s += aug.macro_f1(l) - base.macro_f1(l);
+            }
+        };
     let k = reps.len() as f64;
-    let mut point = vec![0.0; label_sets.len()];
-    for p in reps {
+    let mut point = vec![0.0; sets];
+    for (p, ls) in reps.iter().zip(label_sets) {
         let mut i = 0;
         let mut next = |_| {
             i += 1;
             i - 1
         };
-        deltas_of(p, &mut next, &mut point);
+        deltas_of(p, ls, &mut next, &mut point);
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(b.seed);
-    let mut draws = vec![Vec::with_capacity(b.resamples); label_sets.len()];
-    let mut sum = vec![0.0; label_sets.len()];
+    let mut draws = vec![Vec::with_capacity(b.resamples); sets];
+    let mut sum = vec![0.0; sets];
     for _ in 0..b.resamples {
         sum.iter_mut().for_each(|s| *s = 0.0);
-        for p in reps {
-            deltas_of(p, &mut |n| rng.gen_range(0..n), &mut sum);
+        for (p, ls) in reps.iter().zip(label_sets) {
+            deltas_of(p, ls, &mut |n| rng.gen_range(0..n), &mut sum);
         }
         for (d, s) in draws.iter_mut().zip(&sum) {
             d.push(s / k);
@@ -229,6 +256,37 @@ pub fn pooled_deltas(reps: &[Paired], label_sets: &[&[usize]], b: Bootstrap) -> 
         .zip(draws)
         .map(|(pt, d)| interval(pt / k, d))
         .collect()
+}
+
+/// Mean, sample standard deviation (n − 1; `None` for fewer than two values) and count.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: Option<f64>,
+    pub n: usize,
+}
+
+impl MeanSd {
+    /// Of `values`; `None` when there is none.
+    pub fn of(values: &[f64]) -> Option<MeanSd> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let sd = (n > 1).then(|| {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        });
+        Some(MeanSd { mean, sd, n })
+    }
+
+    /// `0.6123 ± 0.0120 (n=3)`; a single value reads `0.6123 (n=1)`.
+    pub fn show(&self) -> String {
+        match self.sd {
+            Some(sd) => format!("{:.4} ± {:.4} (n={})", self.mean, sd, self.n),
+            None => format!("{:.4} (n={})", self.mean, self.n),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -400,5 +458,69 @@ mod tests {
         assert!((percentile(&v, 0.025) - 1.075).abs() < 1e-12);
         assert!((percentile(&v, 0.975) - 3.925).abs() < 1e-12);
         assert_eq!(percentile(&[5.0], 0.5), 5.0);
+    }
+
+    /// Per-replicate class sets: a replicate whose L lacks class 1 averages over {0} alone.
+    /// Replicate a is the hand-computed case (delta 2/3 over {0, 1}); replicate c, over {0}
+    /// only, has the baseline right on its one sentence and the augmented wrong: F1 1 → 0, delta
+    /// −1. The pooled point is (2/3 − 1) / 2 = −1/6.
+    #[test]
+    fn pooled_with_each_replicates_own_class_set() {
+        let a = Paired {
+            gold: &[0, 1],
+            baseline: &[0, 0],
+            augmented: &[0, 1],
+        };
+        let c = Paired {
+            gold: &[0],
+            baseline: &[0],
+            augmented: &[1],
+        };
+        let iv = pooled_deltas_each(&[a, c], &[vec![&[0, 1]], vec![&[0]]], B);
+        assert!((iv[0].delta + 1.0 / 6.0).abs() < 1e-12, "{iv:?}");
+        // c always gives −1; a's draws lie in [0, 2/3]: the mean lies in [−1/2, −1/6].
+        assert!(
+            iv[0].lo >= -0.5 - 1e-12 && iv[0].hi <= -1.0 / 6.0 + 1e-12,
+            "{iv:?}"
+        );
+        assert_eq!(
+            pooled_deltas_each(&[a], &[vec![&[0, 1]]], B)[0],
+            paired_delta(a, &[0, 1], B)
+        );
+    }
+
+    /// Identical predictions in every replicate pool to [0, 0].
+    #[test]
+    fn pooled_identical_predictions_give_zero_zero() {
+        let x = Paired {
+            gold: &[0, 1, 2, 1],
+            baseline: &[0, 2, 2, 1],
+            augmented: &[0, 2, 2, 1],
+        };
+        let y = Paired {
+            gold: &[2, 2, 0],
+            baseline: &[1, 2, 0],
+            augmented: &[1, 2, 0],
+        };
+        let iv = pooled_delta(&[x, y], &[0, 1, 2], B);
+        assert_eq!(
+            iv,
+            Interval {
+                delta: 0.0,
+                lo: 0.0,
+                hi: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn mean_and_sample_sd() {
+        let m = MeanSd::of(&[0.5, 0.6, 0.7]).unwrap();
+        assert!((m.mean - 0.6).abs() < 1e-12);
+        assert!((m.sd.unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(m.n, 3);
+        assert_eq!(m.show(), "0.6000 ± 0.1000 (n=3)");
+        assert_eq!(MeanSd::of(&[0.25]).unwrap().show(), "0.2500 (n=1)");
+        assert_eq!(MeanSd::of(&[]), None);
     }
 }

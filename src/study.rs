@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::manifest::AugmentKind;
 use crate::record::CellResult;
-use crate::stats::{Bootstrap, Interval, Paired};
+use crate::stats::{Bootstrap, Interval, MeanSd, Paired};
 
 /// `[study]` of the manifest, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,14 +76,20 @@ pub fn bootstrap_of_run(run_dir: &Path) -> Result<Bootstrap> {
     only.study.check().map_err(bad)
 }
 
-/// One augmented cell against its baseline.
+/// One augmented cell against its baseline (same configuration and replicate).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
     pub classifier: String,
+    /// The classifier configuration ([`crate::manifest::CellSpec::config_key`]).
+    pub config: String,
+    pub replicate: usize,
     pub seed: u64,
     pub baseline: String,
     pub augmented: String,
+    /// The arm (`synthetic`, `oversample`, `attack-description`).
     pub augment: String,
+    /// The arm with its variant's settings ([`crate::manifest::CellSpec::arm_label`]).
+    pub arm: String,
     pub test_size: usize,
     pub baseline_macro_f1: f64,
     pub augmented_macro_f1: f64,
@@ -96,14 +102,34 @@ pub struct Comparison {
     pub target_classes: usize,
 }
 
-/// What pairs a baseline with augmented cells: classifier kind, its settings and the seed.
-fn pair_key(r: &CellResult) -> String {
-    format!(
-        "{}|{}|{}",
-        r.cell.classifier.as_str(),
-        serde_json::to_string(&r.cell.params).expect("params serialize"),
-        r.cell.seed
-    )
+/// One (configuration, arm) over its replicates: the replicates' figures as mean ± sd (n) and
+/// the pooled interval of the mean delta ([`crate::stats::pooled_deltas_each`]: a bootstrap of
+/// the test sentences within each replicate, the replicates' deltas averaged).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pooled {
+    pub classifier: String,
+    pub config: String,
+    pub augment: String,
+    pub arm: String,
+    /// Replicates with a paired comparison.
+    pub n: usize,
+    pub baseline_macro_f1: MeanSd,
+    pub augmented_macro_f1: MeanSd,
+    /// The replicates' own deltas over L.
+    pub delta: MeanSd,
+    /// The replicates' own deltas over the targets (replicates with targets in the test split).
+    pub target_delta: Option<MeanSd>,
+    /// Pooled delta over L: the mean of the replicates' deltas, with its interval.
+    pub overall: Interval,
+    /// Pooled delta over the targets; `None` unless every replicate has targets in L.
+    pub targets: Option<Interval>,
+}
+
+/// Every comparison of a run and their pooling over replicates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Study {
+    pub comparisons: Vec<Comparison>,
+    pub pooled: Vec<Pooled>,
 }
 
 #[derive(Deserialize)]
@@ -132,21 +158,55 @@ fn read_predictions(run_dir: &Path, cell: &str) -> Result<Vec<PredLine>> {
         .collect()
 }
 
+/// One comparison's data as class indices: gold, both predictions, L and the targets.
+struct Owned {
+    gold: Vec<usize>,
+    base: Vec<usize>,
+    aug: Vec<usize>,
+    labels: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+impl Owned {
+    fn paired(&self) -> Paired<'_> {
+        Paired {
+            gold: &self.gold,
+            baseline: &self.base,
+            augmented: &self.aug,
+        }
+    }
+    fn sets(&self) -> Vec<&[usize]> {
+        if self.targets.is_empty() {
+            vec![&self.labels]
+        } else {
+            vec![&self.labels, &self.targets]
+        }
+    }
+}
+
 /// Pair every augmented cell with its baseline and bootstrap the deltas. Cells without a
 /// baseline, whose test sentences or class set L differ from it, or without a recorded L
 /// (records of an older synthcti), are left out; [`markdown`] counts them.
 pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Vec<Comparison>> {
+    Ok(study(run_dir, results, b)?.comparisons)
+}
+
+/// [`compare`], and the comparisons pooled per (configuration, arm) over replicates.
+pub fn study(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Study> {
     let baselines: BTreeMap<String, &CellResult> = results
         .iter()
         .filter(|r| r.cell.augment == AugmentKind::None)
-        .map(|r| (pair_key(r), r))
+        .map(|r| (r.cell.pair_key(), r))
         .collect();
-    let mut out = Vec::new();
+    let mut out = Study::default();
+    // (config, arm) → the comparisons' positions in `out.comparisons` and their data.
+    let mut groups: BTreeMap<(String, String), Vec<(usize, Owned)>> = BTreeMap::new();
+    let mut group_order: Vec<(String, String)> = Vec::new();
     for aug in results
         .iter()
         .filter(|r| r.cell.augment != AugmentKind::None)
     {
-        let Some(base) = baselines.get(&pair_key(aug)) else {
+        let Some(base) = baselines.get(&aug.cell.pair_key()) else {
             continue;
         };
         let (bp, ap) = (
@@ -160,6 +220,7 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
                 .all(|(x, y)| x.text == y.text && x.gold == y.gold);
         // Records written before L was recorded (empty) have no class set to average over.
         if !same
+            || bp.is_empty()
             || aug.metrics.macro_classes.is_empty()
             || base.metrics.macro_classes != aug.metrics.macro_classes
         {
@@ -178,8 +239,6 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
         let idx = |v: &[PredLine], f: fn(&PredLine) -> &str| -> Vec<usize> {
             v.iter().map(|p| index[f(p)]).collect()
         };
-        let gold = idx(&bp, |p| &p.gold);
-        let (base_pred, aug_pred) = (idx(&bp, |p| &p.pred), idx(&ap, |p| &p.pred));
         let labels: Vec<usize> = (0..aug.metrics.macro_classes.len()).collect();
         let targets: Vec<usize> = aug
             .target_classes
@@ -187,31 +246,83 @@ pub fn compare(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<V
             .filter_map(|t| index.get(t.as_str()).copied())
             .filter(|&k| k < labels.len())
             .collect();
-        let p = Paired {
-            gold: &gold,
-            baseline: &base_pred,
-            augmented: &aug_pred,
+        let owned = Owned {
+            gold: idx(&bp, |p| &p.gold),
+            base: idx(&bp, |p| &p.pred),
+            aug: idx(&ap, |p| &p.pred),
+            labels,
+            targets,
         };
         // Both intervals from the same resamples.
-        let sets: Vec<&[usize]> = if targets.is_empty() {
-            vec![&labels]
-        } else {
-            vec![&labels, &targets]
-        };
-        let ivs = crate::stats::pooled_deltas(&[p], &sets, b);
-        out.push(Comparison {
+        let ivs = crate::stats::pooled_deltas(&[owned.paired()], &owned.sets(), b);
+        let key = (aug.cell.config_key(), aug.cell.arm_label());
+        out.comparisons.push(Comparison {
             classifier: aug.cell.classifier.as_str().into(),
+            config: aug.cell.config_key(),
+            replicate: aug.cell.replicate,
             seed: aug.cell.seed,
             baseline: base.cell.name.clone(),
             augmented: aug.cell.name.clone(),
             augment: aug.cell.augment.as_str().into(),
-            test_size: gold.len(),
+            arm: key.1.clone(),
+            test_size: owned.gold.len(),
             baseline_macro_f1: base.metrics.macro_f1,
             augmented_macro_f1: aug.metrics.macro_f1,
             overall: ivs[0],
             targets: ivs.get(1).copied(),
-            classes: labels.len(),
-            target_classes: targets.len(),
+            classes: owned.labels.len(),
+            target_classes: owned.targets.len(),
+        });
+        if !groups.contains_key(&key) {
+            group_order.push(key.clone());
+        }
+        groups
+            .entry(key)
+            .or_default()
+            .push((out.comparisons.len() - 1, owned));
+    }
+    for key in group_order {
+        let members = &groups[&key];
+        let cs: Vec<&Comparison> = members.iter().map(|(i, _)| &out.comparisons[*i]).collect();
+        let first = cs[0];
+        let all_targets = members.iter().all(|(_, o)| !o.targets.is_empty());
+        // One replicate: its own interval is the pooled one (same resamples, same seed).
+        let (overall, targets) = if members.len() == 1 {
+            (first.overall, first.targets)
+        } else {
+            let reps: Vec<Paired> = members.iter().map(|(_, o)| o.paired()).collect();
+            let sets: Vec<Vec<&[usize]>> = members
+                .iter()
+                .map(|(_, o)| {
+                    if all_targets {
+                        vec![o.labels.as_slice(), o.targets.as_slice()]
+                    } else {
+                        vec![o.labels.as_slice()]
+                    }
+                })
+                .collect();
+            let ivs = crate::stats::pooled_deltas_each(&reps, &sets, b);
+            (ivs[0], ivs.get(1).copied())
+        };
+        let f = |g: fn(&Comparison) -> f64| -> MeanSd {
+            MeanSd::of(&cs.iter().map(|c| g(c)).collect::<Vec<_>>()).expect("a member")
+        };
+        let target_deltas: Vec<f64> = cs
+            .iter()
+            .filter_map(|c| c.targets.map(|t| t.delta))
+            .collect();
+        out.pooled.push(Pooled {
+            classifier: first.classifier.clone(),
+            config: key.0.clone(),
+            augment: first.augment.clone(),
+            arm: key.1.clone(),
+            n: cs.len(),
+            baseline_macro_f1: f(|c| c.baseline_macro_f1),
+            augmented_macro_f1: f(|c| c.augmented_macro_f1),
+            delta: f(|c| c.overall.delta),
+            target_delta: MeanSd::of(&target_deltas),
+            overall,
+            targets,
         });
     }
     Ok(out)
@@ -226,8 +337,16 @@ fn show(iv: &Interval) -> String {
     }
 }
 
+fn show_sd(m: &MeanSd) -> String {
+    match m.sd {
+        Some(sd) => format!("{:+.4} ± {:.4}", m.mean, sd),
+        None => format!("{:+.4}", m.mean),
+    }
+}
+
 /// The `summary.md` section of the comparisons; empty when the run has no augmented cell.
-pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap) -> String {
+pub fn markdown(results: &[CellResult], study: &Study, b: Bootstrap) -> String {
+    let comparisons = &study.comparisons;
     let augmented = results
         .iter()
         .filter(|r| r.cell.augment != AugmentKind::None)
@@ -235,22 +354,50 @@ pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap
     if augmented == 0 {
         return String::new();
     }
-    let mut s = format!(
-        "\n## Paired comparison: augmented − baseline\n\nDelta macro-F1 on the same test sentences with a 95% paired bootstrap interval over test sentences ({} resamples, seed {}; percentile interval); **bold**: the interval excludes 0. Each augmented cell is paired with the `none` cell of the same classifier settings and seed.\n\n",
+    let mut s = String::new();
+    let replicated = study.pooled.iter().any(|p| p.n > 1);
+    if replicated {
+        s.push_str(&format!(
+            "\n## Pooled over replicates: augmented − baseline\n\nPer classifier configuration and arm: the replicates' macro-F1 as mean ± sd, their deltas as mean ± sd, and the pooled delta with a 95% interval ({} resamples, seed {}): each resample draws a bootstrap sample of the test sentences inside every replicate and averages the replicates' deltas (replicates as strata); the interval is the 2.5th–97.5th percentile of that mean. It covers which test sentences each replicate's split happened to draw, not the spread between replicates, which the ± beside it shows. **Bold**: the interval excludes 0.\n\n",
+            b.resamples, b.seed
+        ));
+        s.push_str("| classifier | arm | n | baseline macro-F1 | augmented macro-F1 | Δ per replicate (mean ± sd) | pooled Δ macro-F1 [95% CI] | Δ target per replicate | pooled Δ target macro-F1 [95% CI] |\n|---|---|---|---|---|---|---|---|---|\n");
+        for p in &study.pooled {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                p.config,
+                p.arm,
+                p.n,
+                p.baseline_macro_f1.show(),
+                p.augmented_macro_f1.show(),
+                show_sd(&p.delta),
+                show(&p.overall),
+                p.target_delta
+                    .as_ref()
+                    .map(show_sd)
+                    .unwrap_or_else(|| "—".into()),
+                p.targets.as_ref().map(show).unwrap_or_else(|| "—".into()),
+            ));
+        }
+        s.push_str("\nEvery pooled interval: `intervals_pooled.csv`.\n");
+    }
+    s.push_str(&format!(
+        "\n## Paired comparison: augmented − baseline\n\nDelta macro-F1 on the same test sentences with a 95% paired bootstrap interval over test sentences ({} resamples, seed {}; percentile interval); **bold**: the interval excludes 0. Each augmented cell is paired with the `none` cell of the same classifier settings and replicate.\n\n",
         b.resamples, b.seed
-    );
+    ));
     if comparisons.is_empty() {
-        s.push_str("No augmented cell has a baseline with the same classifier settings, seed, test sentences and recorded class set L (`macro_classes`).\n");
+        s.push_str("No augmented cell has a baseline with the same classifier settings, replicate, test sentences and recorded class set L (`macro_classes`).\n");
         return s;
     }
-    s.push_str("| classifier | seed | augmented cell | augment | baseline macro-F1 | augmented macro-F1 | Δ macro-F1 [95% CI] | Δ target macro-F1 [95% CI] |\n|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| classifier | replicate | seed | augmented cell | arm | baseline macro-F1 | augmented macro-F1 | Δ macro-F1 [95% CI] | Δ target macro-F1 [95% CI] |\n|---|---|---|---|---|---|---|---|---|\n");
     for c in comparisons {
         s.push_str(&format!(
-            "| {} | {} | `{}` | {} | {:.4} | {:.4} | {} | {} |\n",
-            c.classifier,
+            "| {} | {} | {} | `{}` | {} | {:.4} | {:.4} | {} | {} |\n",
+            c.config,
+            c.replicate,
             c.seed,
             c.augmented,
-            c.augment,
+            c.arm,
             c.baseline_macro_f1,
             c.augmented_macro_f1,
             show(&c.overall),
@@ -259,7 +406,7 @@ pub fn markdown(results: &[CellResult], comparisons: &[Comparison], b: Bootstrap
     }
     let unpaired = augmented - comparisons.len();
     if unpaired > 0 {
-        s.push_str(&format!("\n{unpaired} augmented cell(s) have no baseline with the same classifier settings, seed, test sentences and class set L, and no interval.\n"));
+        s.push_str(&format!("\n{unpaired} augmented cell(s) have no baseline with the same classifier settings, replicate, test sentences and class set L, and no interval.\n"));
     }
     s.push_str("\nEvery interval, with the class counts it averages over: `intervals.csv`.\n");
     s
@@ -270,10 +417,13 @@ pub fn intervals_csv(comparisons: &[Comparison]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "classifier",
+        "config",
+        "replicate",
         "seed",
         "baseline",
         "augmented",
         "augment",
+        "arm",
         "test_size",
         "classes",
         "target_classes",
@@ -292,10 +442,13 @@ pub fn intervals_csv(comparisons: &[Comparison]) -> String {
         let t = c.targets.map(|t| [f(t.delta), f(t.lo), f(t.hi)]);
         let mut rec = vec![
             c.classifier.clone(),
+            c.config.clone(),
+            c.replicate.to_string(),
             c.seed.to_string(),
             c.baseline.clone(),
             c.augmented.clone(),
             c.augment.clone(),
+            c.arm.clone(),
             c.test_size.to_string(),
             c.classes.to_string(),
             c.target_classes.to_string(),
@@ -306,6 +459,63 @@ pub fn intervals_csv(comparisons: &[Comparison]) -> String {
             f(c.overall.hi),
         ];
         rec.extend(t.unwrap_or_default());
+        w.write_record(rec).expect("csv");
+    }
+    String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
+}
+
+/// `intervals_pooled.csv`: one row per (configuration, arm) over its replicates.
+pub fn pooled_csv(pooled: &[Pooled]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "classifier",
+        "config",
+        "augment",
+        "arm",
+        "n",
+        "baseline_macro_f1_mean",
+        "baseline_macro_f1_sd",
+        "augmented_macro_f1_mean",
+        "augmented_macro_f1_sd",
+        "delta_mean",
+        "delta_sd",
+        "pooled_delta",
+        "pooled_lo",
+        "pooled_hi",
+        "target_delta_mean",
+        "target_delta_sd",
+        "pooled_target_delta",
+        "pooled_target_lo",
+        "pooled_target_hi",
+    ])
+    .expect("csv");
+    let f = |x: f64| format!("{x:.4}");
+    let sd = |m: &MeanSd| m.sd.map(f).unwrap_or_default();
+    for p in pooled {
+        let mut rec = vec![
+            p.classifier.clone(),
+            p.config.clone(),
+            p.augment.clone(),
+            p.arm.clone(),
+            p.n.to_string(),
+            f(p.baseline_macro_f1.mean),
+            sd(&p.baseline_macro_f1),
+            f(p.augmented_macro_f1.mean),
+            sd(&p.augmented_macro_f1),
+            f(p.delta.mean),
+            sd(&p.delta),
+            f(p.overall.delta),
+            f(p.overall.lo),
+            f(p.overall.hi),
+        ];
+        match &p.target_delta {
+            Some(t) => rec.extend([f(t.mean), sd(t)]),
+            None => rec.extend([String::new(), String::new()]),
+        }
+        match &p.targets {
+            Some(t) => rec.extend([f(t.delta), f(t.lo), f(t.hi)]),
+            None => rec.extend([String::new(), String::new(), String::new()]),
+        }
         w.write_record(rec).expect("csv");
     }
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")

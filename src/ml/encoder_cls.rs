@@ -114,6 +114,7 @@ pub fn train_head(
     seed: u64,
     n_classes: usize,
     train: &[(&[f32], usize)],
+    real: usize,
     validation: &[(&[f32], usize)],
     device: &Device,
     mut progress: impl FnMut(usize, usize, f64),
@@ -123,7 +124,11 @@ pub fn train_head(
         return Err(Error::data("no training examples"));
     }
     let dim = train[0].0.len();
-    let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), n_classes);
+    let weights = class_weights(
+        p.class_weight,
+        train[..real.min(train.len())].iter().map(|x| x.1),
+        n_classes,
+    );
     let ad = device.clone().autodiff();
     let mut model = crate::ml::init_seeded(&ad, seed, || {
         Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad)
@@ -280,6 +285,7 @@ pub fn train_seq(
     seed: u64,
     classes: &[String],
     train: &[(&str, usize)],
+    real: usize,
     validation: &[(&str, usize)],
     device: &Device,
     mut progress: impl FnMut(usize, usize, f64),
@@ -313,7 +319,11 @@ pub fn train_seq(
     let train_ids = tokenize(&train.iter().map(|x| x.0).collect::<Vec<_>>())?;
     let val_ids = tokenize(&validation.iter().map(|x| x.0).collect::<Vec<_>>())?;
     let val_y: Vec<usize> = validation.iter().map(|x| x.1).collect();
-    let weights = class_weights(p.class_weight, train.iter().map(|x| x.1), classes.len());
+    let weights = class_weights(
+        p.class_weight,
+        train[..real.min(train.len())].iter().map(|x| x.1),
+        classes.len(),
+    );
     let mut optim = AdamWConfig::new()
         .with_weight_decay(p.weight_decay.unwrap_or(0.0) as f32)
         .init();

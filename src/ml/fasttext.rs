@@ -200,13 +200,17 @@ fn predict_encoded(model: &FastText, docs: &[Doc], device: &Device, top_k: usize
     out
 }
 
-/// Train on (text, class index) pairs; `validation` drives early stopping when non-empty.
+/// Train on (text, class index) pairs; `validation` drives early stopping when non-empty. The
+/// first `real` pairs of `train` are real sentences (the rest an augmentation's): balanced class
+/// weights are computed over them alone, so added sentences change what the model sees, not each
+/// class's share of the loss.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     params: &FastTextParams,
     seed: u64,
     classes: &[String],
     train: &[(&str, usize)],
+    real: usize,
     validation: &[(&str, usize)],
     device: &Device,
     mut progress: impl FnMut(usize, usize, f64),
@@ -247,7 +251,11 @@ pub fn train(
     let val_gold: Vec<usize> = validation.iter().map(|(_, y)| *y).collect();
 
     let n_classes = classes.len();
-    let weights = super::class_weights(params.class_weight, train.iter().map(|x| x.1), n_classes);
+    let weights = super::class_weights(
+        params.class_weight,
+        train[..real.min(train.len())].iter().map(|x| x.1),
+        n_classes,
+    );
 
     let ad = device.clone().autodiff();
     let mut model = super::init_seeded(&ad, seed, || {
@@ -424,8 +432,17 @@ mod tests {
         let device = Device::flex();
         let (classes, train) = toy();
         for w in [Weighting::Count, Weighting::Idf] {
-            let t =
-                train_model(&params(w), 3, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
+            let t = train_model(
+                &params(w),
+                3,
+                &classes,
+                &train,
+                train.len(),
+                &[],
+                &device,
+                |_, _, _| {},
+            )
+            .unwrap();
             assert_eq!(t.meta.idf.is_some(), w == Weighting::Idf);
             let texts = ["a powershell command", "downloads a tool from the server"];
             let before = t.predict(&texts, &device, 2);
@@ -447,8 +464,28 @@ mod tests {
         let device = Device::flex();
         let (classes, train) = toy();
         let p = params(Weighting::Idf);
-        let a = train_model(&p, 9, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
-        let b = train_model(&p, 9, &classes, &train, &[], &device, |_, _, _| {}).unwrap();
+        let a = train_model(
+            &p,
+            9,
+            &classes,
+            &train,
+            train.len(),
+            &[],
+            &device,
+            |_, _, _| {},
+        )
+        .unwrap();
+        let b = train_model(
+            &p,
+            9,
+            &classes,
+            &train,
+            train.len(),
+            &[],
+            &device,
+            |_, _, _| {},
+        )
+        .unwrap();
         let t = ["uses powershell"];
         assert_eq!(a.predict(&t, &device, 2), b.predict(&t, &device, 2));
     }
@@ -468,6 +505,7 @@ mod tests {
             1,
             &classes,
             &train,
+            train.len(),
             &[],
             &Device::flex(),
             |_, _, _| {},

@@ -159,6 +159,7 @@ pub fn train(
     seed: u64,
     classes: &[String],
     train: &[(&str, usize)],
+    real: usize,
     validation: &[(&str, usize)],
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<LinearModel> {
@@ -181,7 +182,15 @@ pub fn train(
     let sq_norm: Vec<f64> = (0..x.rows())
         .map(|i| x.row(i).1.iter().map(|&v| (v as f64) * (v as f64)).sum())
         .collect();
-    let weights = super::class_weights(p.class_weight, all.iter().map(|x| x.1), classes.len());
+    // Balanced weights over the real sentences (train's first `real`, and validation) only.
+    let weights = super::class_weights(
+        p.class_weight,
+        train[..real.min(train.len())]
+            .iter()
+            .chain(validation)
+            .map(|x| x.1),
+        classes.len(),
+    );
     let k = classes.len();
     // Per class: its nonzero (feature, weight) pairs, its bias, its passes, its summed squared
     // hinge loss over the examples.
@@ -536,9 +545,15 @@ mod tests {
         train: &[(&str, usize)],
         steps: &mut Vec<usize>,
     ) -> LinearModel {
-        super::train(&params(), 7, classes, train, &[], &mut |s, _, _| {
-            steps.push(s)
-        })
+        super::train(
+            &params(),
+            7,
+            classes,
+            train,
+            train.len(),
+            &[],
+            &mut |s, _, _| steps.push(s),
+        )
         .unwrap()
     }
 

@@ -39,13 +39,16 @@ pub trait Trainer {
     /// settings and data would train a different model.
     fn version(&self) -> u32;
     /// Train on `train` (text, class index) with early stopping on `validation`; `progress` gets
-    /// (step, total steps, mean loss so far).
+    /// (step, total steps, mean loss so far). The first `real` pairs of `train` are real
+    /// sentences, the rest an augmentation's: balanced class weights count the real ones only.
+    #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
         cx: &TrainContext,
         seed: u64,
         classes: &[String],
         train: &[(&str, usize)],
+        real: usize,
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>>;
@@ -76,11 +79,12 @@ impl Trainer for FastTextTrainer<'_> {
         seed: u64,
         classes: &[String],
         train: &[(&str, usize)],
+        real: usize,
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
         let t = fasttext::train(
-            self.0, seed, classes, train, validation, cx.device, progress,
+            self.0, seed, classes, train, real, validation, cx.device, progress,
         )?;
         Ok(Box::new(t))
     }
@@ -121,6 +125,7 @@ impl Trainer for HeadTrainer<'_> {
         seed: u64,
         classes: &[String],
         train: &[(&str, usize)],
+        real: usize,
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
@@ -139,6 +144,7 @@ impl Trainer for HeadTrainer<'_> {
             seed,
             classes.len(),
             &rows(tr, train),
+            real,
             &rows(va, validation),
             cx.device,
             progress,
@@ -204,11 +210,12 @@ impl Trainer for SeqTrainer<'_> {
         seed: u64,
         classes: &[String],
         train: &[(&str, usize)],
+        real: usize,
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
         let t = encoder_cls::train_seq(
-            self.kind, self.p, seed, classes, train, validation, cx.device, progress,
+            self.kind, self.p, seed, classes, train, real, validation, cx.device, progress,
         )?;
         Ok(Box::new(t))
     }
@@ -242,10 +249,11 @@ impl Trainer for LinearTrainer<'_> {
         seed: u64,
         classes: &[String],
         train: &[(&str, usize)],
+        real: usize,
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
-        let m = linear::train(self.0, seed, classes, train, validation, progress)?;
+        let m = linear::train(self.0, seed, classes, train, real, validation, progress)?;
         Ok(Box::new(m))
     }
     fn load(&self, _cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
