@@ -821,6 +821,7 @@ fn run_cell(
             metrics,
             target_macro_f1: None,
             target_classes: Vec::new(),
+            train_counts: BTreeMap::new(),
             synthetic: None,
         };
         w.write_json("metrics.json", &result)
@@ -840,6 +841,10 @@ fn run_cell(
         .cloned()
         .collect();
     result.synthetic = synth.map(|s| s.summary.clone());
+    result.train_counts = cx.split.train.iter().fold(BTreeMap::new(), |mut m, &i| {
+        *m.entry(cx.ds.examples[i].label.clone()).or_insert(0) += 1;
+        m
+    });
     Ok((result, eval_entry, trained))
 }
 
@@ -1198,10 +1203,15 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     let shared = shared_stages(m)?;
     // What was cached before this run computed anything.
     let mut plan_before = plan(m, &shared, cache)?;
-    let ds = load_dataset(&shared, m, cache, &progress)?;
-    let split = split_dataset(&shared, m, &ds, cache, &progress)?;
+    let timer = crate::timings::Timer::default();
+    let ds = timer.time("load", "", || load_dataset(&shared, m, cache, &progress))?;
+    let split = timer.time("split", "", || {
+        split_dataset(&shared, m, &ds, cache, &progress)
+    })?;
     let (classes, index) = class_index(&ds, &split);
-    let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
+    let (clusters, notes) = timer.time("cluster", "", || {
+        cluster_all(m, &shared, &ds, &split, cache)
+    })?;
     for n in &notes {
         progress.log(format!("plan: {n}"));
     }
@@ -1272,7 +1282,9 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     // Chains whose filters kept nothing: failed, but what was parsed and removed is still written.
     let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
     for (spec, cl) in &clusters {
-        let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+        let r = match timer.time("synthesize", &spec_label(spec), || {
+            synthesize(&cx, spec, cl, &catalog, &budgets)
+        }) {
             Ok(r) => match r.data.nothing_kept() {
                 None => Ok(r),
                 Some(why) => {
@@ -1330,6 +1342,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                         },
                     };
                     // A panic inside a cell (a bug, or a library's assertion) fails that cell.
+                    let cell_started = Instant::now();
                     let r = synth
                         .and_then(|synth| {
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1355,6 +1368,12 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                             }
                             Ok((res, trained))
                         });
+                    timer.record(
+                        "cell",
+                        &cell.name,
+                        cell_started.elapsed().as_secs_f64(),
+                        r.as_ref().ok().map(|x| !x.1),
+                    );
                     let r = match r {
                         Ok(x) => {
                             progress.log(format!(
@@ -1417,6 +1436,8 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             failed.push((c.name.clone(), report::NOT_RUN.into()));
         }
     }
+    timer.record("run", "", started.elapsed().as_secs_f64(), None);
+    timer.write(&run_dir)?;
     report::write_all(&run_dir, &ok, &failed)?;
     guard.finish(
         failed.is_empty(),
