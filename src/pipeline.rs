@@ -1204,6 +1204,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     // What was cached before this run computed anything.
     let mut plan_before = plan(m, &shared, cache)?;
     let timer = crate::timings::Timer::default();
+    let run_started = Instant::now();
     let ds = timer.time("load", "", || load_dataset(&shared, m, cache, &progress))?;
     let split = timer.time("split", "", || {
         split_dataset(&shared, m, &ds, cache, &progress)
@@ -1436,7 +1437,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             failed.push((c.name.clone(), report::NOT_RUN.into()));
         }
     }
-    timer.record("run", "", started.elapsed().as_secs_f64(), None);
+    timer.record("run", "", run_started.elapsed().as_secs_f64(), None);
     timer.write(&run_dir)?;
     report::write_all(&run_dir, &ok, &failed)?;
     guard.finish(

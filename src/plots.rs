@@ -26,6 +26,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -541,7 +542,8 @@ fn draw_heatmap(h: &Heatmap, root: &DrawingArea<SVGBackend, Shift>) -> DrawResul
         .margin(16)
         .x_label_area_size(110)
         .y_label_area_size(110)
-        .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+        // A segmented 0..m has a segment for every value in 0..=m: n segments for 0..n - 1.
+        .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -552,9 +554,12 @@ fn draw_heatmap(h: &Heatmap, root: &DrawingArea<SVGBackend, Shift>) -> DrawResul
         .x_labels(n as usize)
         .y_labels(n as usize)
         .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
+            TextStyle::from(
+                ("sans-serif", 11)
+                    .into_font()
+                    .transform(FontTransform::Rotate90),
+            )
+            .pos(Pos::new(HPos::Left, VPos::Center)),
         )
         .y_label_style(("sans-serif", 11))
         .x_label_formatter(&|v| label(v, false))
