@@ -45,11 +45,24 @@ enum Command {
     /// Dry run: list every cell, every stage's cache key, and whether it is cached.
     #[command(after_help = EXIT_CODES)]
     Plan(PlanArgs),
-    /// Rebuild summary.md, summary.csv and per_class.csv of a run folder from its cells.
+    /// Rebuild summary.md, summary.csv, intervals.csv, per_class.csv, per_class_delta.csv and
+    /// plots/ of a run folder from its cells.
     #[command(after_help = EXIT_CODES)]
     Report {
         /// A run folder, such as results/tram/20261129-101500
         run_dir: PathBuf,
+    },
+    /// Two run folders side by side, cell by cell (matched by configuration): macro-F1 of each
+    /// and the delta B − A with a 95% paired bootstrap interval where both cells were scored on
+    /// the same test sentences; "not comparable" with the reason otherwise.
+    #[command(after_help = EXIT_CODES)]
+    Compare {
+        /// The first run folder (A), such as results/tram/20261129-101500
+        run_a: PathBuf,
+        /// The second run folder (B)
+        run_b: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Export a trained cell as a self-contained model folder (weights, classes with ATT&CK
     /// names, calibrated threshold, test metrics, model card).
@@ -369,10 +382,19 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
                 text.push_str(&format!("FAILED {name}: {why}\n"));
             }
             text.push_str(&format!(
-                "rewrote {}/summary.md, summary.csv, per_class.csv\n",
+                "rewrote {}/summary.md, summary.csv, intervals.csv, per_class.csv, per_class_delta.csv, plots/\n",
                 run_dir.display()
             ));
             out(text)?;
+            Ok(0)
+        }
+        Command::Compare {
+            run_a,
+            run_b,
+            format,
+        } => {
+            let rows = synthcti::compare::compare(&run_a, &run_b)?;
+            out(synthcti::compare::table(&rows).render(format))?;
             Ok(0)
         }
         Command::Export(a) => {

@@ -940,6 +940,7 @@ fn run_cell(
             metrics,
             target_macro_f1: None,
             target_classes: Vec::new(),
+            train_counts: BTreeMap::new(),
             synthetic: None,
             added: 0,
         };
@@ -961,6 +962,10 @@ fn run_cell(
         .collect();
     result.synthetic = added.and_then(|s| s.synthetic.clone());
     result.added = added.map(|s| s.pairs.len()).unwrap_or(0);
+    result.train_counts = cx.split.train.iter().fold(BTreeMap::new(), |mut m, &i| {
+        *m.entry(cx.ds.examples[i].label.clone()).or_insert(0) += 1;
+        m
+    });
     Ok((result, eval_entry, trained))
 }
 
@@ -1381,7 +1386,9 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     let shared = shared_stages(m)?;
     // What was cached before this run computed anything.
     let mut plan_before = plan(m, &shared, cache)?;
-    let ds = load_dataset(&shared, m, cache, &progress)?;
+    let timer = crate::timings::Timer::default();
+    let run_started = Instant::now();
+    let ds = timer.time("load", "", || load_dataset(&shared, m, cache, &progress))?;
     // Every replicate's split and clusters before anything is written: a bad split or target
     // rule stops the run before it claims a folder.
     let n_reps = m.replicates();
@@ -1405,9 +1412,18 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                     .join(", ")
             ));
         }
-        let split = split_dataset(&sh, &mr, &ds, cache, &progress)?;
+        let what = if n_reps > 1 {
+            format!("replicate {r}")
+        } else {
+            String::new()
+        };
+        let split = timer.time("split", &what, || {
+            split_dataset(&sh, &mr, &ds, cache, &progress)
+        })?;
         let (classes, index) = class_index(&ds, &split);
-        let (clusters, notes) = cluster_all(&mr, &sh, &ds, &split, cache)?;
+        let (clusters, notes) = timer.time("cluster", &what, || {
+            cluster_all(&mr, &sh, &ds, &split, cache)
+        })?;
         for n in notes {
             let n = if n_reps > 1 {
                 format!("replicate {r}: {n}")
@@ -1537,7 +1553,9 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         let mut kept_data: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
         let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
         for (spec, cl) in &rep.clusters {
-            let res = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+            let res = match timer.time("synthesize", &spec_label(spec), || {
+                synthesize(&cx, spec, cl, &catalog, &budgets)
+            }) {
                 Ok(x) => match x.data.nothing_kept() {
                     None => {
                         let added = AddedData::of_synthetic(&x);
@@ -1603,6 +1621,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                             (None, None) => Ok(None),
                         };
                         // A panic inside a cell (a bug, or a library's assertion) fails that cell.
+                        let cell_started = Instant::now();
                         let res = added
                             .and_then(|added| {
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1627,6 +1646,12 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                                 }
                                 Ok((res, trained))
                             });
+                        timer.record(
+                            "cell",
+                            &cell.name,
+                            cell_started.elapsed().as_secs_f64(),
+                            res.as_ref().ok().map(|x| !x.1),
+                        );
                         let res = match res {
                             Ok(x) => {
                                 progress.log(format!(
@@ -1701,6 +1726,8 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             failed.push((c.name.clone(), report::NOT_RUN.into()));
         }
     }
+    timer.record("run", "", run_started.elapsed().as_secs_f64(), None);
+    timer.write(&run_dir)?;
     report::write_all(&run_dir, &ok, &failed)?;
     guard.finish(
         failed.is_empty(),

@@ -32,6 +32,10 @@ pub struct CellResult {
     /// techniques that are in `metrics.macro_classes`, in the order of `[augment.targets]`.
     #[serde(default)]
     pub target_classes: Vec<String>,
+    /// Real train sentences per class in this cell's split (synthetic ones not counted); empty
+    /// in records of an older synthcti (the report then reads the run's `split/train.jsonl`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub train_counts: std::collections::BTreeMap<String, usize>,
     /// On augmented cells: the synthetic data it trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSummary>,

@@ -334,23 +334,11 @@ pub fn terminal_table(results: &[CellResult]) -> String {
         .to_string()
 }
 
+/// The per-cell part of `summary.md` (under its `## Cells` heading, which
+/// [`crate::results_section::summary_md`] writes): every cell, the synthetic data, failed and
+/// skipped cells, the most confused pairs.
 pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String {
     let mut s = String::new();
-    if let Some(r) = results.first() {
-        s.push_str(&format!(
-            "# {} — {}\n\ntrain {} / test {} examples; every macro average runs over the same {} classes, those with a test sentence (`macro_classes` in each `metrics.json`).\n\n",
-            r.experiment, r.dataset, r.train_size, r.test_size, r.metrics.macro_classes.len()
-        ));
-    }
-    if results.iter().any(|r| r.cell.replicate > 0) {
-        s.push_str(&crate::aggregate::markdown(results));
-        s.push_str(
-            "
-## Cells
-
-",
-        );
-    }
     s.push_str(
         &Table::new(term_rows(results))
             .with(Style::markdown())
@@ -477,22 +465,32 @@ pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]
     )?;
     let bootstrap = crate::study::bootstrap_of_run(dir)?;
     let study = crate::study::study(dir, &results, bootstrap)?;
+    let comparisons = &study.comparisons;
+    let classes = crate::per_class::tables(dir, &results, comparisons, bootstrap)?;
+    let figures = crate::plots::write_all(dir, &results, comparisons, &classes, bootstrap)?;
     w(
         "summary.md",
-        summary_md(&results, &failed)
-            + &leakage_md(dir)
-            + &crate::study::markdown(&results, &study, bootstrap),
+        crate::results_section::summary_md(
+            dir,
+            &results,
+            bootstrap,
+            &(crate::study::markdown(&results, &study, bootstrap) + &leakage_md(dir)),
+            &crate::per_class::markdown(&classes),
+            &figures,
+            &summary_md(&results, &failed),
+        ),
     )?;
-    w(
-        "intervals.csv",
-        crate::study::intervals_csv(&study.comparisons),
-    )?;
+    w("intervals.csv", crate::study::intervals_csv(comparisons))?;
     w(
         "intervals_pooled.csv",
         crate::study::pooled_csv(&study.pooled),
     )?;
     w("aggregate.csv", crate::aggregate::csv(&results))?;
-    w("per_class.csv", per_class_csv(&results))?;
+    w(
+        "per_class.csv",
+        crate::per_class::per_class_csv(dir, &results, comparisons, bootstrap)?,
+    )?;
+    w("per_class_delta.csv", crate::per_class::delta_csv(&classes))?;
     Ok(())
 }
 
@@ -526,6 +524,14 @@ A property of the dataset and the split, not of any cell: test sentences with an
 pub type Failed = (String, String);
 
 pub fn rebuild(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<Failed>)> {
+    let (results, failed) = read_run(run_dir)?;
+    write_all(run_dir, &results, &failed)?;
+    Ok((results, failed))
+}
+
+/// The cells of a run folder as written: each `cells/<cell>/metrics.json`, and for a cell
+/// without one its `error.txt` (or "no metrics.json"); cells in name order. Writes nothing.
+pub fn read_run(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<Failed>)> {
     let cells = run_dir.join("cells");
     let rd = std::fs::read_dir(&cells).map_err(|e| {
         Error::config(format!(
@@ -560,6 +566,5 @@ pub fn rebuild(run_dir: &Path) -> Result<(Vec<CellResult>, Vec<Failed>)> {
             failed.push((name, why));
         }
     }
-    write_all(run_dir, &results, &failed)?;
     Ok((results, failed))
 }

@@ -132,14 +132,19 @@ pub struct Study {
     pub pooled: Vec<Pooled>,
 }
 
-#[derive(Deserialize)]
-struct PredLine {
-    text: String,
-    gold: String,
-    pred: String,
+/// One line of a cell's `predictions.jsonl`, as the report reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PredLine {
+    /// The example's position in the source file (absent in predictions of an older synthcti).
+    #[serde(default)]
+    pub row: Option<usize>,
+    pub text: String,
+    pub gold: String,
+    pub pred: String,
 }
 
-fn read_predictions(run_dir: &Path, cell: &str) -> Result<Vec<PredLine>> {
+/// `cells/<cell>/predictions.jsonl` of a run folder, line by line.
+pub fn read_predictions(run_dir: &Path, cell: &str) -> Result<Vec<PredLine>> {
     let path = run_dir.join("cells").join(cell).join("predictions.jsonl");
     let text = std::fs::read_to_string(&path).io_ctx(ErrorKind::Data, || {
         format!("cannot read {}", path.display())

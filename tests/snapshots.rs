@@ -29,6 +29,12 @@ fn settings(s: &Sandbox) -> insta::Settings {
     );
     // Training time: a measurement, not a result.
     settings.add_filter(r"\| \d+\.\d\d +\|\n", "| [s]     |\n");
+    // Wall times of the cost section; the digest of a manifest that holds the sandbox's paths.
+    settings.add_filter(r"\d+\.\d s\b", "[s]");
+    settings.add_filter(
+        r"sha256 [0-9a-f]{16}…; synthcti",
+        "sha256 [DIGEST]…; synthcti",
+    );
     settings
 }
 
