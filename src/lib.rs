@@ -24,6 +24,7 @@ pub mod llm;
 pub mod manifest;
 pub mod metrics;
 pub mod ml;
+pub mod multilabel;
 pub mod navigator;
 pub mod output;
 pub mod pipeline;

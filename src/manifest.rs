@@ -741,6 +741,14 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
     let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
+    if raw.data.multi_label == MultiLabelPolicy::Keep
+        && cells.iter().any(|c| c.augment == AugmentKind::Synthetic)
+    {
+        return Err(e(
+            "augment.kind",
+            "synthetic cells need a single-label task, but `data.multi_label = \"keep\"` makes it multi-label; set `augment.kind = \"none\"`".into(),
+        ));
+    }
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
     if let Some(list) = resolve_target_list(&raw, &data_dir, &e)? {
         raw.augment.targets.list = Some(list);

@@ -665,11 +665,12 @@ fn target_techniques(m: &Manifest, ds: &Dataset, s: &Split) -> Vec<String> {
     cluster::select_targets(&train_counts(ds, s), &m.augment.targets).0
 }
 
-/// Classes in a fixed order: every label of the split, sorted.
+/// Classes in a fixed order: every label of the split, sorted (on a multi-label task each label
+/// of a row, and `none` for negatives).
 fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>) {
     let mut set = std::collections::BTreeSet::new();
     for &i in s.train.iter().chain(&s.validation).chain(&s.test) {
-        set.insert(ds.examples[i].label.clone());
+        set.extend(ds.examples[i].gold().into_iter().map(str::to_string));
     }
     let classes: Vec<String> = set.into_iter().collect();
     let index = classes
@@ -735,12 +736,15 @@ impl CellCtx<'_> {
         }
     }
 
-    /// Examples as (text, class index).
+    /// Examples as (text, class index); on a multi-label task a pair per label of a row (see
+    /// [`crate::multilabel`]).
     fn pairs(&self, idx: &[usize]) -> Vec<(&str, usize)> {
         idx.iter()
-            .map(|&i| {
+            .flat_map(|&i| {
                 let e = &self.ds.examples[i];
-                (e.text.as_str(), self.index[&e.label])
+                e.gold()
+                    .into_iter()
+                    .map(|l| (e.text.as_str(), self.index[l]))
             })
             .collect()
     }
@@ -771,6 +775,9 @@ fn run_cell(
             None => crate::ml::trainer(cell.classifier, &cell.params)
                 .load(&cx.tcx(), &train_entry.dir)?,
         };
+        if cx.ds.multi_label {
+            return evaluate_multi_label(cx, cell, &stages, model.as_ref(), train.len(), w);
+        }
         let test = &cx.split.test;
         let texts: Vec<&str> = test
             .iter()
@@ -822,6 +829,7 @@ fn run_cell(
             target_macro_f1: None,
             target_classes: Vec::new(),
             synthetic: None,
+            multi_label: None,
         };
         w.write_json("metrics.json", &result)
     })?;
@@ -841,6 +849,104 @@ fn run_cell(
         .collect();
     result.synthetic = synth.map(|s| s.summary.clone());
     Ok((result, eval_entry, trained))
+}
+
+/// A multi-label prediction line of `predictions.jsonl`: gold and predicted technique sets at
+/// the validation threshold, and the top scores.
+#[derive(Serialize)]
+struct MultiPrediction<'a> {
+    row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    text: &'a str,
+    gold: Vec<&'a str>,
+    pred: Vec<&'a str>,
+    top: Vec<(&'a str, f32)>,
+}
+
+/// The evaluate stage of a multi-label cell ([`crate::multilabel`]): the threshold chosen on
+/// validation, then every figure on test at it; writes `predictions.jsonl` and `metrics.json`.
+fn evaluate_multi_label(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    stages: &CellStages,
+    model: &dyn crate::ml::Classifier,
+    train_size: usize,
+    w: &crate::cache::EntryWriter,
+) -> Result<()> {
+    use crate::multilabel as ml;
+    let n = cx.classes.len();
+    let none = ml::none_index(cx.classes);
+    let probs = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<&str> = idx
+            .iter()
+            .map(|&i| cx.ds.examples[i].text.as_str())
+            .collect();
+        Ok(model
+            .predict(&cx.tcx(), &texts, n)?
+            .into_iter()
+            .map(|s| {
+                let mut row = vec![0f32; n];
+                for (k, v) in s.top {
+                    row[k] = v;
+                }
+                row
+            })
+            .collect())
+    };
+    let (val, test) = (&cx.split.validation, &cx.split.test);
+    let chosen = ml::choose_threshold(&probs(val)?, &ml::gold_sets(cx.ds, val, cx.index), none);
+    let test_probs = probs(test)?;
+    let gold = ml::gold_sets(cx.ds, test, cx.index);
+    let pred: Vec<Vec<usize>> = test_probs
+        .iter()
+        .map(|r| ml::decide(r, chosen.threshold, none))
+        .collect();
+    let groups: Vec<Option<&str>> = test
+        .iter()
+        .map(|&i| cx.ds.examples[i].group.as_deref())
+        .collect();
+    let (metrics, figures) = ml::evaluate(&gold, &pred, &groups, cx.classes, none, chosen);
+    let mut lines = String::new();
+    for (((&i, g), p), row) in test.iter().zip(&gold).zip(&pred).zip(&test_probs) {
+        let ex = &cx.ds.examples[i];
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        order.truncate(TOP_K);
+        let line = MultiPrediction {
+            row: ex.row,
+            group: ex.group.as_deref(),
+            text: &ex.text,
+            gold: g.iter().map(|&k| cx.classes[k].as_str()).collect(),
+            pred: p.iter().map(|&k| cx.classes[k].as_str()).collect(),
+            top: order
+                .iter()
+                .map(|&k| (cx.classes[k].as_str(), row[k]))
+                .collect(),
+        };
+        lines.push_str(&serde_json::to_string(&line).expect("prediction serializes"));
+        lines.push('\n');
+    }
+    w.write("predictions.jsonl", lines.as_bytes())?;
+    let result = CellResult {
+        cell: cell.clone(),
+        experiment: cx.m.experiment.name.clone(),
+        dataset: dataset_label(cx.m),
+        train_size,
+        validation_size: val.len(),
+        test_size: test.len(),
+        train_seconds: model.log().train_seconds,
+        best_epoch: model.log().best_epoch,
+        trained_parameters: model.log().parameters,
+        train_key: stages.train.key.clone(),
+        evaluate_key: stages.evaluate.key.clone(),
+        metrics,
+        target_macro_f1: None,
+        target_classes: Vec::new(),
+        synthetic: None,
+        multi_label: Some(figures),
+    };
+    w.write_json("metrics.json", &result)
 }
 
 /// Macro-F1 over the target techniques that are in the test split.

@@ -35,6 +35,11 @@ pub struct CellResult {
     /// On augmented cells: the synthetic data it trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SynthSummary>,
+    /// On a multi-label task (`data.multi_label = "keep"`): the threshold chosen on validation
+    /// and the multi-label figures ([`crate::multilabel`]); `metrics` then holds micro- and
+    /// macro-F1 and the per-technique table at that threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<crate::multilabel::MultiLabelMetrics>,
 }
 
 /// The synthetic data of an augmented cell, in figures.
