@@ -30,6 +30,7 @@ bench runs="5": models
     bash benches/generate.sh {{runs}}
     bash benches/encoder.sh 3
     bash benches/linear.sh {{runs}}
+    bash benches/predict.sh 3
     cargo bench --bench stats -- {{runs}}
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).

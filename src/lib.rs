@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod external;
 pub mod features;
 pub mod filter;
 pub mod generate;

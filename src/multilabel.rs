@@ -274,6 +274,74 @@ pub fn evaluate(
     (metrics, ml)
 }
 
+/// The `summary.csv` columns of multi-label cells, appended after the fixed ones when any cell
+/// of the run has them (none otherwise).
+pub fn summary_columns(results: &[crate::record::CellResult]) -> Vec<&'static str> {
+    if results.iter().any(|r| r.multi_label.is_some()) {
+        vec![
+            "threshold",
+            "samples_f1",
+            "document_f1",
+            "document_mean_f1",
+            "subset_accuracy",
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A cell's values of [`summary_columns`] (empty strings on a single-label cell).
+pub fn summary_values(r: &crate::record::CellResult, columns: &[&str]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| {
+            let Some(m) = &r.multi_label else {
+                return String::new();
+            };
+            let v = match *c {
+                "threshold" => m.validation.threshold,
+                "samples_f1" => m.samples_f1,
+                "document_f1" => m.document_f1,
+                "document_mean_f1" => m.document_mean_f1,
+                _ => m.subset_accuracy,
+            };
+            format!("{v:.4}")
+        })
+        .collect()
+}
+
+/// The `summary.md` section of multi-label cells (empty when there is none).
+pub fn summary_md(results: &[crate::record::CellResult]) -> String {
+    let cells: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.multi_label.as_ref().map(|m| (r, m)))
+        .collect();
+    let Some((_, first)) = cells.first() else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\n## Multi-label (test, at the validation threshold)\n\nThreshold: {}. Samples-F1 counts a sentence with no gold and no predicted technique as 1; per-document F1 compares a report's predicted techniques (the union over its {} test reports' sentences) with its annotated ones, micro over (report, technique) pairs, and as the mean of the reports' F1. {} of {} test sentences have no technique.\n\n| cell | threshold | micro-F1 | macro-F1 | samples-F1 | document F1 | document mean F1 | micro P / R | sentences given a technique | validation micro-F1 |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        first.rule, first.documents, first.negatives, cells[0].0.test_size
+    );
+    for (r, m) in cells {
+        s.push_str(&format!(
+            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} / {:.4} | {:.1}% | {:.4} |\n",
+            r.cell.name,
+            m.validation.threshold,
+            m.micro_f1,
+            m.macro_f1,
+            m.samples_f1,
+            m.document_f1,
+            m.document_mean_f1,
+            m.test.precision,
+            m.test.recall,
+            100.0 * m.test.coverage,
+            m.validation.f1
+        ));
+    }
+    s
+}
+
 /// F1 of one predicted set against its gold set; 1 when both are empty.
 fn set_f1(g: &[usize], p: &[usize]) -> f64 {
     if g.is_empty() && p.is_empty() {

@@ -104,6 +104,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         classifier: vec![Default::default()],
         generator: Vec::new(),
         study: Default::default(),
+        evaluate: Vec::new(),
     };
     crate::manifest::expand(&raw)
         .into_iter()
@@ -830,6 +831,7 @@ fn run_cell(
             target_classes: Vec::new(),
             synthetic: None,
             multi_label: None,
+            external: Vec::new(),
         };
         w.write_json("metrics.json", &result)
     })?;
@@ -848,7 +850,78 @@ fn run_cell(
         .cloned()
         .collect();
     result.synthetic = synth.map(|s| s.summary.clone());
+    result.external = evaluate_external(cx, cell, &stages.train.key, &train_entry.dir)?;
     Ok((result, eval_entry, trained))
+}
+
+/// Score a trained cell on every `[[evaluate]]` set, each through its own `external` stage
+/// ([`crate::external`]); the model is loaded only when some set is not in the cache.
+fn evaluate_external(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    train_key: &str,
+    train_dir: &Path,
+) -> Result<Vec<crate::external::ExternalResult>> {
+    let mut out = Vec::new();
+    let mut model: Option<TrainedNow> = None;
+    let mut catalog: Option<Option<Catalog>> = None;
+    for set in &cx.m.evaluate {
+        let cfg = set.data_config(&cx.m.data);
+        let path = set.path(&cx.m.data_dir);
+        let hash = file_hash(&path).io_ctx(ErrorKind::Data, || {
+            format!("cannot read {}", path.display())
+        })?;
+        let id = crate::external::stage_id(
+            &cfg,
+            set.unknown_labels,
+            &hash,
+            cx.shared.attack_hash.as_deref(),
+            train_key,
+        );
+        let (entry, _) = cx.cache.get_or_compute(&id, |w| {
+            if catalog.is_none() {
+                catalog = Some(match &cx.shared.attack_path {
+                    Some(p) => Some(Catalog::load(p)?),
+                    None => None,
+                });
+            }
+            let ds = data::load(&cfg, &path, catalog.as_ref().and_then(Option::as_ref))?;
+            if model.is_none() {
+                model = Some(
+                    crate::ml::trainer(cell.classifier, &cell.params).load(&cx.tcx(), train_dir)?,
+                );
+            }
+            let m = model.as_ref().expect("loaded above");
+            let mut predict = |texts: &[&str]| -> Result<Vec<usize>> {
+                Ok(m.predict(&cx.tcx(), texts, 1)?
+                    .into_iter()
+                    .map(|s| s.pred)
+                    .collect())
+            };
+            let r = crate::external::score(set, &ds, cx.classes, &mut predict, &id.key)?;
+            w.write_json("external.json", &r)
+        })?;
+        let mut r: crate::external::ExternalResult = entry.read_json("external.json")?;
+        r.name = set.name.clone();
+        r.file = set.file.clone();
+        cx.progress.log(format!(
+            "external {} on {}: macro-F1 {:.4}, micro-F1 {:.4} over {} rows; {} rows with labels the model lacks ({}: {})",
+            r.name,
+            cell.name,
+            r.metrics.macro_f1,
+            r.metrics.micro_f1,
+            r.scored,
+            r.unknown_rows,
+            set.unknown_labels.as_str(),
+            if set.unknown_labels == crate::external::UnknownLabels::Skip {
+                "skipped"
+            } else {
+                "scored as misses"
+            }
+        ));
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// A multi-label prediction line of `predictions.jsonl`: gold and predicted technique sets at
@@ -945,6 +1018,7 @@ fn evaluate_multi_label(
         target_classes: Vec::new(),
         synthetic: None,
         multi_label: Some(figures),
+        external: Vec::new(),
     };
     w.write_json("metrics.json", &result)
 }

@@ -40,6 +40,9 @@ pub struct CellResult {
     /// macro-F1 and the per-technique table at that threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_label: Option<crate::multilabel::MultiLabelMetrics>,
+    /// Its figures on each `[[evaluate]]` set ([`crate::external`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<crate::external::ExternalResult>,
 }
 
 /// The synthetic data of an augmented cell, in figures.

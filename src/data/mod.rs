@@ -693,6 +693,51 @@ mod tests {
     }
 
     #[test]
+    fn multi_label_keep_keeps_every_label_and_the_negatives() {
+        let p = shared("tram/multi_label_reconstructed.jsonl");
+        let c = DataConfig {
+            negatives: NegativePolicy::Keep,
+            multi_label: MultiLabelPolicy::Keep,
+            ..keep_all(DataKind::TramMulti)
+        };
+        let d = load(&c, &p, None).unwrap();
+        assert!(d.multi_label);
+        assert_eq!(d.examples.len(), 18999);
+        let several: Vec<&Example> = d.examples.iter().filter(|e| e.labels.len() > 1).collect();
+        assert_eq!(several.len(), 757);
+        assert_eq!(
+            d.examples.iter().filter(|e| e.labels.is_empty()).count(),
+            15115
+        );
+        // The key of a set is its sorted labels joined by `+`; gold() gives the set.
+        let e = several[0];
+        assert_eq!(e.label, e.labels.join("+"));
+        assert!(e.labels.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            e.gold(),
+            e.labels.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        // Classes are single techniques (TRAM's 50) and `none`, never a set.
+        assert_eq!(d.stats.classes, 51);
+        assert_eq!(d.class_counts()[formats::NEGATIVE_LABEL], 15115);
+        assert!(d.class_counts().keys().all(|k| !k.contains('+')));
+        // A rare label leaves the sets it is in, and a row left with none goes.
+        let rare = DataConfig {
+            min_examples: 100,
+            ..c
+        };
+        let d = load(&rare, &p, None).unwrap();
+        assert!(!d.stats.rare_classes_dropped.is_empty());
+        for e in &d.examples {
+            assert!(
+                e.labels
+                    .iter()
+                    .all(|l| !d.stats.rare_classes_dropped.contains_key(l))
+            );
+        }
+    }
+
+    #[test]
     fn tram_bootstrap_reads_the_report_object() {
         let p = shared("tram/bootstrap-training-data.json");
         let d = load(&keep_all(DataKind::TramBootstrap), &p, None).unwrap();
