@@ -31,6 +31,7 @@ bench runs="5": models
     bash benches/encoder.sh 3
     bash benches/linear.sh {{runs}}
     bash benches/predict.sh 3
+    bash benches/multilabel.sh
     cargo bench --bench stats -- {{runs}}
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
