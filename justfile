@@ -34,6 +34,8 @@ bench runs="5": models
     bash benches/generate.sh {{runs}}
     bash benches/encoder.sh 3
     bash benches/linear.sh {{runs}}
+    bash benches/predict.sh 3
+    bash benches/multilabel.sh
     cargo bench --bench stats -- {{runs}}
     bash benches/cli.sh 20
 

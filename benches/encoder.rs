@@ -46,8 +46,14 @@ fn main() {
         &std::fs::read(data.join("tram/single_label.json")).expect("TRAM single_label.json"),
     )
     .unwrap();
+    // `SYNTHCTI_BENCH_SENTENCES=N`: only the first N texts (benches/predict.sh compares on them).
+    let limit = std::env::var("SYNTHCTI_BENCH_SENTENCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
     let texts: Vec<String> = rows
         .iter()
+        .take(limit)
         .map(|r| r["text"].as_str().unwrap().to_string())
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -87,6 +87,11 @@ pub struct ExportMeta {
     pub train_size: usize,
     pub validation_size: usize,
     pub test_size: usize,
+    /// A multi-label model (`data.multi_label = "keep"`): a sentence gets every technique whose
+    /// score reaches the threshold (0, 1 or several), `none` never; `temperature` is 1 and
+    /// `validation_nll` unused (see `crate::multilabel`).
+    #[serde(default)]
+    pub multi_label: bool,
 }
 
 impl ExportMeta {
@@ -331,6 +336,37 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
         })
         .collect();
 
+    if let Some(ml) = &result.multi_label {
+        // Multi-label: the run's evaluate stage chose the threshold on validation over every
+        // technique's softmax score (crate::multilabel); scores stay uncalibrated (T = 1).
+        let meta = ExportMeta {
+            format: FORMAT,
+            synthcti_version: env!("CARGO_PKG_VERSION").to_string(),
+            experiment: result.experiment.clone(),
+            cell: cell.to_string(),
+            dataset: result.dataset.clone(),
+            classifier: result.cell.classifier,
+            classes,
+            temperature: 1.0,
+            validation_nll: (0.0, 0.0),
+            threshold: ml.validation,
+            test_at_threshold: ml.test,
+            test: TestMetrics {
+                n: result.metrics.n,
+                accuracy: result.metrics.accuracy,
+                macro_f1: result.metrics.macro_f1,
+                micro_f1: result.metrics.micro_f1,
+                weighted_f1: result.metrics.weighted_f1,
+            },
+            manifest_digest: format!("blake3:{}", crate::hash::blake3_hex(&manifest)),
+            train_key: result.train_key.clone(),
+            train_size: result.train_size,
+            validation_size: result.validation_size,
+            test_size: result.test_size,
+            multi_label: true,
+        };
+        return write_meta(to, meta, &result);
+    }
     // The cell's own replicate's split (split/ for replicate 0, split/r<r>/ for the others).
     let split = crate::pipeline::split_dir(run_dir, result.cell.replicate);
     let read_split = |name: &str| read_split(&split.join(name));
@@ -380,13 +416,20 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
         train_size: result.train_size,
         validation_size: val_gold.len(),
         test_size: test_gold.len(),
+        multi_label: false,
     };
+    write_meta(to, meta, &result)
+}
+
+/// Write `synthcti-model.json` and the model card into `to`.
+fn write_meta(to: &Path, meta: ExportMeta, result: &CellResult) -> Result<ExportMeta> {
+    let io = |what: &Path| format!("writing {}", what.display());
     std::fs::write(
         to.join("synthcti-model.json"),
         serde_json::to_vec_pretty(&meta).expect("meta serializes"),
     )
     .io_ctx(ErrorKind::Internal, || io(to))?;
-    std::fs::write(to.join("README.md"), model_card(&meta, &result))
+    std::fs::write(to.join("README.md"), model_card(&meta, result))
         .io_ctx(ErrorKind::Internal, || io(to))?;
     Ok(meta)
 }
@@ -466,70 +509,91 @@ pub fn model_card(meta: &ExportMeta, result: &CellResult) -> String {
         ),
         None => "real sentences only".to_string(),
     };
-    format!(
-        "# synthcti model: {cell}\n\n\
-    A `{kind}` classifier mapping single CTI sentences to one of {n} MITRE ATT&CK classes, exported \
-    by synthcti {ver} from experiment `{exp}`.\n\n\
-    ## Data\n\n\
-    - Dataset: {dataset}; {train} training sentences ({synth}), {val} validation, {test} test \
-    (the run's split; `manifest.resolved.toml` says how it was made; manifest digest \
-    `{digest}`).\n\
-    - Classes: {n} ({named} with an ATT&CK name from the run's bundle); see `synthcti-model.json`.\n\n\
-    ## Metrics (test split, never used for any choice)\n\n\
-    | | value |\n|---|---|\n\
-    | accuracy (top-1, no threshold) | {acc:.4} |\n\
-    | macro-F1 | {macro:.4} |\n\
-    | micro-F1 | {micro:.4} |\n\
-    | weighted-F1 | {weighted:.4} |\n\
-    | threshold (calibrated top score, chosen on validation) | {thr:.4} |\n\
-    | precision at the threshold | {tp:.4} |\n\
-    | recall at the threshold | {tr:.4} |\n\
-    | sentences given a technique | {tc:.1}% |\n\n\
-    Scores are calibrated by temperature scaling on the validation split (T = {temp:.3}; validation \
-    NLL {nb:.4} → {na:.4}). At the threshold a sentence gets its top technique only when the \
-    calibrated score reaches it (validation precision {vp:.4}, recall {vr:.4}).\n\n\
-    ## Intended use\n\n\
-    Suggesting ATT&CK techniques for sentences of English threat reports, for an analyst to review: \
-    `synthcti predict {cell_dir} report.html --format md`.\n\n\
-    ## Limits\n\n\
-    - It knows only its {n} classes; a technique outside them is never predicted, and a sentence \
-    about one gets the nearest known class or, below the threshold, none.\n\
-    - {negatives}\n\
-    - Scores are calibrated on the validation split of the same sources; on reports of another \
-    style they are less reliable.\n",
-        cell = meta.cell,
-        kind = meta.classifier.as_str(),
-        n = meta.classes.len(),
-        ver = meta.synthcti_version,
-        exp = meta.experiment,
-        dataset = meta.dataset,
-        train = meta.train_size,
-        val = meta.validation_size,
-        test = meta.test_size,
-        digest = meta.manifest_digest,
-        acc = t.accuracy,
-        macro = t.macro_f1,
-        micro = t.micro_f1,
-        weighted = t.weighted_f1,
-        thr = th.threshold,
-        tp = tt.precision,
-        tr = tt.recall,
-        tc = tt.coverage * 100.0,
-        temp = meta.temperature,
-        nb = meta.validation_nll.0,
-        na = meta.validation_nll.1,
-        vp = th.precision,
-        vr = th.recall,
-        cell_dir = "MODEL_DIR",
-        negatives = if meta.classes.iter().any(|c| c.id == "none") {
-            "Sentences without a technique were a class of their own (`none`) in training; \
-             `predict` never reports `none` as a technique."
-        } else {
-            "Trained on single-label sentences: every training sentence described a technique. \
-             The threshold was chosen on such sentences, so on prose that describes no technique \
-             at all precision is lower than the figure above."
-        },
+    let multi = if meta.multi_label {
+        format!(
+            "\n## Multi-label\n\nThis model is multi-label (TRAM-style, most sentences describe no \
+             technique): a sentence gets **every** technique whose softmax score reaches the \
+             threshold ({:.4}, chosen on validation for micro-F1), so 0, 1 or several; `none` is \
+             never reported. Scores are not temperature-scaled (T = 1), so the calibration \
+             sentence above does not apply, and the metrics above are over (sentence, technique) \
+             decisions at the threshold (accuracy = exact set match). Per-document F1 and \
+             samples-F1 are in `metrics.json` (`multi_label`).\n",
+            meta.threshold.threshold
+        )
+    } else {
+        String::new()
+    };
+    multi_card(
+        format!(
+            "# synthcti model: {cell}\n\n\
+        A `{kind}` classifier mapping single CTI sentences to one of {n} MITRE ATT&CK classes, exported \
+        by synthcti {ver} from experiment `{exp}`.\n\n\
+        ## Data\n\n\
+        - Dataset: {dataset}; {train} training sentences ({synth}), {val} validation, {test} test \
+        (the run's split; `manifest.resolved.toml` says how it was made; manifest digest \
+        `{digest}`).\n\
+        - Classes: {n} ({named} with an ATT&CK name from the run's bundle); see `synthcti-model.json`.\n\n\
+        ## Metrics (test split, never used for any choice)\n\n\
+        | | value |\n|---|---|\n\
+        | accuracy (top-1, no threshold) | {acc:.4} |\n\
+        | macro-F1 | {macro:.4} |\n\
+        | micro-F1 | {micro:.4} |\n\
+        | weighted-F1 | {weighted:.4} |\n\
+        | threshold (calibrated top score, chosen on validation) | {thr:.4} |\n\
+        | precision at the threshold | {tp:.4} |\n\
+        | recall at the threshold | {tr:.4} |\n\
+        | sentences given a technique | {tc:.1}% |\n\n\
+        Scores are calibrated by temperature scaling on the validation split (T = {temp:.3}; validation \
+        NLL {nb:.4} → {na:.4}). At the threshold a sentence gets its top technique only when the \
+        calibrated score reaches it (validation precision {vp:.4}, recall {vr:.4}).\n\n\
+        ## Intended use\n\n\
+        Suggesting ATT&CK techniques for sentences of English threat reports, for an analyst to review: \
+        `synthcti predict {cell_dir} report.html --format md`.\n\n\
+        ## Limits\n\n\
+        - It knows only its {n} classes; a technique outside them is never predicted, and a sentence \
+        about one gets the nearest known class or, below the threshold, none.\n\
+        - {negatives}\n\
+        - Scores are calibrated on the validation split of the same sources; on reports of another \
+        style they are less reliable.\n",
+            cell = meta.cell,
+            kind = meta.classifier.as_str(),
+            n = meta.classes.len(),
+            ver = meta.synthcti_version,
+            exp = meta.experiment,
+            dataset = meta.dataset,
+            train = meta.train_size,
+            val = meta.validation_size,
+            test = meta.test_size,
+            digest = meta.manifest_digest,
+            acc = t.accuracy,
+            macro = t.macro_f1,
+            micro = t.micro_f1,
+            weighted = t.weighted_f1,
+            thr = th.threshold,
+            tp = tt.precision,
+            tr = tt.recall,
+            tc = tt.coverage * 100.0,
+            temp = meta.temperature,
+            nb = meta.validation_nll.0,
+            na = meta.validation_nll.1,
+            vp = th.precision,
+            vr = th.recall,
+            cell_dir = "MODEL_DIR",
+            negatives = if meta.classes.iter().any(|c| c.id == "none") {
+                "Sentences without a technique were a class of their own (`none`) in training; \
+                 `predict` never reports `none` as a technique."
+            } else {
+                "Trained on single-label sentences: every training sentence described a technique. \
+                 The threshold was chosen on such sentences, so on prose that describes no technique \
+                 at all precision is lower than the figure above."
+            },
+        ),
+        multi,
     )
+}
+
+fn multi_card(card: String, multi: String) -> String {
+    card + &multi
 }
 
 /// The line `export` prints: where the folder is and its headline figures.

@@ -66,6 +66,9 @@ pub struct RawManifest {
     /// `[study]`: how the paired comparison is computed.
     #[serde(default)]
     pub study: crate::study::StudyConfig,
+    /// `[[evaluate]]`: external test sets every cell is scored on ([`crate::external`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluate: Vec<crate::external::EvalSetConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +320,8 @@ pub struct Manifest {
     /// [`expand`], and nothing downstream reads the raw form.
     resolved: RawManifest,
     pub data_dir: PathBuf,
+    /// External test sets, checked (names distinct, files present).
+    pub evaluate: Vec<crate::external::EvalSetConfig>,
     pub cells: Vec<CellSpec>,
     /// The prompt templates synthetic cells use, checked.
     pub templates: BTreeMap<String, crate::prompt::PromptTemplate>,
@@ -930,13 +935,23 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         ));
     }
     let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
+    crate::external::validate(&raw.evaluate, &data_dir, &e)?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
+    if raw.data.multi_label == MultiLabelPolicy::Keep
+        && cells.iter().any(|c| c.augment == AugmentKind::Synthetic)
+    {
+        return Err(e(
+            "augment.kind",
+            "synthetic cells need a single-label task, but `data.multi_label = \"keep\"` makes it multi-label; set `augment.kind = \"none\"`".into(),
+        ));
+    }
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
     if let Some(list) = resolve_target_list(&raw, &data_dir, &e)? {
         raw.augment.targets.list = Some(list);
     }
     Ok(Manifest {
+        evaluate: raw.evaluate.clone(),
         source: path.to_path_buf(),
         experiment: raw.experiment.clone(),
         data: raw.data.clone(),

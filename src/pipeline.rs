@@ -139,6 +139,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         classifier: vec![Default::default()],
         generator: Vec::new(),
         study: Default::default(),
+        evaluate: Vec::new(),
     };
     crate::manifest::expand(&raw)
         .into_iter()
@@ -752,11 +753,12 @@ fn target_techniques(m: &Manifest, ds: &Dataset, s: &Split) -> Vec<String> {
     cluster::select_targets(&train_counts(ds, s), &m.augment.targets).0
 }
 
-/// Classes in a fixed order: every label of the split, sorted.
+/// Classes in a fixed order: every label of the split, sorted (on a multi-label task each label
+/// of a row, and `none` for negatives).
 fn class_index(ds: &Dataset, s: &Split) -> (Vec<String>, BTreeMap<String, usize>) {
     let mut set = std::collections::BTreeSet::new();
     for &i in s.train.iter().chain(&s.validation).chain(&s.test) {
-        set.insert(ds.examples[i].label.clone());
+        set.extend(ds.examples[i].gold().into_iter().map(str::to_string));
     }
     let classes: Vec<String> = set.into_iter().collect();
     let index = classes
@@ -831,12 +833,15 @@ impl CellCtx<'_> {
         }
     }
 
-    /// Examples as (text, class index).
+    /// Examples as (text, class index); on a multi-label task a pair per label of a row (see
+    /// [`crate::multilabel`]).
     fn pairs(&self, idx: &[usize]) -> Vec<(&str, usize)> {
         idx.iter()
-            .map(|&i| {
+            .flat_map(|&i| {
                 let e = &self.ds.examples[i];
-                (e.text.as_str(), self.index[&e.label])
+                e.gold()
+                    .into_iter()
+                    .map(|l| (e.text.as_str(), self.index[l]))
             })
             .collect()
     }
@@ -890,6 +895,9 @@ fn run_cell(
             None => crate::ml::trainer(cell.classifier, &cell.params)
                 .load(&cx.tcx(), &train_entry.dir)?,
         };
+        if cx.ds.multi_label {
+            return evaluate_multi_label(cx, cell, &stages, model.as_ref(), train.len(), w);
+        }
         let test = &cx.split.test;
         let texts: Vec<&str> = test
             .iter()
@@ -943,6 +951,8 @@ fn run_cell(
             train_counts: BTreeMap::new(),
             synthetic: None,
             added: 0,
+            multi_label: None,
+            external: Vec::new(),
         };
         w.write_json("metrics.json", &result)
     })?;
@@ -963,10 +973,182 @@ fn run_cell(
     result.synthetic = added.and_then(|s| s.synthetic.clone());
     result.added = added.map(|s| s.pairs.len()).unwrap_or(0);
     result.train_counts = cx.split.train.iter().fold(BTreeMap::new(), |mut m, &i| {
-        *m.entry(cx.ds.examples[i].label.clone()).or_insert(0) += 1;
+        for l in cx.ds.examples[i].gold() {
+            *m.entry(l.to_string()).or_insert(0) += 1;
+        }
         m
     });
+    result.external = evaluate_external(cx, cell, &stages.train.key, &train_entry.dir)?;
     Ok((result, eval_entry, trained))
+}
+
+/// Score a trained cell on every `[[evaluate]]` set, each through its own `external` stage
+/// ([`crate::external`]); the model is loaded only when some set is not in the cache.
+fn evaluate_external(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    train_key: &str,
+    train_dir: &Path,
+) -> Result<Vec<crate::external::ExternalResult>> {
+    let mut out = Vec::new();
+    let mut model: Option<TrainedNow> = None;
+    let mut catalog: Option<Option<Catalog>> = None;
+    for set in &cx.m.evaluate {
+        let cfg = set.data_config(&cx.m.data);
+        let path = set.path(&cx.m.data_dir);
+        let hash = file_hash(&path).io_ctx(ErrorKind::Data, || {
+            format!("cannot read {}", path.display())
+        })?;
+        let id = crate::external::stage_id(
+            &cfg,
+            set.unknown_labels,
+            &hash,
+            cx.shared.attack_hash.as_deref(),
+            train_key,
+        );
+        let (entry, _) = cx.cache.get_or_compute(&id, |w| {
+            if catalog.is_none() {
+                catalog = Some(match &cx.shared.attack_path {
+                    Some(p) => Some(Catalog::load(p)?),
+                    None => None,
+                });
+            }
+            let ds = data::load(&cfg, &path, catalog.as_ref().and_then(Option::as_ref))?;
+            if model.is_none() {
+                model = Some(
+                    crate::ml::trainer(cell.classifier, &cell.params).load(&cx.tcx(), train_dir)?,
+                );
+            }
+            let m = model.as_ref().expect("loaded above");
+            let mut predict = |texts: &[&str]| -> Result<Vec<usize>> {
+                Ok(m.predict(&cx.tcx(), texts, 1)?
+                    .into_iter()
+                    .map(|s| s.pred)
+                    .collect())
+            };
+            let r = crate::external::score(set, &ds, cx.classes, &mut predict, &id.key)?;
+            w.write_json("external.json", &r)
+        })?;
+        let mut r: crate::external::ExternalResult = entry.read_json("external.json")?;
+        r.name = set.name.clone();
+        r.file = set.file.clone();
+        cx.progress.log(format!(
+            "external {} on {}: macro-F1 {:.4}, micro-F1 {:.4} over {} rows; {} rows with labels the model lacks ({}: {})",
+            r.name,
+            cell.name,
+            r.metrics.macro_f1,
+            r.metrics.micro_f1,
+            r.scored,
+            r.unknown_rows,
+            set.unknown_labels.as_str(),
+            if set.unknown_labels == crate::external::UnknownLabels::Skip {
+                "skipped"
+            } else {
+                "scored as misses"
+            }
+        ));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A multi-label prediction line of `predictions.jsonl`: gold and predicted technique sets at
+/// the validation threshold, and the top scores.
+#[derive(Serialize)]
+struct MultiPrediction<'a> {
+    row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    text: &'a str,
+    gold: Vec<&'a str>,
+    pred: Vec<&'a str>,
+    top: Vec<(&'a str, f32)>,
+}
+
+/// The evaluate stage of a multi-label cell ([`crate::multilabel`]): the threshold chosen on
+/// validation, then every figure on test at it; writes `predictions.jsonl` and `metrics.json`.
+fn evaluate_multi_label(
+    cx: &CellCtx,
+    cell: &CellSpec,
+    stages: &CellStages,
+    model: &dyn crate::ml::Classifier,
+    train_size: usize,
+    w: &crate::cache::EntryWriter,
+) -> Result<()> {
+    use crate::multilabel as ml;
+    let n = cx.classes.len();
+    let none = ml::none_index(cx.classes);
+    let probs = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<&str> = idx
+            .iter()
+            .map(|&i| cx.ds.examples[i].text.as_str())
+            .collect();
+        Ok(model
+            .predict(&cx.tcx(), &texts, n)?
+            .into_iter()
+            .map(|s| {
+                let mut row = vec![0f32; n];
+                for (k, v) in s.top {
+                    row[k] = v;
+                }
+                row
+            })
+            .collect())
+    };
+    let (val, test) = (&cx.split.validation, &cx.split.test);
+    let chosen = ml::choose_threshold(&probs(val)?, &ml::gold_sets(cx.ds, val, cx.index), none);
+    let test_probs = probs(test)?;
+    let gold = ml::gold_sets(cx.ds, test, cx.index);
+    let pred: Vec<Vec<usize>> = test_probs
+        .iter()
+        .map(|r| ml::decide(r, chosen.threshold, none))
+        .collect();
+    let groups: Vec<Option<&str>> = test
+        .iter()
+        .map(|&i| cx.ds.examples[i].group.as_deref())
+        .collect();
+    let (metrics, figures) = ml::evaluate(&gold, &pred, &groups, cx.classes, none, chosen);
+    let mut lines = String::new();
+    for (((&i, g), p), row) in test.iter().zip(&gold).zip(&pred).zip(&test_probs) {
+        let ex = &cx.ds.examples[i];
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        order.truncate(TOP_K);
+        let line = MultiPrediction {
+            row: ex.row,
+            group: ex.group.as_deref(),
+            text: &ex.text,
+            gold: g.iter().map(|&k| cx.classes[k].as_str()).collect(),
+            pred: p.iter().map(|&k| cx.classes[k].as_str()).collect(),
+            top: order
+                .iter()
+                .map(|&k| (cx.classes[k].as_str(), row[k]))
+                .collect(),
+        };
+        lines.push_str(&serde_json::to_string(&line).expect("prediction serializes"));
+        lines.push('\n');
+    }
+    w.write("predictions.jsonl", lines.as_bytes())?;
+    let result = CellResult {
+        cell: cell.clone(),
+        experiment: cx.m.experiment.name.clone(),
+        dataset: dataset_label(cx.m),
+        train_size,
+        validation_size: val.len(),
+        test_size: test.len(),
+        train_seconds: model.log().train_seconds,
+        best_epoch: model.log().best_epoch,
+        trained_parameters: model.log().parameters,
+        train_key: stages.train.key.clone(),
+        evaluate_key: stages.evaluate.key.clone(),
+        metrics,
+        target_macro_f1: None,
+        target_classes: Vec::new(),
+        synthetic: None,
+        multi_label: Some(figures),
+        external: Vec::new(),
+    };
+    w.write_json("metrics.json", &result)
 }
 
 /// Macro-F1 over the target techniques that are in the test split.

@@ -42,6 +42,14 @@ pub struct CellResult {
     /// Sentences the cell's arm added to the real train split (0 for `augment = none`).
     #[serde(default)]
     pub added: usize,
+    /// On a multi-label task (`data.multi_label = "keep"`): the threshold chosen on validation
+    /// and the multi-label figures ([`crate::multilabel`]); `metrics` then holds micro- and
+    /// macro-F1 and the per-technique table at that threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<crate::multilabel::MultiLabelMetrics>,
+    /// Its figures on each `[[evaluate]]` set ([`crate::external`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<crate::external::ExternalResult>,
 }
 
 /// The synthetic data of an augmented cell, in figures.

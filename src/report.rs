@@ -190,9 +190,25 @@ pub fn summary_csv_with_plan(
     plan: &[serde_json::Value],
 ) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(SUMMARY_COLUMNS).expect("csv");
+    // Columns only some runs have (multi-label figures, external sets), after the fixed ones.
+    let extra = crate::multilabel::summary_columns(results);
+    let external = crate::external::summary_columns(results);
+    w.write_record(
+        SUMMARY_COLUMNS
+            .iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .chain(external.iter().map(String::as_str)),
+    )
+    .expect("csv");
     for r in results {
-        w.write_record(row(r)).expect("csv");
+        w.write_record(
+            row(r)
+                .into_iter()
+                .chain(crate::multilabel::summary_values(r, &extra))
+                .chain(crate::external::summary_values(r, &external)),
+        )
+        .expect("csv");
     }
     let dataset = results
         .first()
@@ -200,8 +216,13 @@ pub fn summary_csv_with_plan(
         .unwrap_or_default();
     for (name, why) in failed {
         let cell = plan.iter().find(|c| c["cell"].as_str() == Some(name));
-        w.write_record(unfinished_row(name, why, cell, &dataset))
-            .expect("csv");
+        w.write_record(
+            unfinished_row(name, why, cell, &dataset)
+                .into_iter()
+                .chain(extra.iter().map(|_| String::new()))
+                .chain(external.iter().map(|_| String::new())),
+        )
+        .expect("csv");
     }
     String::from_utf8(w.into_inner().expect("csv")).expect("utf8")
 }
@@ -394,6 +415,8 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
         }
         s.push_str("\nPer technique: `synthetic.csv`; every sentence and the filters it passed: `cells/<cell>/synthetic.jsonl`.\n");
     }
+    s.push_str(&crate::multilabel::summary_md(results));
+    s.push_str(&crate::external::summary_md(results));
     let (skipped, failed): (Vec<_>, Vec<_>) = failed.iter().partition(|(_, why)| why == NOT_RUN);
     if !failed.is_empty() {
         s.push_str("\n## Failed cells\n\n");
@@ -491,6 +514,9 @@ pub fn write_all(dir: &Path, results: &[CellResult], failed: &[(String, String)]
         crate::per_class::per_class_csv(dir, &results, comparisons, bootstrap)?,
     )?;
     w("per_class_delta.csv", crate::per_class::delta_csv(&classes))?;
+    if let Some(body) = crate::external::per_class_csv(&results) {
+        w("per_class_external.csv", body)?;
+    }
     Ok(())
 }
 

@@ -133,13 +133,14 @@ fn grouped(data: &Dataset, cfg: &SplitConfig) -> Result<Split> {
     // Classes with no train example cannot be learned; say so.
     let mut train_classes = std::collections::BTreeSet::new();
     for &i in &s.train {
-        train_classes.insert(data.examples[i].label.as_str());
+        train_classes.extend(data.examples[i].gold());
     }
     let mut unseen = std::collections::BTreeSet::new();
     for &i in &s.test {
-        let l = data.examples[i].label.as_str();
-        if !train_classes.contains(l) {
-            unseen.insert(l);
+        for l in data.examples[i].gold() {
+            if !train_classes.contains(l) {
+                unseen.insert(l);
+            }
         }
     }
     if !unseen.is_empty() {
@@ -225,12 +226,14 @@ mod tests {
                     label: label.to_string(),
                     group: Some(format!("doc{}", i % 7)),
                     row: examples.len() + 1,
+                    labels: Vec::new(),
                 });
             }
         }
         Dataset {
             examples,
             stats: LoadStats::default(),
+            multi_label: false,
         }
     }
 

@@ -558,3 +558,62 @@ fn a_fasttext_key_on_a_linear_classifier_names_both() {
         ],
     );
 }
+
+/// A `[[evaluate]]` table on the TRAM sandbox (its data folder is `data/`).
+fn with_evaluate(s: &Sandbox, table: &str) -> std::path::PathBuf {
+    s.write(
+        "data/ext.csv",
+        "label,text\nT1059,uses a shell\nT1105,downloads a tool\n",
+    );
+    s.manifest(
+        "kind = \"tram-single\"",
+        &format!("[[evaluate]]\n{table}\n"),
+    )
+}
+
+#[test]
+fn external_set_with_a_missing_file_names_it() {
+    let s = tram_sandbox();
+    let m = with_evaluate(&s, "name = \"ext\"\nfile = \"nope.csv\"\nkind = \"csv\"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        3,
+        &["[[evaluate]] `ext`", "evaluate.0.file", "nope.csv"],
+    );
+}
+
+#[test]
+fn external_set_with_an_unknown_field_lists_the_valid_ones() {
+    let s = tram_sandbox();
+    let m = with_evaluate(
+        &s,
+        "name = \"ext\"\nfile = \"ext.csv\"\nkind = \"csv\"\nlabel_field = \"label\"",
+    );
+    assert_rejected(&s, &m, &[], 2, &["label_field", "`unknown_labels`"]);
+}
+
+#[test]
+fn external_set_with_an_unknown_policy_lists_the_valid_ones() {
+    let s = tram_sandbox();
+    let m = with_evaluate(
+        &s,
+        "name = \"ext\"\nfile = \"ext.csv\"\nkind = \"csv\"\nunknown_labels = \"ignore\"",
+    );
+    assert_rejected(&s, &m, &[], 2, &["ignore", "`skip`", "`error`"]);
+}
+
+#[test]
+fn multi_label_data_cannot_take_synthetic_cells() {
+    let s = Sandbox::new();
+    s.write(
+        "data/tram/multi_label_reconstructed.jsonl",
+        "{\"text\":\"a\",\"labels_tram50\":[\"T1059\"],\"doc_title\":\"d\"}\n",
+    );
+    let m = s.manifest(
+        "kind = \"tram-multi\"\nmulti_label = \"keep\"",
+        "[augment]\nkind = [\"none\", \"synthetic\"]\n",
+    );
+    assert_rejected(&s, &m, &[], 2, &["augment.kind", "multi-label"]);
+}

@@ -94,6 +94,9 @@ pub enum MultiLabelPolicy {
     Drop,
     /// Keep the first label of such rows.
     First,
+    /// The task is multi-label: every row keeps all its labels ([`super::Example::labels`]),
+    /// and with `data.negatives = "keep"` a row without one is a negative (no technique).
+    Keep,
 }
 
 /// What becomes of rows whose technique the ATT&CK catalog marks deprecated, or revoked with no

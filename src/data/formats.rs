@@ -245,6 +245,22 @@ fn push_row(
         }
     }
     let mut labels = norm.row(values);
+    if cfg.multi_label == MultiLabelPolicy::Keep && labels.len() > 1 {
+        for label in &labels {
+            count_spelling(stats, label);
+        }
+        let mut ids: Vec<String> = labels.into_iter().map(|l| l.id).collect();
+        ids.sort();
+        ids.dedup();
+        rows.push(Example {
+            text: text.to_string(),
+            label: ids.join("+"),
+            group,
+            row: stats.rows_read,
+            labels: ids,
+        });
+        return;
+    }
     let label = match labels.len() {
         0 => match cfg.negatives {
             NegativePolicy::Drop => {
@@ -257,6 +273,7 @@ fn push_row(
                     label: NEGATIVE_LABEL.to_string(),
                     group,
                     row: stats.rows_read,
+                    labels: Vec::new(),
                 });
                 return;
             }
@@ -267,12 +284,29 @@ fn push_row(
                 stats.multi_label_dropped += 1;
                 return;
             }
-            MultiLabelPolicy::First => {
+            MultiLabelPolicy::First | MultiLabelPolicy::Keep => {
                 stats.multi_label_first += 1;
                 labels.remove(0)
             }
         },
     };
+    count_spelling(stats, &label);
+    let labels = if cfg.multi_label == MultiLabelPolicy::Keep {
+        vec![label.id.clone()]
+    } else {
+        Vec::new()
+    };
+    rows.push(Example {
+        text: text.to_string(),
+        label: label.id,
+        group,
+        row: stats.rows_read,
+        labels,
+    });
+}
+
+/// Count a kept label that was respelled or mapped from a revoked ID.
+fn count_spelling(stats: &mut LoadStats, label: &super::labels::Label) {
     if label.respelled() {
         stats
             .labels_normalized
@@ -287,12 +321,6 @@ fn push_row(
             .or_insert_with(|| (label.id.clone(), 0))
             .1 += 1;
     }
-    rows.push(Example {
-        text: text.to_string(),
-        label: label.id,
-        group,
-        row: stats.rows_read,
-    });
 }
 
 fn objects_to_rows<'a>(

@@ -20,6 +20,7 @@ use crate::data::config::{
 use crate::error::{Error, Result};
 pub use attack::Catalog;
 use attack::Standing;
+pub use formats::NEGATIVE_LABEL;
 use labels::{Normalizer, is_technique_id, technique_id};
 
 /// Version of the load stage's output; bump when the parsing or filtering changes.
@@ -43,6 +44,11 @@ pub struct Example {
     /// report. Written into `predictions.jsonl` and the split files, to join results back.
     #[serde(default)]
     pub row: usize,
+    /// Every label of the row, sorted, on a multi-label dataset (`data.multi_label = "keep"`);
+    /// empty for a negative there, and on single-label datasets. `label` is then the set's key:
+    /// the labels joined by `+`, or `none` for a negative.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// A technique the catalog does not hold as current, and the rows that carry it.
@@ -119,6 +125,10 @@ pub struct LoadStats {
 pub struct Dataset {
     pub examples: Vec<Example>,
     pub stats: LoadStats,
+    /// Whether the task is multi-label (`data.multi_label = "keep"`): then each example's
+    /// [`Example::labels`] is its gold set and `label` only the set's key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_label: bool,
 }
 
 /// `ID (why, N rows), …` for a log line.
@@ -365,13 +375,28 @@ impl LoadStats {
 }
 
 impl Dataset {
-    /// Class → count, sorted by class.
+    /// Class → count, sorted by class. On a multi-label dataset each label of a row counts once
+    /// and a negative counts for `none`.
     pub fn class_counts(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for e in &self.examples {
-            *m.entry(e.label.clone()).or_insert(0) += 1;
+            for l in e.gold() {
+                *m.entry(l.to_string()).or_insert(0) += 1;
+            }
         }
         m
+    }
+}
+
+impl Example {
+    /// The row's gold labels: every label on a multi-label dataset (`none` alone for a
+    /// negative), else its one label.
+    pub fn gold(&self) -> Vec<&str> {
+        if self.labels.is_empty() {
+            vec![self.label.as_str()]
+        } else {
+            self.labels.iter().map(String::as_str).collect()
+        }
     }
 }
 
@@ -505,17 +530,17 @@ fn apply_technique_policies(
     if stats.multi_label_dropped > 0 {
         dropped.insert("data.multi_label".into(), stats.multi_label_dropped);
     }
-    rows.retain(|r| {
-        if !is_technique_id(&r.label) {
+    let mut kept = |label: &str, stats: &mut LoadStats| -> bool {
+        if !is_technique_id(label) {
             return true;
         }
-        if excluded.contains(&r.label) {
-            *stats.excluded.entry(r.label.clone()).or_insert(0) += 1;
+        if excluded.contains(label) {
+            *stats.excluded.entry(label.to_string()).or_insert(0) += 1;
             *dropped.entry("data.exclude".into()).or_insert(0) += 1;
             return false;
         }
         let Some(cat) = catalog else { return true };
-        let standing = cat.standing(&r.label);
+        let standing = cat.standing(label);
         let (map, keep, key) = match standing {
             Standing::Active => return true,
             Standing::Deprecated | Standing::RevokedWithoutSuccessor => (
@@ -529,7 +554,7 @@ fn apply_technique_policies(
                 "data.unknown_techniques",
             ),
         };
-        map.entry(r.label.clone())
+        map.entry(label.to_string())
             .or_insert_with(|| Flagged {
                 why: cat.why(&standing),
                 rows: 0,
@@ -539,8 +564,26 @@ fn apply_technique_policies(
             *dropped.entry(key.into()).or_insert(0) += 1;
         }
         keep
+    };
+    rows.retain_mut(|r| {
+        if r.labels.is_empty() {
+            return kept(&r.label, stats);
+        }
+        // Multi-label: each label on its own; a row that loses all its labels goes.
+        r.labels.retain(|l| kept(l, stats));
+        set_key(r);
+        !r.labels.is_empty()
     });
     stats.labels_dropped = dropped;
+}
+
+/// A multi-label row's `label`: its labels joined by `+` (sorted), `none` when it has none.
+fn set_key(r: &mut Example) {
+    r.label = if r.labels.is_empty() {
+        formats::NEGATIVE_LABEL.to_string()
+    } else {
+        r.labels.join("+")
+    };
 }
 
 /// The load stage's parameters, which are exactly its cache key: the dataset file's and the
@@ -686,14 +729,26 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for e in &examples {
-        *counts.entry(e.label.clone()).or_insert(0) += 1;
+        for l in e.gold() {
+            *counts.entry(l.to_string()).or_insert(0) += 1;
+        }
     }
     for (label, n) in &counts {
         if *n < cfg.min_examples {
             stats.rare_classes_dropped.insert(label.clone(), *n);
         }
     }
-    examples.retain(|e| !stats.rare_classes_dropped.contains_key(&e.label));
+    let multi_label = cfg.multi_label == MultiLabelPolicy::Keep;
+    examples.retain_mut(|e| {
+        if e.labels.is_empty() {
+            return !stats.rare_classes_dropped.contains_key(&e.label);
+        }
+        // Multi-label: rare labels leave the set; a row left with none goes.
+        e.labels
+            .retain(|l| !stats.rare_classes_dropped.contains_key(l));
+        set_key(e);
+        !e.labels.is_empty()
+    });
     stats.examples = examples.len();
     stats.classes = counts.len() - stats.rare_classes_dropped.len();
 
@@ -709,7 +764,11 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
             cfg.min_examples
         )));
     }
-    Ok(Dataset { examples, stats })
+    Ok(Dataset {
+        examples,
+        stats,
+        multi_label,
+    })
 }
 
 #[cfg(test)]
@@ -791,6 +850,51 @@ mod tests {
         let d = load(&with_negatives, &p, None).unwrap();
         assert_eq!(d.examples.len(), 18999);
         assert_eq!(d.class_counts()[formats::NEGATIVE_LABEL], 15115);
+    }
+
+    #[test]
+    fn multi_label_keep_keeps_every_label_and_the_negatives() {
+        let p = shared("tram/multi_label_reconstructed.jsonl");
+        let c = DataConfig {
+            negatives: NegativePolicy::Keep,
+            multi_label: MultiLabelPolicy::Keep,
+            ..keep_all(DataKind::TramMulti)
+        };
+        let d = load(&c, &p, None).unwrap();
+        assert!(d.multi_label);
+        assert_eq!(d.examples.len(), 18999);
+        let several: Vec<&Example> = d.examples.iter().filter(|e| e.labels.len() > 1).collect();
+        assert_eq!(several.len(), 757);
+        assert_eq!(
+            d.examples.iter().filter(|e| e.labels.is_empty()).count(),
+            15115
+        );
+        // The key of a set is its sorted labels joined by `+`; gold() gives the set.
+        let e = several[0];
+        assert_eq!(e.label, e.labels.join("+"));
+        assert!(e.labels.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(
+            e.gold(),
+            e.labels.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        // Classes are single techniques (TRAM's 50) and `none`, never a set.
+        assert_eq!(d.stats.classes, 51);
+        assert_eq!(d.class_counts()[formats::NEGATIVE_LABEL], 15115);
+        assert!(d.class_counts().keys().all(|k| !k.contains('+')));
+        // A rare label leaves the sets it is in, and a row left with none goes.
+        let rare = DataConfig {
+            min_examples: 100,
+            ..c
+        };
+        let d = load(&rare, &p, None).unwrap();
+        assert!(!d.stats.rare_classes_dropped.is_empty());
+        for e in &d.examples {
+            assert!(
+                e.labels
+                    .iter()
+                    .all(|l| !d.stats.rare_classes_dropped.contains_key(l))
+            );
+        }
     }
 
     #[test]
