@@ -130,11 +130,13 @@ mod tests {
                 .map(|(i, (t, l))| Example {
                     text: t.to_string(),
                     label: l.to_string(),
+                    labels: Vec::new(),
                     group: None,
                     row: i + 1,
                 })
                 .collect(),
             stats: Default::default(),
+            multi_label: false,
         }
     }
 

@@ -996,7 +996,7 @@ fn evaluate_external(
     for set in &cx.m.evaluate {
         let cfg = set.data_config(&cx.m.data);
         let path = set.path(&cx.m.data_dir);
-        let hash = file_hash(&path).io_ctx(ErrorKind::Data, || {
+        let hash = crate::hash::file_hash(&path).io_ctx(ErrorKind::Data, || {
             format!("cannot read {}", path.display())
         })?;
         let id = crate::external::stage_id(
@@ -1145,6 +1145,8 @@ fn evaluate_multi_label(
         target_macro_f1: None,
         target_classes: Vec::new(),
         synthetic: None,
+        added: 0,
+        train_counts: Default::default(),
         multi_label: Some(figures),
         external: Vec::new(),
     };
