@@ -736,6 +736,26 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_encoder_config_reads_back_as_its_architecture() {
+        // SeqMeta stores the config inside a cached model; it must come back as the same kind.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders");
+        for (name, albert) in [("albert-groups", true), ("roberta-tiny", false)] {
+            let c = read_config(&fixtures.join(name)).unwrap();
+            assert_eq!(matches!(c, EncoderConfig::Albert(_)), albert, "{name}");
+            let back: EncoderConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c, "{name}");
+        }
+        let EncoderConfig::Albert(a) = read_config(&fixtures.join("albert-groups")).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            (a.num_hidden_layers, a.num_hidden_groups, a.inner_group_num),
+            (4, 2, 2)
+        );
+    }
+
+    #[test]
     fn the_embedding_cache_computes_each_text_once() {
         let dir = tempfile::tempdir().unwrap();
         let cache = EmbeddingCache::new(dir.path(), "m", 128, "mean");
