@@ -33,6 +33,7 @@ bench runs="5": models
     bash benches/core.sh 2
     bash benches/generate.sh {{runs}}
     bash benches/encoder.sh 3
+    bash benches/albert.sh 3
     bash benches/linear.sh {{runs}}
     bash benches/predict.sh 3
     bash benches/multilabel.sh

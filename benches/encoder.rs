@@ -1,10 +1,14 @@
 //! Encoder benchmarks (run by `bash benches/encoder.sh` beside the PyTorch peer):
 //! - all-MiniLM-L6-v2 embedding throughput over the 5,089 TRAM single-label sentences, batch 32,
 //!   padded to the longest text of each batch, in file order;
-//! - one fine-tuning step (forward, backward, AdamW) on a batch of 32, dynamic padding.
+//! - one fine-tuning step (forward, backward, AdamW) on a batch of 32, dynamic padding;
+//! - `albert` (only when named; run by `bash benches/albert.sh`): the same embedding measurement
+//!   with the ALBERT model folder in `$BENCH_ALBERT_DIR` over the first `$BENCH_SENTENCES` (512)
+//!   TRAM sentences.
 //!
 //! Prints one JSON line per measurement.
-//! Usage: cargo bench --bench encoder -- [RUNS] [embed|finetune]   (both when neither is named)
+//! Usage: cargo bench --bench encoder -- [RUNS] [embed|finetune|albert]   (embed and finetune
+//! when none is named)
 
 // The allocator the synthcti binary uses (see src/main.rs).
 #[global_allocator]
@@ -35,7 +39,7 @@ fn main() {
         .unwrap_or(3);
     let only = std::env::args()
         .skip(1)
-        .find(|a| a == "embed" || a == "finetune");
+        .find(|a| a == "embed" || a == "finetune" || a == "albert");
     let wants = |what: &str| only.as_deref().is_none_or(|o| o == what);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("models/all-MiniLM-L6-v2");
@@ -58,6 +62,30 @@ fn main() {
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let device = Device::flex();
+    if only.as_deref() == Some("albert") {
+        let dir = std::env::var("BENCH_ALBERT_DIR").expect("BENCH_ALBERT_DIR: an ALBERT folder");
+        let n: usize = std::env::var("BENCH_SENTENCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512);
+        let enc = SentenceEncoder::load(Path::new(&dir), 128, &device).expect("ALBERT");
+        assert_eq!(enc.config.model_type(), "albert");
+        let refs = &refs[..n.min(refs.len())];
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let v = enc.embed(refs, 32, &device).unwrap();
+            assert_eq!(v.len(), refs.len());
+            rates.push(refs.len() as f64 / t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{}",
+            serde_json::json!({"impl": "synthcti-burn", "what": "albert_embed",
+            "sentences": refs.len(), "batch": 32, "max_length": 128, "runs": runs,
+            "sentences_per_s": median(rates.clone()), "all": rates})
+        );
+        return;
+    }
     let enc = SentenceEncoder::load(&model, 128, &device).expect("MiniLM");
 
     let mut rates = Vec::new();
@@ -89,7 +117,8 @@ fn main() {
     let ad = device.clone().autodiff();
     ad.seed(1);
     let mut cls = SeqClassifier::new(&enc.config, classes.len(), 0.1, &ad);
-    synthcti::ml::encoder::load_weights(&mut cls.bert, &model.join("model.safetensors")).unwrap();
+    synthcti::ml::encoder::load_weights(&mut cls.encoder, &model.join("model.safetensors"))
+        .unwrap();
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init();
     let steps = 2 + 5 * runs;
     let mut secs = Vec::new();

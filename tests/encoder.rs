@@ -94,6 +94,62 @@ fn finetuned_and_from_scratch_encoders_run_as_cells() {
 }
 
 #[test]
+fn albert_runs_as_a_frozen_and_a_finetuned_encoder() {
+    // A tiny random ALBERT (scripts/encoder_fixtures.py; its outputs match transformers', see
+    // tests/encoder_parity.rs): config.json says `model_type = "albert"`, nothing else does.
+    let albert = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/encoders/albert-tiny");
+    let (s, m) = sandbox(&format!(
+        "[[classifier]]\nkind = \"encoder-frozen\"\nmodel = \"{a}\"\nepochs = 3\nhead_hidden = 0\n\n\
+         [[classifier]]\nkind = \"encoder-finetune\"\nmodel = \"{a}\"\nepochs = 1\nmax_length = 32\nbatch_size = 16\n",
+        a = albert.display()
+    ));
+    let out = s.path("results/r");
+    s.run_ok(&m, &out, &[]);
+    let rows = read_csv_rows(&out.join("summary.csv"));
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["classifier"].as_str(), r["trained_parameters"].as_str()))
+        .collect();
+    // The head 32 → 4; fine-tuning adds ALBERT without its pooler: embeddings 400·16 + 64·16 +
+    // 2·16 + LayerNorm 2·16, the projection 16·32 + 32, and one shared layer (q, k, v, dense
+    // 4·(32·32 + 32), two LayerNorms 4·32, ffn 32·37 + 37, ffn_output 37·32 + 32) — stored once
+    // for its 3 passes.
+    let albert_params = 400 * 16
+        + 64 * 16
+        + 2 * 16
+        + 2 * 16
+        + 16 * 32
+        + 32
+        + 4 * (32 * 32 + 32)
+        + 4 * 32
+        + 32 * 37
+        + 37
+        + 37 * 32
+        + 32;
+    let head = 32 * 4 + 4;
+    let (frozen, finetuned) = (head.to_string(), (albert_params + head).to_string());
+    assert_eq!(
+        got,
+        [
+            ("encoder-frozen", frozen.as_str()),
+            ("encoder-finetune", finetuned.as_str())
+        ]
+    );
+    assert!(
+        embedding_files(&s) >= 140,
+        "{} embeddings",
+        embedding_files(&s)
+    );
+    let o = s.run_ok(&m, &s.path("results/again"), &[]);
+    assert!(
+        stderr(&o).contains("0 trained, 2 from cache"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_model_folder_without_weights_is_rejected_before_any_work() {
     let (s, m) = sandbox("[[classifier]]\nkind = \"encoder-frozen\"\nmodel = \"half\"\n");
     std::fs::create_dir_all(s.path("half")).unwrap();

@@ -1,15 +1,19 @@
 //! Pretrained BERT-family sentence encoders: a Hugging Face model folder (`config.json`,
-//! `tokenizer.json`, `model.safetensors`) loaded into the burn [`bert::Bert`] module through
+//! `tokenizer.json`, `model.safetensors`) loaded into the burn [`Bert`] (BERT, RoBERTa,
+//! XLM-RoBERTa) or [`Albert`] module, as `config.json`'s `model_type` says, through
 //! burn's `SafetensorsStore` with the PyTorch adapter, tokenized with the `tokenizers` crate
 //! (padding to the longest text of each batch, truncation at a configured length), and
 //! mean-pooled, L2-normalized sentence embeddings.
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use serde::{Deserialize, Serialize};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+pub use super::albert::{Albert, AlbertConfig};
 pub use super::bert::{Bert, BertConfig, l2_normalize, mean_pool};
 
 use crate::error::{Error, Result};
@@ -17,41 +21,144 @@ use crate::error::{Error, Result};
 /// The files a model folder must have.
 pub const MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
 
+/// An encoder's architecture: `config.json` read by its `model_type`. Serializes as the config
+/// itself (its `model_type` says which).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum EncoderConfig {
+    /// `bert`, `roberta`, `xlm-roberta`.
+    Bert(BertConfig),
+    /// `albert`.
+    Albert(AlbertConfig),
+}
+
+impl<'de> Deserialize<'de> for EncoderConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        let kind = v
+            .get("model_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("bert");
+        if kind == "albert" {
+            serde_json::from_value(v).map(EncoderConfig::Albert)
+        } else {
+            serde_json::from_value(v).map(EncoderConfig::Bert)
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+impl EncoderConfig {
+    pub fn model_type(&self) -> &str {
+        match self {
+            EncoderConfig::Bert(c) => &c.model_type,
+            EncoderConfig::Albert(c) => &c.model_type,
+        }
+    }
+    /// Width of the token states (H).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            EncoderConfig::Bert(c) => c.hidden_size,
+            EncoderConfig::Albert(c) => c.hidden_size,
+        }
+    }
+    pub fn pad_token_id(&self) -> usize {
+        match self {
+            EncoderConfig::Bert(c) => c.pad_token_id,
+            EncoderConfig::Albert(c) => c.pad_token_id,
+        }
+    }
+    /// Longest sequence the position table allows.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            EncoderConfig::Bert(c) => c.max_tokens(),
+            EncoderConfig::Albert(c) => c.max_tokens(),
+        }
+    }
+    /// The dropout rate of the hidden states (set for fine-tuning).
+    pub fn set_dropout(&mut self, p: f64) {
+        match self {
+            EncoderConfig::Bert(c) => c.hidden_dropout_prob = p,
+            EncoderConfig::Albert(c) => c.hidden_dropout_prob = p,
+        }
+    }
+    /// A randomly initialized encoder without a pooler (sentence vectors are mean-pooled).
+    pub fn init(&self, device: &Device) -> EncoderModel {
+        match self {
+            EncoderConfig::Bert(c) => EncoderModel::Bert(c.init(device)),
+            EncoderConfig::Albert(c) => EncoderModel::Albert(c.init(false, device)),
+        }
+    }
+}
+
+/// A BERT-family encoder of either architecture.
+#[derive(Module, Debug)]
+pub enum EncoderModel {
+    Bert(Bert),
+    Albert(Albert),
+}
+
+impl EncoderModel {
+    /// ids, mask: [B, L] → hidden states [B, L, H], zeros at padding positions.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            EncoderModel::Bert(m) => m.forward(ids, mask),
+            EncoderModel::Albert(m) => m.forward(ids, mask),
+        }
+    }
+}
+
 /// A loaded encoder and its tokenizer.
 pub struct SentenceEncoder {
-    pub config: BertConfig,
-    pub model: Bert,
+    pub config: EncoderConfig,
+    pub model: EncoderModel,
     pub tokenizer: Tokenizer,
     pub max_length: usize,
     pub dir: PathBuf,
 }
 
-/// Read `config.json` of a model folder.
-pub fn read_config(dir: &Path) -> Result<BertConfig> {
+/// Read `config.json` of a model folder: BERT, RoBERTa, XLM-RoBERTa or ALBERT by its
+/// `model_type`; a config the modules cannot run is an error naming the key.
+pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
     check_folder(dir)?;
     let p = dir.join("config.json");
     let text = std::fs::read_to_string(&p)
         .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
-    let c: BertConfig = serde_json::from_str(&text).map_err(|e| {
+    let c: EncoderConfig = serde_json::from_str(&text).map_err(|e| {
         Error::data(format!(
-            "{} is not a BERT/RoBERTa config.json: {e}",
+            "{} is not a BERT, RoBERTa or ALBERT config.json: {e}",
             p.display()
         ))
     })?;
-    if !matches!(c.model_type.as_str(), "bert" | "roberta" | "xlm-roberta") {
-        return Err(Error::data(format!(
-            "{}: model_type `{}` is not supported; use a BERT or RoBERTa model",
-            p.display(),
-            c.model_type
-        )));
-    }
-    if !c.hidden_size.is_multiple_of(c.num_attention_heads.max(1)) {
-        return Err(Error::data(format!(
-            "{}: hidden_size {} is not a multiple of num_attention_heads {}",
-            p.display(),
-            c.hidden_size,
-            c.num_attention_heads
-        )));
+    let bad = match &c {
+        EncoderConfig::Albert(a) => a.unsupported(),
+        EncoderConfig::Bert(b) => {
+            if !matches!(b.model_type.as_str(), "bert" | "roberta" | "xlm-roberta") {
+                return Err(Error::data(format!(
+                    "{}: model_type `{}` is not supported; use a BERT, RoBERTa or ALBERT model",
+                    p.display(),
+                    b.model_type
+                )));
+            }
+            if !b.hidden_size.is_multiple_of(b.num_attention_heads.max(1)) {
+                Some(format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    b.hidden_size, b.num_attention_heads
+                ))
+            } else if super::bert::Activation::parse(&b.hidden_act).is_none() {
+                Some(format!(
+                    "hidden_act `{}` is not supported; use one of {}",
+                    b.hidden_act,
+                    super::bert::Activation::NAMES
+                ))
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(why) = bad {
+        return Err(Error::data(format!("{}: {why}", p.display())));
     }
     Ok(c)
 }
@@ -102,18 +209,61 @@ pub fn load_tokenizer(dir: &Path, max_length: usize, pad_id: u32) -> Result<Toke
 }
 
 /// Load pretrained weights into `model`; a missing tensor or one whose shape differs from the
-/// config is an error naming it.
-pub fn load_weights(model: &mut Bert, path: &Path) -> Result<()> {
-    let mut store = SafetensorsStore::from_file(path)
-        .with_from_adapter(PyTorchToBurnAdapter)
+/// config is an error naming it. Tensors the model lacks (an MLM head, a pooler the model was
+/// built without) are ignored.
+pub fn load_weights(model: &mut EncoderModel, path: &Path) -> Result<()> {
+    match model {
+        EncoderModel::Bert(m) => load_bert_weights(m, path),
+        EncoderModel::Albert(m) => load_albert_weights(m, path),
+    }
+}
+
+/// BERT / RoBERTa names: `LayerNorm` → `layer_norm`, `self` → `self_attn`, the `bert.` /
+/// `roberta.` prefix dropped.
+pub fn load_bert_weights(model: &mut Bert, path: &Path) -> Result<()> {
+    let store = SafetensorsStore::from_file(path)
         .with_key_remapping(r"^(bert|roberta)\.", "")
         .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
-        .with_key_remapping(r"\.self\.", ".self_attn.")
+        .with_key_remapping(r"\.self\.", ".self_attn.");
+    load_store(model, store, path, "BERT/RoBERTa")
+}
+
+/// transformers' `AlbertModel` names onto [`Albert`]'s, whose layers are BERT's: the attention's
+/// `query`/`key`/`value` under `self_attn`, its `dense` and `LayerNorm` under `output`, `ffn` →
+/// `intermediate.dense`, `ffn_output` → `output.dense`, `full_layer_layer_norm` →
+/// `output.layer_norm`; the `albert.` prefix of a pre-training checkpoint dropped.
+pub fn load_albert_weights(model: &mut Albert, path: &Path) -> Result<()> {
+    let store = SafetensorsStore::from_file(path)
+        .with_key_remapping(r"^albert\.", "")
+        .with_key_remapping(
+            r"\.attention\.(query|key|value)\.",
+            ".attention.self_attn.$1.",
+        )
+        .with_key_remapping(r"\.attention\.dense\.", ".attention.output.dense.")
+        .with_key_remapping(r"\.attention\.LayerNorm\.", ".attention.output.layer_norm.")
+        .with_key_remapping(r"\.ffn\.", ".intermediate.dense.")
+        .with_key_remapping(r"\.ffn_output\.", ".output.dense.")
+        .with_key_remapping(r"\.full_layer_layer_norm\.", ".output.layer_norm.")
+        .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.");
+    load_store(model, store, path, "ALBERT")
+}
+
+fn load_store<M: ModuleSnapshot>(
+    model: &mut M,
+    store: SafetensorsStore,
+    path: &Path,
+    what: &str,
+) -> Result<()> {
+    let mut store = store
+        .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
         .validate(true);
-    let res = model
-        .load_from(&mut store)
-        .map_err(|e| Error::data(format!("cannot read the weights {}: {e}", path.display())))?;
+    let res = model.load_from(&mut store).map_err(|e| {
+        Error::data(format!(
+            "cannot load the weights {}: {e}; does config.json describe these weights?",
+            path.display()
+        ))
+    })?;
     if let Some(e) = res.errors.first() {
         return Err(Error::data(format!(
             "{}: {e}; the tensors do not match config.json (is it the config of these weights?)",
@@ -122,7 +272,7 @@ pub fn load_weights(model: &mut Bert, path: &Path) -> Result<()> {
     }
     if let Some((name, _)) = res.missing.first() {
         return Err(Error::data(format!(
-            "{}: tensor `{name}` is missing ({} missing in all); is this a BERT/RoBERTa checkpoint?",
+            "{}: tensor `{name}` is missing ({} missing in all); is this a {what} checkpoint?",
             path.display(),
             res.missing.len()
         )));
@@ -134,7 +284,7 @@ impl SentenceEncoder {
     pub fn load(dir: &Path, max_length: usize, device: &Device) -> Result<Self> {
         let config = read_config(dir)?;
         let max_length = max_length.min(config.max_tokens()).max(2);
-        let tokenizer = load_tokenizer(dir, max_length, config.pad_token_id as u32)?;
+        let tokenizer = load_tokenizer(dir, max_length, config.pad_token_id() as u32)?;
         let mut model = config.init(device);
         load_weights(&mut model, &dir.join("model.safetensors"))?;
         Ok(Self {
@@ -589,6 +739,26 @@ mod tests {
             panic!("mismatched tensors must not load");
         };
         assert!(e.message.contains("intermediate.dense"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_saved_encoder_config_reads_back_as_its_architecture() {
+        // SeqMeta stores the config inside a cached model; it must come back as the same kind.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders");
+        for (name, albert) in [("albert-groups", true), ("roberta-tiny", false)] {
+            let c = read_config(&fixtures.join(name)).unwrap();
+            assert_eq!(matches!(c, EncoderConfig::Albert(_)), albert, "{name}");
+            let back: EncoderConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c, "{name}");
+        }
+        let EncoderConfig::Albert(a) = read_config(&fixtures.join("albert-groups")).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            (a.num_hidden_layers, a.num_hidden_groups, a.inner_group_num),
+            (4, 2, 2)
+        );
     }
 
     #[test]

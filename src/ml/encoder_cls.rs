@@ -21,12 +21,14 @@ use super::{EpochLog, Epochs, Scored, TrainLog, class_weights, length_bucketed_b
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
 use crate::metrics;
-use crate::ml::encoder::{self, Bert, BertConfig, mean_pool, pad_batch, token_ids};
+use crate::ml::encoder::{
+    self, BertConfig, EncoderConfig, EncoderModel, mean_pool, pad_batch, token_ids,
+};
 use crate::ml::params::{ClassifierKind, EncoderParams};
 
 /// The `encoder-finetune` / `transformer` train stage (2: dropout draws seeded per step, the
-/// tokenizer saved inside the entry).
-pub const ENCODER_TRAIN_VERSION: u32 = 2;
+/// tokenizer saved inside the entry; 3: the encoder is BERT-or-ALBERT, saved under `encoder`).
+pub const ENCODER_TRAIN_VERSION: u32 = 3;
 /// The `encoder-frozen` head's train stage (2: the parameter count includes biases and a
 /// linear head; 3: dropout draws seeded per step).
 pub const HEAD_TRAIN_VERSION: u32 = 3;
@@ -207,23 +209,25 @@ pub fn predict_head(
 // ---------------------------------------------------------------------------------------------
 // encoder-finetune and transformer: the whole encoder with a linear head.
 
+/// An encoder (BERT, RoBERTa or ALBERT), mean pooling, dropout and a linear head.
 #[derive(Module, Debug)]
 pub struct SeqClassifier {
-    pub bert: Bert,
+    pub encoder: EncoderModel,
     dropout: Dropout,
     out: Linear,
 }
 
 impl SeqClassifier {
-    pub fn new(config: &BertConfig, classes: usize, dropout: f64, device: &Device) -> Self {
+    pub fn new(config: &EncoderConfig, classes: usize, dropout: f64, device: &Device) -> Self {
         Self {
-            bert: config.init(device),
+            encoder: config.init(device),
             dropout: DropoutConfig::new(dropout).init(),
-            out: LinearConfig::new(config.hidden_size, classes).init(device),
+            out: LinearConfig::new(config.hidden_size(), classes).init(device),
         }
     }
+    /// ids, mask: [B, L] → logits [B, classes].
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<2> {
-        let h = self.bert.forward(ids, mask.clone());
+        let h = self.encoder.forward(ids, mask.clone());
         self.out.forward(self.dropout.forward(mean_pool(h, mask)))
     }
 }
@@ -233,7 +237,7 @@ impl SeqClassifier {
 pub struct SeqMeta {
     pub kind: ClassifierKind,
     pub params: EncoderParams,
-    pub config: BertConfig,
+    pub config: EncoderConfig,
     pub classes: Vec<String>,
 }
 
@@ -299,20 +303,20 @@ pub fn train_seq(
     let (config, tokenizer, mut model) = if kind == ClassifierKind::Transformer {
         let pad = pad_id(&dir);
         let tok = encoder::load_tokenizer(&dir, p.max_length, pad as u32)?;
-        let config = scratch_config(p, &tok, pad);
+        let config = EncoderConfig::Bert(scratch_config(p, &tok, pad));
         let model = crate::ml::init_seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
         (config, tok, model)
     } else {
         let mut config = encoder::read_config(&dir)?;
-        config.hidden_dropout_prob = p.dropout;
+        config.set_dropout(p.dropout);
         let max = p.max_length.min(config.max_tokens());
-        let tok = encoder::load_tokenizer(&dir, max, config.pad_token_id as u32)?;
+        let tok = encoder::load_tokenizer(&dir, max, config.pad_token_id() as u32)?;
         let mut model = crate::ml::init_seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
-        encoder::load_weights(&mut model.bert, &dir.join("model.safetensors"))?;
+        encoder::load_weights(&mut model.encoder, &dir.join("model.safetensors"))?;
         (config, tok, model)
     };
     let tokenize = |texts: &[&str]| token_ids(&tokenizer, texts);
@@ -332,7 +336,7 @@ pub fn train_seq(
     let steps = train.len().div_ceil(p.batch_size) * p.epochs;
     let mut epochs = Epochs::new(p.patience, p.min_delta);
     let mut step = 0;
-    let pad = config.pad_token_id as u32;
+    let pad = config.pad_token_id() as u32;
     for epoch in 1..=p.epochs {
         let t0 = Instant::now();
         let mut loss_sum = 0.0;
@@ -429,7 +433,7 @@ impl SeqTrained {
         Ok(predict_ids(
             &self.model,
             &ids,
-            self.meta.config.pad_token_id as u32,
+            self.meta.config.pad_token_id() as u32,
             device,
             top_k,
         ))
@@ -459,7 +463,7 @@ impl SeqTrained {
             .load_from(&mut store)
             .map_err(|e| Error::cache(format!("loading {}: {e}", dir.display())))?;
         let max = meta.params.max_length.min(meta.config.max_tokens());
-        let tokenizer = encoder::load_tokenizer(dir, max, meta.config.pad_token_id as u32)?;
+        let tokenizer = encoder::load_tokenizer(dir, max, meta.config.pad_token_id() as u32)?;
         Ok(Self {
             model,
             meta,

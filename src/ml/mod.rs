@@ -1,8 +1,9 @@
-//! The classifiers. On burn: the BERT-family encoder ([`bert`], [`encoder`]), the fastText and
+//! The classifiers. On burn: the BERT-family encoders ([`bert`], [`albert`], [`encoder`]), the fastText and
 //! encoder kinds ([`fasttext`], [`encoder_cls`]) and the device a backend names; in plain Rust:
 //! the `linear` kind ([`linear`] over [`tfidf`] features). All behind one [`Trainer`] trait. No
 //! module outside this one uses burn.
 
+pub mod albert;
 pub mod bert;
 pub mod config;
 pub mod encoder;
