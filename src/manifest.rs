@@ -67,6 +67,9 @@ pub struct RawManifest {
     /// `[study]`: how the paired comparison is computed.
     #[serde(default)]
     pub study: crate::study::StudyConfig,
+    /// `[executor]`: where the cells run (local, or a Slurm job array).
+    #[serde(default)]
+    pub executor: crate::executor::ExecutorConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +209,8 @@ pub struct Manifest {
     pub augment: AugmentConfig,
     /// `[study]`, validated: the bootstrap of the paired comparison.
     pub study: crate::stats::Bootstrap,
+    /// `[executor]`, validated.
+    pub executor: crate::executor::Executor,
     /// Every effective value, for `manifest.resolved.toml` only: the raw grids are read once, by
     /// [`expand`], and nothing downstream reads the raw form.
     resolved: RawManifest,
@@ -739,6 +744,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         ));
     }
     let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
+    let executor = raw.executor.check().map_err(|(key, m)| e(&key, m))?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
@@ -752,6 +758,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         split: raw.split.clone(),
         augment: raw.augment.clone(),
         study,
+        executor,
         resolved: raw,
         data_dir,
         cells,

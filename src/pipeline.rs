@@ -104,6 +104,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         classifier: vec![Default::default()],
         generator: Vec::new(),
         study: Default::default(),
+        executor: Default::default(),
     };
     crate::manifest::expand(&raw)
         .into_iter()
@@ -568,6 +569,9 @@ pub struct RunOptions {
     pub jobs: usize,
     pub fail_fast: bool,
     pub quiet: bool,
+    /// One task of a Slurm job array (`synthcti task`): `out` is the task's own folder inside
+    /// the run folder; the split files, provenance and `latest` link are the submitter's.
+    pub task: bool,
 }
 
 pub struct RunOutcome {
@@ -579,7 +583,7 @@ pub struct RunOutcome {
 }
 
 /// The load stage's computation: the dataset file (and ATT&CK bundle) read and cleaned.
-fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
+pub(crate) fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
     let catalog = match &shared.attack_path {
         Some(p) => Some(Catalog::load(p)?),
         None => None,
@@ -1113,7 +1117,7 @@ pub fn dataset_label(m: &Manifest) -> String {
 
 /// Refuse an `--out` that cannot take a new run, before any work: a file, or a folder that is
 /// not empty (another run's results, or a run writing there now).
-fn check_out(out: &Path) -> Result<()> {
+pub(crate) fn check_out(out: &Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
         return Err(Error::config(format!(
             "--out {} is a file, not a folder; choose a folder path",
@@ -1243,10 +1247,14 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         "plan.json",
         &serde_json::to_vec_pretty(&plan_before).expect("plan serializes"),
     )?;
-    write_split_files(&run_dir, &ds, &split)?;
-    let mut data_files = vec![shared.data_path.clone()];
-    data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
-    let guard = crate::runs::start(&run_dir, m, &data_files)?;
+    let guard = if opts.task {
+        None
+    } else {
+        write_split_files(&run_dir, &ds, &split)?;
+        let mut data_files = vec![shared.data_path.clone()];
+        data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
+        Some(crate::runs::start(&run_dir, m, &data_files)?)
+    };
 
     let embedder = crate::ml::encoder::Embedder::new(cache.root());
     let cx = CellCtx {
@@ -1418,10 +1426,12 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         }
     }
     report::write_all(&run_dir, &ok, &failed)?;
-    guard.finish(
-        failed.is_empty(),
-        &m.experiment.output_dir.join(&m.experiment.name),
-    )?;
+    if let Some(guard) = guard {
+        guard.finish(
+            failed.is_empty(),
+            &m.experiment.output_dir.join(&m.experiment.name),
+        )?;
+    }
     progress.log(format!(
         "{} cells: {} trained, {} from cache, {} failed, in {:.1}s",
         m.cells.len(),
@@ -1464,7 +1474,7 @@ fn write_cell(result: &CellResult, entry: &Entry, dest: &Path) -> Result<()> {
 }
 
 /// The split itself, so anyone can retrain a peer on exactly the same examples.
-fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
+pub(crate) fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
     std::fs::create_dir_all(dir.join("split"))
         .io_ctx(ErrorKind::Internal, || dir.display().to_string())?;
     for (name, idx) in [
