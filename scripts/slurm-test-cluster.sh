@@ -6,6 +6,7 @@
 #
 #   scripts/slurm-test-cluster.sh start DIR   # prints `export SLURM_CONF=DIR/slurm.conf`
 #   scripts/slurm-test-cluster.sh stop DIR
+#   SLURM_TEST_OWNER=PID scripts/slurm-test-cluster.sh start DIR   # stopped when PID exits
 #
 # Needs root (slurmd runs jobs as their submitter) and Debian's slurm-wlm and munge packages.
 # Ports: 6817 (slurmctld), 6818/6819 (slurmd); override with SLURM_TEST_PORT_BASE.
@@ -92,7 +93,14 @@ CONF
   slurmd -f "$SLURM_CONF" -N n2
   for _ in $(seq 150); do
     idle=$(sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2=="idle"' | wc -l)
-    [[ $idle -eq 2 ]] && { echo "export SLURM_CONF=$SLURM_CONF"; exit 0; }
+    if [[ $idle -eq 2 ]]; then
+      if [[ -n ${SLURM_TEST_OWNER:-} ]]; then
+        # A watcher stops the cluster when its owner (a test binary) exits, however it exits.
+        setsid bash -c "while kill -0 $SLURM_TEST_OWNER 2>/dev/null; do sleep 1; done; '$0' stop '$dir'" \
+          </dev/null >/dev/null 2>&1 &
+      fi
+      echo "export SLURM_CONF=$SLURM_CONF"; exit 0
+    fi
     sleep 0.2
   done
   echo "slurm-test-cluster: nodes did not become idle in 30 s; see $dir/log" >&2
