@@ -31,6 +31,7 @@ bench runs="5": models
     bash benches/encoder.sh 3
     bash benches/linear.sh {{runs}}
     cargo bench --bench stats -- {{runs}}
+    bash benches/slurm.sh 2
 
 # Download the publishers' dataset files into ./data (or $SYNTHCTI_DATA_DIR).
 data-pull:

@@ -210,7 +210,8 @@ fn valid_gres(g: &str) -> bool {
         };
         match parts.as_slice() {
             [name] => name_ok(name),
-            [name, n] => name_ok(name) && (n.bytes().all(|b| b.is_ascii_digit()) || name_ok(n)),
+            // `gpu:2`, or a type without a count (`gpu:a100`).
+            [name, n] => name_ok(name) && name_ok(n),
             [name, ty, n] => {
                 name_ok(name)
                     && name_ok(ty)

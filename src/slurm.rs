@@ -641,6 +641,23 @@ pub fn collect(
     progress: &Progress,
 ) -> Result<RunOutcome> {
     let job_of = |i: usize| tasks.jobs.iter().find(|j| j.indices.contains(&i));
+    // The generation job: when it did not complete, its cells' tasks were never started
+    // (`--kill-on-invalid-dep`); its log says why.
+    if let Some(g) = tasks.jobs.iter().find(|j| j.kind == GENERATE_JOB) {
+        let s = seen.get(GENERATE_JOB).cloned().unwrap_or_default();
+        if !s.state.is_empty() && s.state != "COMPLETED" && !active(&s.state) {
+            let (stepd, last) = log_reason(&run_dir.join("slurm/logs/generate.log"));
+            progress.log(format!(
+                "slurm: the generation job {} ended {}{}; its log: slurm/logs/generate.log",
+                g.job_id,
+                s.state,
+                stepd
+                    .or(last)
+                    .map(|l| format!(" (last line: {l})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     let mut still = 0;
     let (mut trained, mut cached) = (0, 0);
     for (i, cell) in tasks.cells.iter().enumerate() {

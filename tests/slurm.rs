@@ -428,3 +428,58 @@ fn detach_needs_the_slurm_executor() {
     assert!(stderr(&o).contains("--executor slurm"), "{}", stderr(&o));
     s.assert_nothing_written();
 }
+
+#[test]
+fn the_llm_calls_cells_share_are_made_once_by_a_generation_job() {
+    let (conf, _turn) = need_cluster!();
+    let server = common::llm_server::start(|n, _| common::llm_server::Reply::sentences(3, n));
+    let s = Sandbox::new();
+    s.write("data/tram/single_label.json", &small_tram_rows(40));
+    // Two seeds train on the same synthetic chain (k = 1, 3 calls of one sentence each).
+    let m = s.manifest(
+        &format!(
+            "kind = \"tram-single\"\nattack = \"{}\"",
+            attack_bundle().display()
+        ),
+        &format!(
+            "[split]\nseed = 7\n[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 4\nbatch_size = 16\n\
+             [augment]\nkind = \"synthetic\"\ngenerator = \"remote\"\nk = 1\nper_technique = 3\nper_call = 1\n\
+             [augment.targets]\nlist = [\"T1027\"]\n\n\
+             [[generator]]\nname = \"remote\"\nprovider = \"openai\"\nmodel = \"test-model\"\nbase_url = \"{}\"\napi_key_env = \"TEST_LLM_KEY\"\nmax_retries = 2\nbackoff_s = 0.05\nmax_backoff_s = 0.2\n",
+            server.url
+        ),
+    );
+    let out = s.path("results/r");
+    let mut args = vec![
+        "run",
+        m.to_str().unwrap(),
+        "--executor",
+        "slurm",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "experiment.seeds=[1,2]",
+        "--quiet",
+    ];
+    let o = slurm_cmd(&s, conf, &args, &[("TEST_LLM_KEY", "sk-test-slurm")]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    assert_eq!(server.requests().len(), 3, "each call once");
+    let tasks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("slurm/tasks.json")).unwrap()).unwrap();
+    assert_eq!(tasks["jobs"][0]["kind"], "generate", "{tasks}");
+    assert_eq!(tasks["jobs"][1]["kind"], "fasttext", "{tasks}");
+    let gen_log = std::fs::read_to_string(out.join("slurm/logs/generate.log")).unwrap();
+    assert!(gen_log.contains("3 made, 0 cached"), "{gen_log}");
+    // The training tasks read the generation from the cache: no call of theirs.
+    for i in 0..2 {
+        let log = std::fs::read_to_string(out.join(format!("slurm/logs/task-{i}.log"))).unwrap();
+        assert!(!log.contains(" made, "), "task {i} generated: {log}");
+    }
+    let rows = read_csv_rows(&out.join("summary.csv"));
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "ok" && r["augment"] == "synthetic"),
+        "{rows:?}"
+    );
+}
