@@ -267,6 +267,11 @@ impl Executor {
 }
 
 impl ExecutorConfig {
+    /// The default: local, nothing set.
+    pub fn is_default(&self) -> bool {
+        *self == ExecutorConfig::default()
+    }
+
     /// Check every format and kind name; errors are (key, message).
     pub fn check(&self) -> Result<Executor, (String, String)> {
         self.slurm.check("executor.slurm")?;

@@ -67,8 +67,12 @@ pub struct RawManifest {
     /// `[study]`: how the paired comparison is computed.
     #[serde(default)]
     pub study: crate::study::StudyConfig,
-    /// `[executor]`: where the cells run (local, or a Slurm job array).
-    #[serde(default)]
+    /// `[executor]`: where the cells run (local, or a Slurm job array); left out of
+    /// manifest.resolved.toml when it is the default (local).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::executor::ExecutorConfig::is_default"
+    )]
     pub executor: crate::executor::ExecutorConfig,
 }
 

@@ -450,7 +450,7 @@ fn the_llm_calls_cells_share_are_made_once_by_a_generation_job() {
         ),
     );
     let out = s.path("results/r");
-    let mut args = vec![
+    let args = vec![
         "run",
         m.to_str().unwrap(),
         "--executor",
