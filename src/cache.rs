@@ -5,7 +5,7 @@
 //! ```text
 //! <root>/entries/<stage>/<key>/entry.json   # what made it: stage, version, params, inputs, file hashes
 //! <root>/entries/<stage>/<key>/<files>      # the stage's outputs
-//! <root>/locks/<key>.lock                   # one lock per key (advisory, released on exit or crash)
+//! <root>/locks/<key>.lock                   # one lock per key: holder and heartbeat (see below)
 //! <root>/tmp/                               # entries being written; renamed into place when complete
 //! ```
 //!
@@ -14,6 +14,22 @@
 //! file is checked against the hash recorded in `entry.json`; an entry that fails is moved aside to
 //! `<root>/corrupt/` and recomputed. Two runs sharing a cache take the key's lock, so the second
 //! waits for the first and then reads its entry instead of computing it again.
+//!
+//! ## Locks that hold between machines
+//!
+//! The cache may sit on NFS and be shared by the tasks of a Slurm job array on several nodes,
+//! where `flock` is not reliable. A key's lock is therefore a file created with `O_EXCL`
+//! (`create_new`, atomic on NFSv3 and later), holding `host H pid P stage S since T`; while it
+//! computes, its holder touches the file's modification time every [`HEARTBEAT`] (a heartbeat).
+//! A waiter polls until the file is gone. A lock is stale — its holder died — when
+//! - its holder is on this host and its pid no longer runs (decided at once), or
+//! - its heartbeat is older than the lease ([`DEFAULT_LEASE`]), whichever host holds it.
+//!
+//! A pid is never judged on another host (the same number there means nothing here), so the
+//! stale sweep ([`Cache::sweep_tmp`]) never removes another host's live work. A stale lock is
+//! broken by renaming it aside (one rename wins) and checking it is the lock that was judged.
+//! The lease assumes the hosts' clocks agree to well under a minute (NTP), as Slurm itself does,
+//! and is longer than NFS's attribute cache (`actimeo`, 60 s at most by default).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -55,6 +71,11 @@ pub struct Cache {
     log: CacheLog,
     /// Opened for a dry run: nothing is created, moved or written.
     read_only: bool,
+    /// The host name written into lock files and compared with theirs (tests simulate hosts).
+    host: String,
+    /// See [`DEFAULT_LEASE`].
+    lease: std::time::Duration,
+    heartbeat: std::time::Duration,
 }
 
 impl std::fmt::Debug for Cache {
@@ -64,13 +85,69 @@ impl std::fmt::Debug for Cache {
 }
 
 /// Who holds a lock: written into the lock file by its holder, read by whoever waits for it.
-fn holder_line(stage: &str) -> String {
+fn holder_line(host: &str, stage: &str) -> String {
     format!(
-        "host {} pid {} stage {stage} since {}",
-        hostname(),
+        "host {host} pid {} stage {stage} since {}",
         std::process::id(),
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
     )
+}
+
+/// How long a lock's heartbeat may be silent before the lock is taken as abandoned.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often a holder touches its lock (a quarter of the default lease's margin over NFS's
+/// attribute cache).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether a process runs on this host (Linux: /proc/PID; elsewhere assumed running).
+fn pid_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
+
+/// The host and pid of a lock file's holder line (`host H pid P stage …`).
+fn parse_holder(line: &str) -> Option<(&str, u32)> {
+    let mut it = line.split_whitespace();
+    (it.next()? == "host").then_some(())?;
+    let host = it.next()?;
+    (it.next()? == "pid").then_some(())?;
+    let pid = it.next()?.parse().ok()?;
+    Some((host, pid))
+}
+
+/// What a key's lock file says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock file.
+    Free,
+    /// Held: the holder line (maybe empty right after creation).
+    Live(String),
+    /// Abandoned: its holder died (why, and the holder line).
+    Stale { holder: String, why: String },
+}
+
+/// A lock this process holds: a heartbeat thread touches the file until it is dropped, and the
+/// drop removes the file (when it is still this holder's).
+struct HeldLock {
+    path: PathBuf,
+    holder: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    beat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(b) = self.beat.take() {
+            let _ = b.join();
+        }
+        if fs::read_to_string(&self.path).is_ok_and(|c| c.trim() == self.holder) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// This machine's name (Linux: /proc/sys/kernel/hostname; else $HOSTNAME).
@@ -196,6 +273,9 @@ impl Cache {
             root,
             log: std::sync::Arc::new(|line| eprintln!("{line}")),
             read_only: false,
+            host: hostname(),
+            lease: DEFAULT_LEASE,
+            heartbeat: HEARTBEAT,
         })
     }
 
@@ -206,6 +286,172 @@ impl Cache {
             root: root.into(),
             log: std::sync::Arc::new(|line| eprintln!("{line}")),
             read_only: true,
+            host: hostname(),
+            lease: DEFAULT_LEASE,
+            heartbeat: HEARTBEAT,
+        }
+    }
+
+    /// Name this process's host `host` in lock files (the tests simulate two machines).
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// A lock whose heartbeat is silent for `lease` is stale; holders beat every `heartbeat`.
+    pub fn with_lease(
+        mut self,
+        lease: std::time::Duration,
+        heartbeat: std::time::Duration,
+    ) -> Self {
+        self.lease = lease;
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lock"))
+    }
+
+    /// The state of a key's lock: free, live, or stale (its holder on this host is gone, or its
+    /// heartbeat is older than the lease — never a pid judged on another host).
+    pub fn lock_state(&self, key: &str) -> LockState {
+        let path = self.lock_path(key);
+        let Ok(meta) = fs::metadata(&path) else {
+            return LockState::Free;
+        };
+        let holder = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if let Some((host, pid)) = parse_holder(&holder)
+            && host == self.host
+            && !pid_alive(pid)
+        {
+            return LockState::Stale {
+                why: format!("process {pid} no longer runs on {host}"),
+                holder,
+            };
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        if age > self.lease {
+            return LockState::Stale {
+                why: format!(
+                    "no heartbeat for {:.0}s (lease {:.0}s)",
+                    age.as_secs_f64(),
+                    self.lease.as_secs_f64()
+                ),
+                holder,
+            };
+        }
+        LockState::Live(holder)
+    }
+
+    /// Break a stale lock: rename it aside (one breaker wins) and delete it, unless what was
+    /// renamed is not the lock judged stale (a new holder's), which is put back.
+    fn break_lock(&self, key: &str, judged: &str) {
+        let path = self.lock_path(key);
+        let aside = self.root.join("locks").join(format!(
+            "{key}.stale-{}-{}-{}",
+            self.host,
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        if fs::rename(&path, &aside).is_err() {
+            return; // somebody else broke it, or its holder finished
+        }
+        let got = fs::read_to_string(&aside).unwrap_or_default();
+        if got.trim() != judged {
+            // A fresh lock taken since the judgement: give it back (fails only if yet another
+            // holder has taken the name, which then holds it).
+            let _ = fs::hard_link(&aside, &path);
+        }
+        let _ = fs::remove_file(&aside);
+    }
+
+    /// Take a key's lock, waiting while another process (on any host) holds it; a stale lock is
+    /// broken. The holder line is written into the file, and a heartbeat keeps it fresh.
+    fn acquire(&self, id: &StageId) -> Result<HeldLock> {
+        let path = self.lock_path(&id.key);
+        let mut waited = false;
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    let holder = holder_line(&self.host, id.stage);
+                    f.write_all(holder.as_bytes())
+                        .and_then(|_| f.flush())
+                        .io_ctx(ErrorKind::Cache, || {
+                            format!("cannot write cache lock {}", path.display())
+                        })?;
+                    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+                    let every = self.heartbeat;
+                    let beat = std::thread::spawn(move || {
+                        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                            stopped.recv_timeout(every)
+                        {
+                            let _ = f.set_modified(std::time::SystemTime::now());
+                        }
+                    });
+                    return Ok(HeldLock {
+                        path,
+                        holder,
+                        stop: Some(stop),
+                        beat: Some(beat),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match self.lock_state(&id.key) {
+                        LockState::Free => continue,
+                        LockState::Stale { holder, why } => {
+                            (self.log)(format!(
+                                "cache: the lock of {} {} ({}) is stale ({why}); taking it over",
+                                id.stage,
+                                id.short(),
+                                if holder.is_empty() {
+                                    "no holder line"
+                                } else {
+                                    &holder
+                                }
+                            ));
+                            self.break_lock(&id.key, &holder);
+                            continue;
+                        }
+                        LockState::Live(holder) => {
+                            if !waited {
+                                (self.log)(format!(
+                                    "cache: waiting for {} {} ({}), held by {}",
+                                    id.stage,
+                                    id.short(),
+                                    path.display(),
+                                    if holder.is_empty() {
+                                        "another process"
+                                    } else {
+                                        &holder
+                                    }
+                                ));
+                                waited = true;
+                            }
+                        }
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(e).io_ctx(ErrorKind::Cache, || {
+                        format!("cannot create cache lock {}", path.display())
+                    });
+                }
+            }
         }
     }
 
@@ -298,47 +544,7 @@ impl Cache {
                 id.short()
             )));
         }
-        let lock_path = self.root.join("locks").join(format!("{}.lock", id.key));
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .io_ctx(ErrorKind::Cache, || {
-                format!("cannot open cache lock {}", lock_path.display())
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&lock_path).unwrap_or_default();
-                let holder = holder.trim();
-                (self.log)(format!(
-                    "cache: waiting for {} {} ({}), held by {}",
-                    id.stage,
-                    id.short(),
-                    lock_path.display(),
-                    if holder.is_empty() {
-                        "another process"
-                    } else {
-                        holder
-                    }
-                ));
-                lock.lock().io_ctx(ErrorKind::Cache, || {
-                    format!("cannot lock {}", lock_path.display())
-                })?;
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).io_ctx(ErrorKind::Cache, || {
-                    format!("cannot lock {}", lock_path.display())
-                });
-            }
-        }
-        {
-            use std::io::Write;
-            let mut f = &lock;
-            let _ = f.set_len(0);
-            let _ = f.write_all(holder_line(id.stage).as_bytes());
-        }
+        let lock = self.acquire(id)?;
         // Somebody may have finished it while we waited.
         if let Some(e) = self.get(id)? {
             return Ok((e, Outcome::Hit));
@@ -383,18 +589,17 @@ impl Cache {
         fs::rename(&tmp, &dest).io_ctx(ErrorKind::Cache, || {
             format!("cannot move cache entry into {}", dest.display())
         })?;
-        // The entry exists, so the lock file has done its work: anyone who waits on it, or
-        // makes a new one, finds the entry on its check after locking. (A failed compute keeps
-        // its lock file, so two later writers cannot both compute; `cache gc` removes it.)
-        let _ = fs::remove_file(&lock_path);
+        // The entry exists, so the lock has done its work: anyone who waits on it, or takes it
+        // next, finds the entry on its check after locking. (A failed compute drops its lock too,
+        // after removing its temporary folder.)
         drop(lock);
         Ok((Entry { dir: dest, meta }, Outcome::Computed))
     }
 
     /// Remove leftovers of writers that died. Liveness is decided by the key's lock, not by a
-    /// process id: a writer holds its key's lock for as long as its temporary folder exists, so a
-    /// folder whose lock can be taken belongs to nobody — also when the cache is shared between
-    /// machines and the writer ran on another one.
+    /// process id on another host: a writer holds its key's lock for as long as its temporary
+    /// folder exists, so a folder whose lock is free or stale ([`Cache::lock_state`]) belongs to
+    /// nobody, and one whose lock is live is left alone — also when the writer is another machine.
     pub fn sweep_tmp(&self) {
         let Ok(rd) = fs::read_dir(self.root.join("tmp")) else {
             return;
@@ -404,19 +609,10 @@ impl Cache {
             let Some(key) = name.split('-').next().filter(|k| !k.is_empty()) else {
                 continue;
             };
-            let lock_path = self.root.join("locks").join(format!("{key}.lock"));
-            let lock = match fs::OpenOptions::new().write(true).open(&lock_path) {
-                Ok(f) => Some(f),
-                // No lock file: no writer ever held this key here.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(_) => continue,
-            };
-            match &lock {
-                Some(f) if f.try_lock().is_err() => continue, // a live writer
-                _ => {
-                    let _ = fs::remove_dir_all(item.path());
-                }
+            if matches!(self.lock_state(key), LockState::Live(_)) {
+                continue;
             }
+            let _ = fs::remove_dir_all(item.path());
         }
     }
 }
@@ -519,50 +715,196 @@ mod tests {
         assert!(lines[0].contains(&want), "{}", lines[0]);
     }
 
+    /// A lock file as another process left it: `holder` inside, last heartbeat `age` ago.
+    fn plant_lock(root: &Path, key: &str, holder: &str, age: std::time::Duration) {
+        let p = root.join("locks").join(format!("{key}.lock"));
+        fs::write(&p, holder).unwrap();
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    /// A pid that runs on no host of the test (above Linux's pid_max).
+    const NO_PID: u32 = 4_194_305;
+
     #[test]
-    fn the_sweep_decides_liveness_by_the_lock_not_the_pid() {
+    fn the_sweep_never_removes_another_hosts_live_work() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        // pid 1 always runs, but nobody holds key a's lock: the folder is an orphan (its writer
-        // may have been another machine's pid 1).
-        let orphan = dir
-            .path()
-            .join("tmp")
-            .join(format!("{}-1-abcd", "a".repeat(64)));
-        fs::create_dir_all(&orphan).unwrap();
-        fs::write(
-            dir.path()
-                .join("locks")
-                .join(format!("{}.lock", "a".repeat(64))),
-            "",
-        )
-        .unwrap();
-        // Key b's lock is held (by another open file, as another process would): live work.
-        let live = dir
-            .path()
-            .join("tmp")
-            .join(format!("{}-999999-abcd", "b".repeat(64)));
-        fs::create_dir_all(&live).unwrap();
-        let held = fs::File::create(
-            dir.path()
-                .join("locks")
-                .join(format!("{}.lock", "b".repeat(64))),
-        )
-        .unwrap();
-        held.lock().unwrap();
-        // No lock file at all: never locked here, an orphan.
-        let no_lock = dir
-            .path()
-            .join("tmp")
-            .join(format!("{}-2-abcd", "c".repeat(64)));
-        fs::create_dir_all(&no_lock).unwrap();
-        cache.sweep_tmp();
+        let lease = std::time::Duration::from_secs(60);
+        let b = Cache::open(dir.path())
+            .unwrap()
+            .with_host("node-b")
+            .with_lease(lease, lease / 4);
+        let tmp = |key: &str| {
+            let p = dir.path().join("tmp").join(format!("{key}-{NO_PID}-abcd"));
+            fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let (ka, kb, kc, kd) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        // node-a's writer, whose pid does not run here but whose heartbeat is fresh: live work.
+        let live = tmp(&ka);
+        let holder = format!("host node-a pid {NO_PID} stage train since 2026-01-01T00:00:00Z");
+        plant_lock(dir.path(), &ka, &holder, std::time::Duration::from_secs(5));
+        // node-a's writer whose heartbeat stopped longer than the lease ago: dead.
+        let dead = tmp(&kb);
+        plant_lock(dir.path(), &kb, &holder, lease * 2);
+        // node-b's own writer (this host) whose process is gone: dead at once.
+        let mine = tmp(&kc);
+        plant_lock(
+            dir.path(),
+            &kc,
+            &format!("host node-b pid {NO_PID} stage train since 2026-01-01T00:00:00Z"),
+            std::time::Duration::ZERO,
+        );
+        // No lock file at all: never locked, an orphan.
+        let orphan = tmp(&kd);
+        b.sweep_tmp();
+        assert!(live.exists(), "another host's fresh lock is live work");
+        assert!(!dead.exists());
+        assert!(!mine.exists());
         assert!(!orphan.exists());
-        assert!(live.exists(), "a folder whose lock is held is live work");
-        assert!(!no_lock.exists());
-        drop(held);
-        cache.sweep_tmp();
-        assert!(!live.exists());
+        assert!(matches!(b.lock_state(&ka), LockState::Live(h) if h == holder));
+        // The same folder seen from node-a: its own pid does not run, so it is its dead writer's.
+        let a = Cache::open(dir.path()).unwrap().with_host("node-a");
+        assert!(matches!(a.lock_state(&ka), LockState::Stale { .. }));
+    }
+
+    #[test]
+    fn a_waiter_on_another_host_waits_while_the_heartbeat_beats() {
+        let dir = tempfile::tempdir().unwrap();
+        // A lease shorter than the computation: only the heartbeat keeps the lock alive.
+        let lease = std::time::Duration::from_millis(300);
+        let beat = std::time::Duration::from_millis(50);
+        let a = Cache::open(dir.path())
+            .unwrap()
+            .with_host("node-a")
+            .with_lease(lease, beat);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let b = Cache::open(dir.path())
+            .unwrap()
+            .with_host("node-b")
+            .with_lease(lease, beat)
+            .with_log(std::sync::Arc::new(move |l| sink.lock().unwrap().push(l)));
+        let computed = std::sync::atomic::AtomicUsize::new(0);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                a.get_or_compute(&id(7), |w| {
+                    started_tx.send(()).unwrap();
+                    computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(lease * 4);
+                    w.write("out.txt", b"a")
+                })
+                .unwrap();
+            });
+            started_rx.recv().unwrap();
+            let (e, o) = b
+                .get_or_compute(&id(7), |w| {
+                    computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    w.write("out.txt", b"b")
+                })
+                .unwrap();
+            assert_eq!(o, Outcome::Hit);
+            assert_eq!(e.read("out.txt").unwrap(), b"a");
+        });
+        assert_eq!(computed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("held by host node-a pid "),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            fs::read_dir(dir.path().join("locks"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_lock_whose_heartbeat_stopped_is_taken_over_after_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = std::time::Duration::from_millis(400);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let b = Cache::open(dir.path())
+            .unwrap()
+            .with_host("node-b")
+            .with_lease(lease, lease / 4)
+            .with_log(std::sync::Arc::new(move |l| sink.lock().unwrap().push(l)));
+        // node-a died while computing id(8): its lock stays, its heartbeat stops now.
+        let key = id(8).key;
+        plant_lock(
+            dir.path(),
+            &key,
+            &format!(
+                "host node-a pid {} stage test since 2026-01-01T00:00:00Z",
+                std::process::id()
+            ),
+            std::time::Duration::ZERO,
+        );
+        let t = std::time::Instant::now();
+        let (_, o) = b
+            .get_or_compute(&id(8), |w| w.write("out.txt", b"b"))
+            .unwrap();
+        assert_eq!(o, Outcome::Computed);
+        // Not before the lease (a pid on another host is never judged), not much after.
+        assert!(t.elapsed() >= lease, "{:?}", t.elapsed());
+        assert!(t.elapsed() < lease * 4, "{:?}", t.elapsed());
+        let lines = lines.lock().unwrap();
+        assert!(
+            lines[0].starts_with("cache: waiting for test "),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("is stale (no heartbeat for"), "{lines:?}");
+        assert!(
+            fs::read_dir(dir.path().join("locks"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap().with_host("node-a");
+        plant_lock(
+            dir.path(),
+            &id(9).key,
+            &format!("host node-a pid {NO_PID} stage test since 2026-01-01T00:00:00Z"),
+            std::time::Duration::ZERO,
+        );
+        let t = std::time::Instant::now();
+        let (_, o) = cache
+            .get_or_compute(&id(9), |w| w.write("out.txt", b"x"))
+            .unwrap();
+        assert_eq!(o, Outcome::Computed);
+        assert!(t.elapsed() < DEFAULT_LEASE / 10, "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn breaking_a_stale_lock_never_removes_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap().with_host("node-b");
+        let key = "e".repeat(64);
+        // Judged stale with one holder line, but by the time of the break a new holder has it.
+        let fresh = "host node-c pid 7 stage test since 2026-01-01T00:00:01Z";
+        plant_lock(dir.path(), &key, fresh, std::time::Duration::ZERO);
+        cache.break_lock(
+            &key,
+            "host node-a pid 7 stage test since 2026-01-01T00:00:00Z",
+        );
+        let p = dir.path().join("locks").join(format!("{key}.lock"));
+        assert_eq!(fs::read_to_string(&p).unwrap(), fresh);
+        assert_eq!(fs::read_dir(dir.path().join("locks")).unwrap().count(), 1);
     }
 
     #[test]

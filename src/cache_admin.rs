@@ -179,9 +179,7 @@ pub fn gc(cache: &Cache, rule: &GcRule, dry_run: bool) -> Result<GcReport> {
         if !selected {
             continue;
         }
-        let lock_path = cache.root().join("locks").join(format!("{}.lock", e.key));
-        let lock = fs::OpenOptions::new().write(true).open(&lock_path).ok();
-        if lock.as_ref().is_some_and(|f| f.try_lock().is_err()) {
+        if matches!(cache.lock_state(&e.key), crate::cache::LockState::Live(_)) {
             report.busy += 1;
             continue;
         }
@@ -204,13 +202,16 @@ pub fn gc(cache: &Cache, rule: &GcRule, dry_run: bool) -> Result<GcReport> {
         report.bytes += e.bytes;
         report.removed.push(e);
     }
-    // Lock files nobody holds (left by failed computes or by older versions).
+    // Lock files nobody holds any more: their holder died (on this host), their heartbeat is
+    // older than the lease (on any host), or an older version left them.
     if let Ok(rd) = fs::read_dir(cache.root().join("locks")) {
         for item in rd.flatten() {
-            let free = fs::OpenOptions::new()
-                .write(true)
-                .open(item.path())
-                .is_ok_and(|f| f.try_lock().is_ok());
+            let name = item.file_name().to_string_lossy().to_string();
+            let free = match name.strip_suffix(".lock") {
+                Some(key) => matches!(cache.lock_state(key), crate::cache::LockState::Stale { .. }),
+                // A lock renamed aside by a breaker that died before deleting it.
+                None => name.contains(".stale-"),
+            };
             if free {
                 report.stale_locks += 1;
                 if !dry_run {

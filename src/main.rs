@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use synthcti::cache::{Cache, default_cache_dir};
 use synthcti::data::pull;
+use synthcti::executor::ExecutorKind;
 use synthcti::manifest::{self, SetArg};
 use synthcti::output::{Format, emit};
 use synthcti::pipeline::{self, RunOptions};
-use synthcti::{Error, ErrorKind, cache_admin, report, runs};
+use synthcti::{Error, ErrorKind, cache_admin, report, runs, slurm};
 
 // burn's CPU backend allocates and frees megabyte tensors at every layer; glibc's malloc hands
 // them back to the OS each time, so every use page-faults anew. mimalloc keeps them for reuse
@@ -89,6 +90,18 @@ enum Command {
     /// The stage cache: list entries, remove the ones no run needs.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// One task of a Slurm run (written into the job scripts by `run --executor slurm`).
+    #[command(hide = true)]
+    Task {
+        /// The run folder's slurm/tasks.json
+        plan: PathBuf,
+        /// The array index: which cell of the task list
+        #[arg(long, required_unless_present = "prepare")]
+        index: Option<usize>,
+        /// The generation job: the synthetic data the submitted cells share
+        #[arg(long, conflicts_with = "index")]
+        prepare: bool,
+    },
     /// Print a shell completion script: `synthcti completions bash > ~/.local/share/bash-completion/completions/synthcti`.
     Completions {
         #[arg(value_enum)]
@@ -160,6 +173,14 @@ struct RunArgs {
     /// Print only the final table and the run folder
     #[arg(long, short)]
     quiet: bool,
+    /// Where the cells run: local (this process, --jobs at a time) or slurm (a job array over
+    /// a shared cache); the same as `--set executor.kind=…`
+    #[arg(long, value_name = "KIND", value_parser = ["local", "slurm"])]
+    executor: Option<String>,
+    /// With the Slurm executor: return once the jobs are submitted; `synthcti report RUN_DIR`
+    /// collects the results later
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Args)]
@@ -289,22 +310,59 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<i32, Error> {
     match cli.command {
-        Command::Run(a) => {
+        Command::Run(mut a) => {
+            if let Some(kind) = &a.executor {
+                a.m.set.push(format!("executor.kind=\"{kind}\""));
+            }
             let m = load_manifest(&a.m, true)?;
             // Models named by Hugging Face id are downloaded (or found in the cache) before any
             // work, so a bad id, revision or file stops the run here.
             synthcti::hub::fetch_all(&m.cells)?;
-            let cache = open_cache(a.m.cache_dir.clone())?;
-            let outcome = pipeline::run(
-                &m,
-                &cache,
-                &RunOptions {
-                    out: a.out,
-                    jobs: a.jobs,
-                    fail_fast: a.fail_fast,
-                    quiet: a.quiet,
-                },
-            )?;
+            let opts = RunOptions {
+                out: a.out,
+                jobs: a.jobs,
+                fail_fast: a.fail_fast,
+                quiet: a.quiet,
+                task: false,
+            };
+            let outcome = match m.executor.kind {
+                ExecutorKind::Local => {
+                    if a.detach {
+                        return Err(Error::config(
+                            "--detach needs the Slurm executor (`--executor slurm`); a local run works in this process",
+                        ));
+                    }
+                    let cache = open_cache(a.m.cache_dir.clone())?;
+                    pipeline::run(&m, &cache, &opts)?
+                }
+                ExecutorKind::Slurm => {
+                    let explicit =
+                        a.m.cache_dir.is_some() || std::env::var_os("SYNTHCTI_CACHE_DIR").is_some();
+                    // The cache is opened by the tasks; here it is only read.
+                    let cache = Cache::open_read_only(
+                        a.m.cache_dir.clone().unwrap_or_else(default_cache_dir),
+                    );
+                    let mut sets = a.m.set.clone();
+                    if let Some(b) = &a.m.backend {
+                        sets.push(format!("experiment.backend=\"{b}\""));
+                    }
+                    match slurm::run(&m, &cache, &opts, &sets, explicit, a.detach)? {
+                        slurm::SlurmOutcome::Finished(o) => o,
+                        slurm::SlurmOutcome::Detached { run_dir, jobs } => {
+                            out(format!(
+                                "submitted: {}\nresults: {}\n`synthcti report {}` collects them once the jobs end\n",
+                                jobs.iter()
+                                    .map(|j| format!("{} job {}", j.kind, j.job_id))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                run_dir.display(),
+                                run_dir.display()
+                            ))?;
+                            return Ok(0);
+                        }
+                    }
+                }
+            };
             let mut text = format!("{}\n", report::terminal_table(&outcome.results));
             for (name, why) in &outcome.failed {
                 text.push_str(&format!("FAILED {name}: {why}\n"));
@@ -375,8 +433,18 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
+        Command::Task {
+            plan,
+            index,
+            prepare,
+        } => slurm::task(&plan, index, prepare),
         Command::Report { run_dir } => {
-            let (results, failed) = report::rebuild(&run_dir)?;
+            let (results, failed) = if slurm::is_slurm_run(&run_dir) {
+                let o = slurm::collect_report(&run_dir)?;
+                (o.results, o.failed)
+            } else {
+                report::rebuild(&run_dir)?
+            };
             let mut text = format!("{}\n", report::terminal_table(&results));
             for (name, why) in &failed {
                 text.push_str(&format!("FAILED {name}: {why}\n"));

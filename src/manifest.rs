@@ -69,6 +69,13 @@ pub struct RawManifest {
     /// `[[evaluate]]`: external test sets every cell is scored on ([`crate::external`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evaluate: Vec<crate::external::EvalSetConfig>,
+    /// `[executor]`: where the cells run (local, or a Slurm job array); left out of
+    /// manifest.resolved.toml when it is the default (local).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::executor::ExecutorConfig::is_default"
+    )]
+    pub executor: crate::executor::ExecutorConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +323,8 @@ pub struct Manifest {
     pub augment: AugmentConfig,
     /// `[study]`, validated: the bootstrap of the paired comparison.
     pub study: crate::stats::Bootstrap,
+    /// `[executor]`, validated.
+    pub executor: crate::executor::Executor,
     /// Every effective value, for `manifest.resolved.toml` only: the raw grids are read once, by
     /// [`expand`], and nothing downstream reads the raw form.
     resolved: RawManifest,
@@ -936,6 +945,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
     }
     let study = raw.study.check().map_err(|m| e("study.resamples", m))?;
     crate::external::validate(&raw.evaluate, &data_dir, &e)?;
+    let executor = raw.executor.check().map_err(|(key, m)| e(&key, m))?;
     raw.data.exclude = exclude;
     let cells = expand(&raw);
     if raw.data.multi_label == MultiLabelPolicy::Keep
@@ -958,6 +968,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         split: raw.split.clone(),
         augment: raw.augment.clone(),
         study,
+        executor,
         resolved: raw,
         data_dir,
         cells,

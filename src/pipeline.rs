@@ -140,6 +140,7 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         generator: Vec::new(),
         study: Default::default(),
         evaluate: Vec::new(),
+        executor: Default::default(),
     };
     crate::manifest::expand(&raw)
         .into_iter()
@@ -657,6 +658,9 @@ pub struct RunOptions {
     pub jobs: usize,
     pub fail_fast: bool,
     pub quiet: bool,
+    /// One task of a Slurm job array (`synthcti task`): `out` is the task's own folder inside
+    /// the run folder; the split files, provenance and `latest` link are the submitter's.
+    pub task: bool,
 }
 
 pub struct RunOutcome {
@@ -668,7 +672,7 @@ pub struct RunOutcome {
 }
 
 /// The load stage's computation: the dataset file (and ATT&CK bundle) read and cleaned.
-fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
+pub(crate) fn compute_dataset(shared: &Shared, m: &Manifest) -> Result<Dataset> {
     let catalog = match &shared.attack_path {
         Some(p) => Some(Catalog::load(p)?),
         None => None,
@@ -1421,6 +1425,35 @@ pub fn dataset_label(m: &Manifest) -> String {
     }
 }
 
+/// Refuse an `--out` that cannot take a new run, before any work: a file, or a folder that is
+/// not empty (another run's results, or a run writing there now).
+pub(crate) fn check_out(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::config(format!(
+            "--out {} is a file, not a folder; choose a folder path",
+            out.display()
+        )));
+    }
+    if let Some(file) = out.ancestors().skip(1).find(|a| a.is_file()) {
+        return Err(Error::config(format!(
+            "--out {}: {} is a file, so no folder can be made under it; choose a folder path",
+            out.display(),
+            file.display()
+        )));
+    }
+    if out.is_dir()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::config(format!(
+            "--out {} already exists and is not empty; choose another folder or remove it",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Create the run folder and return it. `--out` is used as given (it was checked empty);
 /// otherwise `<output_dir>/<experiment>/<UTC time>`, with `-2`, `-3`, … when that name is taken.
 /// The folder is claimed with a single `create_dir`, which fails when it exists, so two runs
@@ -1671,7 +1704,10 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     )?;
     let mut leakage = Vec::with_capacity(reps.len());
     for (r, rep) in reps.iter().enumerate() {
-        write_split_files(&split_dir(&run_dir, r), &ds, &rep.split)?;
+        // A Slurm task's folder sits inside the run folder, whose split files the submitter wrote.
+        if !opts.task {
+            write_split_files(&split_dir(&run_dir, r), &ds, &rep.split)?;
+        }
         let l = crate::leakage::overlap(&ds, &rep.split, crate::leakage::NEAR);
         progress.log(format!("split: {}", l.sentence(r, n_reps)));
         leakage.push(l);
@@ -1682,7 +1718,11 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     )?;
     let mut data_files = vec![shared.data_path.clone()];
     data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
-    let guard = crate::runs::start(&run_dir, m, &data_files)?;
+    let guard = if opts.task {
+        None
+    } else {
+        Some(crate::runs::start(&run_dir, m, &data_files)?)
+    };
     // The input hashes learnt while checking: worth keeping now that the run is under way.
     crate::hash::flush_stat_memo();
 
@@ -1913,10 +1953,12 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
     timer.record("run", "", run_started.elapsed().as_secs_f64(), None);
     timer.write(&run_dir)?;
     report::write_all(&run_dir, &ok, &failed)?;
-    guard.finish(
-        failed.is_empty(),
-        &m.experiment.output_dir.join(&m.experiment.name),
-    )?;
+    if let Some(guard) = guard {
+        guard.finish(
+            failed.is_empty(),
+            &m.experiment.output_dir.join(&m.experiment.name),
+        )?;
+    }
     progress.log(format!(
         "{} cells: {} trained, {} from cache, {} failed, in {:.1}s",
         m.cells.len(),
@@ -1959,7 +2001,7 @@ fn write_cell(result: &CellResult, entry: &Entry, dest: &Path) -> Result<()> {
 }
 
 /// The split itself, so anyone can retrain a peer on exactly the same examples.
-fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
+pub(crate) fn write_split_files(dir: &Path, ds: &Dataset, s: &Split) -> Result<()> {
     std::fs::create_dir_all(dir).io_ctx(ErrorKind::Internal, || dir.display().to_string())?;
     for (name, idx) in [
         ("train", &s.train),
