@@ -88,46 +88,13 @@ fn template_is_path(s: &str) -> bool {
     s.ends_with(".j2") || s.contains('/') || s.contains('\\')
 }
 
-/// Manifests written before `data.file` resolved against the manifest's folder name it relative
-/// to the data folder (`file = "../cases/x/data.csv"` beside `../shared/data`). When the path is
-/// not there beside the manifest but is in the data folder (`data.dir`, else
-/// `SYNTHCTI_DATA_DIR`, else the default), that file is used, with a warning that says how to
-/// write the path now.
-fn legacy_data_file(d: &mut toml::Table, base: &Path) {
-    let Some(toml::Value::String(f)) = d.get("file") else {
-        return;
-    };
-    let rel = Path::new(f);
-    if f.is_empty() || rel.is_absolute() || base.join(rel).exists() {
-        return;
-    }
-    let data_dir = match d.get("dir") {
-        Some(toml::Value::String(dir)) => PathBuf::from(dir),
-        _ => crate::data::default_data_dir(),
-    };
-    let old = data_dir.join(rel);
-    if old.is_file() {
-        let found = old.canonicalize().unwrap_or(old);
-        eprintln!(
-            "warning: data.file = \"{f}\" is not beside the manifest ({}); it was read relative to the data folder, as older versions did: {}. Write the path relative to the manifest's folder (or absolute); this fallback will go.",
-            base.join(rel).display(),
-            found.display()
-        );
-        d.insert(
-            "file".into(),
-            toml::Value::String(found.display().to_string()),
-        );
-    }
-}
-
 /// Resolve the relative paths of a manifest's own table against `base` (its folder), and put the
 /// default model paths found from `base` where the manifest leaves them out. Runs before any
 /// override is layered on, so overrides keep their values as written.
 pub fn resolve(table: &mut toml::Table, base: &Path) {
     if let Some(toml::Value::Table(d)) = table.get_mut("data") {
-        set_str(d, "dir", base);
-        legacy_data_file(d, base);
         set_str(d, "file", base);
+        set_str(d, "dir", base);
     }
     let augment = table
         .entry("augment")
@@ -207,39 +174,6 @@ pub fn resolve(table: &mut toml::Table, base: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_data_file_written_relative_to_the_data_folder_is_still_found_there() {
-        // The shape of ../shared/cases/label-spellings: the manifest sits in cases/x/ and names
-        // its file relative to the data folder (../shared/data).
-        let root = tempfile::tempdir().unwrap();
-        let root = root.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("data")).unwrap();
-        std::fs::create_dir_all(root.join("cases/x")).unwrap();
-        std::fs::write(root.join("cases/x/data.csv"), "text,label\n").unwrap();
-        let data_dir = root.join("data").display().to_string();
-        let mut t: toml::Table = toml::from_str(&format!(
-            "[data]\nkind = \"csv\"\ndir = \"{data_dir}\"\nfile = \"../cases/x/data.csv\"\n"
-        ))
-        .unwrap();
-        resolve(&mut t, &root.join("cases/x"));
-        assert_eq!(
-            t["data"]["file"].as_str().unwrap(),
-            root.join("cases/x/data.csv").display().to_string()
-        );
-        // Beside the manifest wins when both exist.
-        std::fs::create_dir_all(root.join("cases/cases/x")).unwrap();
-        std::fs::write(root.join("cases/cases/x/data.csv"), "text,label\n").unwrap();
-        let mut t: toml::Table = toml::from_str(&format!(
-            "[data]\nkind = \"csv\"\ndir = \"{data_dir}\"\nfile = \"../cases/x/data.csv\"\n"
-        ))
-        .unwrap();
-        resolve(&mut t, &root.join("cases/x"));
-        assert_eq!(
-            t["data"]["file"].as_str().unwrap(),
-            root.join("cases/cases/x/data.csv").display().to_string()
-        );
-    }
 
     #[test]
     fn relative_paths_join_the_manifest_folder_and_defaults_are_found_above_it() {
