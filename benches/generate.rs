@@ -30,11 +30,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let batches: Vec<u32> = args
         .get(1)
-        .map(|a| a.split(',').map(|b| b.parse().expect("batch sizes")).collect())
+        .map(|a| {
+            a.split(',')
+                .map(|b| b.parse().expect("batch sizes"))
+                .collect()
+        })
         .unwrap_or_else(|| vec![2, 4, 8]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = std::env::var("SYNTHCTI_DATA_DIR")

@@ -1709,7 +1709,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             write_split_files(&split_dir(&run_dir, r), &ds, &rep.split)?;
         }
         let l = crate::leakage::overlap(&ds, &rep.split, crate::leakage::NEAR);
-        progress.log(format!("split: {}", l.sentence(r, n_reps)));
+        progress.log(format!("leakage: {}", l.sentence(r, n_reps)));
         leakage.push(l);
     }
     write(

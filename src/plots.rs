@@ -654,6 +654,11 @@ pub fn write_all(
     if results.is_empty() {
         return Ok(String::new());
     }
+    // The figures read single-label predictions (one gold and one predicted technique per
+    // sentence); a multi-label run's figures are its tables.
+    if results.iter().any(|r| r.multi_label.is_some()) {
+        return Ok("\n## Figures\n\nNone: a multi-label run's figures are in the tables above (the plots are drawn for single-label tasks).\n".into());
+    }
     let figs = figures(run_dir, results, classes, b)?;
     let dir = run_dir.join(DIR);
     std::fs::create_dir_all(&dir).io_ctx(ErrorKind::Internal, || {

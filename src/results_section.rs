@@ -21,8 +21,15 @@ use crate::stats::Bootstrap;
 
 /// Whether a field of a cell's configuration only names a replicate (and so is left out of
 /// [`replicate_key`]).
+/// Fields that differ between the replicates of one configuration: seeds, the replicate index,
+/// the generation seed offset, and `config` (which spells the training seed when
+/// `experiment.seeds` is swept; the classifier settings it names are in `params`).
 fn is_replicate_field(key: &str) -> bool {
-    key == "seed" || key.ends_with("_seed") || key.starts_with("replicate")
+    key == "seed"
+        || key.ends_with("_seed")
+        || key.starts_with("replicate")
+        || key == "generation_offset"
+        || key == "config"
 }
 
 fn strip_replicate_fields(v: &mut serde_json::Value) {
@@ -499,7 +506,9 @@ mod tests {
 
     #[test]
     fn replicate_fields_are_left_out_of_the_key() {
-        let mut v = serde_json::json!({"name": "x", "seed": 1, "replicate": 2, "params": {"dim": 8, "split_seed": 3}, "synthetic": {"k": 3, "seed": 4}});
+        let mut v = serde_json::json!({"name": "x", "seed": 1, "replicate": 2, "split_seed": 44,
+            "generation_offset": 2, "config": "fasttext-dim8-s1",
+            "params": {"dim": 8, "split_seed": 3}, "synthetic": {"k": 3, "seed": 4}});
         v.as_object_mut().unwrap().remove("name");
         strip_replicate_fields(&mut v);
         assert_eq!(

@@ -285,16 +285,17 @@ fn generator_that_is_not_defined_is_named() {
 
 #[test]
 fn parallel_sequences_on_an_openai_generator_point_to_concurrency() {
-    let (s, m) = synthetic_sandbox(
-        "generator = \"remote\"",
-        &format!("{REMOTE}parallel = 4\n"),
-    );
+    let (s, m) = synthetic_sandbox("generator = \"remote\"", &format!("{REMOTE}parallel = 4\n"));
     assert_rejected(
         &s,
         &m,
         &[],
         2,
-        &["generator.0.parallel", "`local` generators", "`concurrency`"],
+        &[
+            "generator.0.parallel",
+            "`local` generators",
+            "`concurrency`",
+        ],
     );
 }
 

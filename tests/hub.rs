@@ -289,7 +289,7 @@ fn a_missing_folder_of_the_owner_name_shape_is_read_as_an_id_and_the_error_says_
     let o = hub_cmd(&s, &["run", m.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("the model folder ./models/no-such-model lacks config.json"),
+        stderr(&o).contains("/./models/no-such-model lacks config.json"),
         "{}",
         stderr(&o)
     );

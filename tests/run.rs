@@ -375,7 +375,17 @@ fn shipped_manifests_validate_and_the_smoke_experiment_runs() {
     // Every shipped manifest, model-size.toml included; a new one is picked up by itself.
     assert_eq!(
         shipped,
-        ["cti-to-mitre", "model-size", "own-data", "smoke", "tram"]
+        [
+            "cluster-k",
+            "cti-to-mitre",
+            "generator",
+            "model-size",
+            "own-data",
+            "paper",
+            "smoke",
+            "tram",
+            "tram-multi"
+        ]
     );
     let cells = |o: &std::process::Output| {
         let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -78,14 +78,16 @@ fn replicates_and_cheap_arms_make_grouped_tables_and_pooled_intervals() {
     assert_eq!(leakage.len(), 2);
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     for section in [
-        "## Main table: mean ± sd over replicates",
+        "## Main results",
         "## Test sentences seen in training",
         "## Pooled over replicates",
         "## Paired comparison",
     ] {
         assert!(md.contains(section), "no {section} in\n{md}");
     }
-    assert!(md.contains("(n=2)"), "{md}");
+    // One row per configuration and arm, over both replicates.
+    assert!(md.contains("| fasttext, none | 2 |"), "{md}");
+    assert!(md.contains("| fasttext, attack-description | 2 |"), "{md}");
 
     // One interval row per replicate and arm; one pooled row per arm over both replicates.
     let iv = read_csv_rows(&out.join("intervals.csv"));

@@ -29,7 +29,7 @@ use labels::{Normalizer, is_technique_id, technique_id};
 /// 4: each example carries `row`, its position in the source file.
 /// 5: a row without the label field is a row without a label (`data.negatives`), a UTF-8
 /// byte-order mark is skipped in JSON and JSONL files, and over-long texts are counted.
-pub const LOAD_VERSION: u32 = 5;
+pub const LOAD_VERSION: u32 = 6;
 
 /// One labelled text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +117,10 @@ pub struct LoadStats {
     pub conflict_rows_dropped: usize,
     /// class → count, for classes dropped under `min_examples`.
     pub rare_classes_dropped: BTreeMap<String, usize>,
+    /// Rows dropped because every label they had is of a rare class (on a single-label task,
+    /// the sum of `rare_classes_dropped`; on a multi-label one a row keeps its other labels).
+    #[serde(default)]
+    pub rare_rows_dropped: usize,
     pub examples: usize,
     pub classes: usize,
 }
@@ -192,7 +196,7 @@ impl LoadStats {
             setting: setting.map(str::to_string),
             rows,
         };
-        let rare_rows: usize = self.rare_classes_dropped.values().sum();
+        let rare_rows = self.rare_rows_dropped;
         LoadAccount {
             rows_read: self.rows_read,
             kept: self.examples,
@@ -739,6 +743,7 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
         }
     }
     let multi_label = cfg.multi_label == MultiLabelPolicy::Keep;
+    let before_rare = examples.len();
     examples.retain_mut(|e| {
         if e.labels.is_empty() {
             return !stats.rare_classes_dropped.contains_key(&e.label);
@@ -749,6 +754,7 @@ pub fn load(cfg: &DataConfig, path: &Path, catalog: Option<&Catalog>) -> Result<
         set_key(e);
         !e.labels.is_empty()
     });
+    stats.rare_rows_dropped = before_rare - examples.len();
     stats.examples = examples.len();
     stats.classes = counts.len() - stats.rare_classes_dropped.len();
 

@@ -737,7 +737,11 @@ mod tests {
             ])
             .unwrap();
         let e = r[0].as_ref().unwrap_err();
-        assert!(e.message.contains("raise the generator's `context`"), "{}", e.message);
+        assert!(
+            e.message.contains("raise the generator's `context`"),
+            "{}",
+            e.message
+        );
         assert!(r[1].as_ref().unwrap().completion_tokens > 0);
     }
 
