@@ -473,7 +473,7 @@ mod tests {
             "{ivs:?}"
         );
         let gain = (vec![0, 1], vec![0, 0], vec![0, 1]);
-        let ivs = class_intervals(&ix, &[gain.clone()], &classes, b);
+        let ivs = class_intervals(&ix, std::slice::from_ref(&gain), &classes, b);
         let want = crate::stats::pooled_deltas(
             &[Paired {
                 gold: &gain.0,

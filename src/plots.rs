@@ -528,7 +528,7 @@ fn draw_heatmap(h: &Heatmap, root: &DrawingArea<SVGBackend, Shift>) -> DrawResul
         match v {
             SegmentValue::CenterOf(i) => {
                 let i = if flip { n - 1 - *i } else { *i };
-                if i >= 0 && i < n && i as usize % every == 0 {
+                if i >= 0 && i < n && (i as usize).is_multiple_of(every) {
                     h.classes[i as usize].clone()
                 } else {
                     String::new()

@@ -94,6 +94,8 @@ impl EncoderConfig {
 
 /// A BERT-family encoder of either architecture.
 #[derive(Module, Debug)]
+// One encoder per model held at a time: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum EncoderModel {
     Bert(Bert),
     Albert(Albert),
