@@ -62,7 +62,8 @@ plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline
 peer_tg() { "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r "$runs" -o json 2>/dev/null \
   | python3 -c "import json,sys; r=json.load(sys.stdin)[0]; print(f\"{r['avg_ts']:.1f}\")"; }
 peer_before="$(peer_tg)"
-"$peer_dir/build/bin/llama-batched-bench" -m "$model" -c $((plen + 8 * 128 + 64)) -b 2048 -ub 512 \
+# A unified KV cache (-kvu), as synthcti's parallel session uses; -c leaves room for 8 sequences.
+"$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 4096 -b 2048 -ub 512 -kvu \
   -npp "$plen" -ntg 128 -npl 1,2,4,8 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' > "$work/peer_batched.jsonl"
 cargo bench --quiet --bench generate -- "$runs" 2,4,8 > "$work/ours2.jsonl"
 peer_after="$(peer_tg)"
