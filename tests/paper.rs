@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// The tiny stand-ins served for the paper's Hub models: (id in paper.toml, fixture folder).
-/// `scripts/tiny-hub-models.py` writes them; a tiny ALBERT fixture replaces `tiny-bert` for
-/// `albert/albert-base-v2` once the ALBERT architecture is in.
+/// ALBERT is the parity fixture `scripts/encoder_fixtures.py` writes; the RoBERTa one (SecureBERT's
+/// architecture) comes from `scripts/tiny-hub-models.py`, whose `tiny-bert` is no longer served.
 const TINY: &[(&str, &str)] = &[
-    ("albert/albert-base-v2", "tests/fixtures/hub/tiny-bert"),
+    // A tiny random ALBERT (the parity fixture: factorized embeddings, shared layers).
+    (
+        "albert/albert-base-v2",
+        "tests/fixtures/encoders/albert-tiny",
+    ),
     ("ehsanaghaei/SecureBERT", "tests/fixtures/hub/tiny-roberta"),
 ];
 
