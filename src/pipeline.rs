@@ -1684,37 +1684,21 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         std::fs::write(run_dir.join(name), body)
             .io_ctx(ErrorKind::Internal, || format!("cannot write {name}"))
     };
-    write(
-        "manifest.resolved.toml",
-        crate::manifest::resolved_toml(m).as_bytes(),
-    )?;
-    write(
-        "plan.json",
-        &serde_json::to_vec_pretty(&plan_before).expect("plan serializes"),
-    )?;
-    // Where every row of the dataset went, from the load stage's output (cached or not).
-    write(
-        "load.json",
-        &serde_json::to_vec_pretty(&serde_json::json!({
-            "file": shared.data_path.display().to_string(),
-            "account": ds.stats.account(),
-            "stats": &ds.stats,
-        }))
-        .expect("load stats serialize"),
-    )?;
-    let mut leakage = Vec::with_capacity(reps.len());
-    for (r, rep) in reps.iter().enumerate() {
-        // A Slurm task's folder sits inside the run folder, whose split files the submitter wrote.
-        if !opts.task {
-            write_split_files(&split_dir(&run_dir, r), &ds, &rep.split)?;
-        }
-        let l = crate::leakage::overlap(&ds, &rep.split, crate::leakage::NEAR);
-        progress.log(format!("leakage: {}", l.sentence(r, n_reps)));
-        leakage.push(l);
-    }
-    write(
-        "leakage.json",
-        &serde_json::to_vec_pretty(&leakage).expect("leakage serializes"),
+    // A Slurm task's folder sits inside the run folder, whose split files and leakage counts the
+    // submitter wrote: a task does not redo them.
+    let splits: Vec<&Split> = if opts.task {
+        Vec::new()
+    } else {
+        reps.iter().map(|rep| &rep.split).collect()
+    };
+    write_run_inputs(
+        &run_dir,
+        m,
+        &plan_before,
+        &shared.data_path,
+        &ds,
+        &splits,
+        &progress,
     )?;
     let mut data_files = vec![shared.data_path.clone()];
     data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);
@@ -1998,6 +1982,55 @@ fn write_cell(result: &CellResult, entry: &Entry, dest: &Path) -> Result<()> {
     .io_ctx(ErrorKind::Internal, || {
         format!("writing {}/per_class.csv", dest.display())
     })
+}
+
+/// What a run folder records of its inputs before the first cell, the same for every executor:
+/// `manifest.resolved.toml`, `plan.json`, `load.json` (where every row of the dataset went,
+/// from the load stage's output, cached or not), each replicate's split files
+/// ([`split_dir`]) and `leakage.json` (test sentences with
+/// an exact or near duplicate in train, logged per replicate). `splits[r]` is replicate r's.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_run_inputs(
+    run_dir: &Path,
+    m: &Manifest,
+    plan: &impl Serialize,
+    data_path: &Path,
+    ds: &Dataset,
+    splits: &[&Split],
+    progress: &Progress,
+) -> Result<()> {
+    let write = |name: &str, body: &[u8]| -> Result<()> {
+        std::fs::write(run_dir.join(name), body)
+            .io_ctx(ErrorKind::Internal, || format!("cannot write {name}"))
+    };
+    write(
+        "manifest.resolved.toml",
+        crate::manifest::resolved_toml(m).as_bytes(),
+    )?;
+    write(
+        "plan.json",
+        &serde_json::to_vec_pretty(plan).expect("plan serializes"),
+    )?;
+    write(
+        "load.json",
+        &serde_json::to_vec_pretty(&serde_json::json!({
+            "file": data_path.display().to_string(),
+            "account": ds.stats.account(),
+            "stats": &ds.stats,
+        }))
+        .expect("load stats serialize"),
+    )?;
+    let mut leakage = Vec::with_capacity(splits.len());
+    for (r, split) in splits.iter().enumerate() {
+        write_split_files(&split_dir(run_dir, r), ds, split)?;
+        let l = crate::leakage::overlap(ds, split, crate::leakage::NEAR);
+        progress.log(format!("leakage: {}", l.sentence(r, splits.len())));
+        leakage.push(l);
+    }
+    write(
+        "leakage.json",
+        &serde_json::to_vec_pretty(&leakage).expect("leakage serializes"),
+    )
 }
 
 /// The split itself, so anyone can retrain a peer on exactly the same examples.

@@ -245,36 +245,33 @@ pub fn run(
             format!("cannot create {}/{sub}", run_dir.display())
         })?;
     }
-    let write = |name: &str, body: &[u8]| -> Result<()> {
-        std::fs::write(run_dir.join(name), body)
-            .io_ctx(ErrorKind::Internal, || format!("cannot write {name}"))
-    };
-    write(
-        "manifest.resolved.toml",
-        crate::manifest::resolved_toml(m).as_bytes(),
-    )?;
-    write(
-        "plan.json",
-        &serde_json::to_vec_pretty(&plan).expect("plan serializes"),
-    )?;
     {
-        // The split files, from the cache or computed in memory (nothing is written to the cache
-        // here: the tasks compute the load and split stages once, under the cache's locks).
+        // The run folder's inputs as a local run writes them; the dataset and splits come from
+        // the cache or are computed in memory (nothing is written to the cache here: the tasks
+        // compute the load and split stages once, under the cache's locks).
         let shared = pipeline::shared_stages(m)?;
         let ds: crate::data::Dataset = match read_only.get(&shared.load)? {
             Some(e) => e.read_json("dataset.json")?,
             None => pipeline::compute_dataset(&shared, m)?,
         };
-        // Every replicate's split (split/ for replicate 0, split/r<r>/ for the others).
+        let mut splits = Vec::new();
         for r in 0..m.replicates() {
             let mr = m.replicate(r);
             let sh = pipeline::shared_for(&mr, &shared);
-            let split: crate::split::Split = match read_only.get(&sh.split)? {
-                Some(e) => e.read_json("split.json")?,
+            splits.push(match read_only.get(&sh.split)? {
+                Some(e) => e.read_json::<crate::split::Split>("split.json")?,
                 None => crate::split::split(&ds, &mr.split)?,
-            };
-            pipeline::write_split_files(&pipeline::split_dir(&run_dir, r), &ds, &split)?;
+            });
         }
+        pipeline::write_run_inputs(
+            &run_dir,
+            m,
+            &plan,
+            &shared.data_path,
+            &ds,
+            &splits.iter().collect::<Vec<_>>(),
+            &progress,
+        )?;
     }
     let mut data_files = vec![pipeline::shared_stages(m)?.data_path];
     data_files.extend(crate::data::attack_path(&m.data, &m.data_dir)?);

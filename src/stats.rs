@@ -293,6 +293,13 @@ impl MeanSd {
 mod tests {
     use super::*;
 
+    /// The hand-computed case: two sentences, the augmented classifier gets the second right.
+    const HAND: Paired<'static> = Paired {
+        gold: &[0, 1],
+        baseline: &[0, 0],
+        augmented: &[0, 1],
+    };
+
     const B: Bootstrap = Bootstrap {
         resamples: 1000,
         seed: 7,
@@ -415,11 +422,7 @@ mod tests {
     /// replicate with identical predictions halves the point.
     #[test]
     fn pooled_is_the_mean_over_replicates() {
-        let a = Paired {
-            gold: &[0, 1],
-            baseline: &[0, 0],
-            augmented: &[0, 1],
-        };
+        let a = HAND;
         let same = Paired {
             gold: &[0, 1, 1],
             baseline: &[0, 0, 1],
@@ -438,11 +441,7 @@ mod tests {
     /// 0 and the augmented classifier 1, so the point is 1).
     #[test]
     fn several_class_sets_share_the_resamples() {
-        let a = Paired {
-            gold: &[0, 1],
-            baseline: &[0, 0],
-            augmented: &[0, 1],
-        };
+        let a = HAND;
         let both = pooled_deltas(&[a], &[&[0, 1], &[1]], B);
         assert_eq!(both[0], paired_delta(a, &[0, 1], B));
         assert!((both[1].delta - 1.0).abs() < 1e-12, "{:?}", both[1]);
@@ -466,11 +465,7 @@ mod tests {
     /// −1. The pooled point is (2/3 − 1) / 2 = −1/6.
     #[test]
     fn pooled_with_each_replicates_own_class_set() {
-        let a = Paired {
-            gold: &[0, 1],
-            baseline: &[0, 0],
-            augmented: &[0, 1],
-        };
+        let a = HAND;
         let c = Paired {
             gold: &[0],
             baseline: &[0],

@@ -430,51 +430,36 @@ fn map_f32<const D: usize>(x: Tensor<D>, f: fn(&mut [f32])) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), &device)
 }
 
-fn gelu_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        unsafe { gelu_slice_avx2(xs) };
-        return;
-    }
-    gelu_slice_portable(xs);
+/// `$name(xs)` applies `$one` to every element, compiled once more with AVX2 + FMA (chosen at
+/// run time when the CPU has them) so that the loop vectorizes.
+macro_rules! elementwise {
+    ($name:ident, $avx2:ident, $one:ident) => {
+        fn $name(xs: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features were just detected.
+                unsafe { $avx2(xs) };
+                return;
+            }
+            for x in xs {
+                *x = $one(*x);
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2(xs: &mut [f32]) {
+            for x in xs {
+                *x = $one(*x);
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_slice_avx2(xs: &mut [f32]) {
-    gelu_slice_portable(xs)
-}
-
-#[inline(always)]
-fn gelu_slice_portable(xs: &mut [f32]) {
-    for x in xs {
-        *x = gelu_one(*x);
-    }
-}
-
-fn tanh_gelu_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        unsafe { tanh_gelu_slice_avx2(xs) };
-        return;
-    }
-    tanh_gelu_slice_portable(xs);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tanh_gelu_slice_avx2(xs: &mut [f32]) {
-    tanh_gelu_slice_portable(xs)
-}
-
-#[inline(always)]
-fn tanh_gelu_slice_portable(xs: &mut [f32]) {
-    for x in xs {
-        *x = tanh_gelu_one(*x);
-    }
-}
+elementwise!(gelu_slice, gelu_slice_avx2, gelu_one);
+elementwise!(tanh_gelu_slice, tanh_gelu_slice_avx2, tanh_gelu_one);
 
 /// x·σ(2u), u = √(2/π)·(x + 0.044715·x³); σ(2u) = 1/(1 + e^(−2u)) for u ≥ 0 and
 /// e^(−2|u|)/(1 + e^(−2|u|)) below, branch-free.
