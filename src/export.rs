@@ -275,6 +275,13 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
             ))
         })?;
 
+    if result.multi_label.is_none() && result.validation_size == 0 {
+        // Nothing to fit a temperature or choose a threshold on: an exported model would give
+        // every sentence every technique.
+        return Err(Error::config(format!(
+            "cell {cell} has no validation sentences (split.validation_fraction = 0), so no temperature or threshold can be fitted for `predict`; rerun with split.validation_fraction > 0 (e.g. --set split.validation_fraction=0.1)"
+        )));
+    }
     let to = opts.to;
     if to.exists()
         && std::fs::read_dir(to)
@@ -370,7 +377,8 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
     // The cell's own replicate's split (split/ for replicate 0, split/r<r>/ for the others).
     let split = crate::pipeline::split_dir(run_dir, result.cell.replicate);
     let read_split = |name: &str| read_split(&split.join(name));
-    let (val_probs, val_gold) = split_probs(&model, &read_split("validation.jsonl")?, &device)?;
+    let validation = read_split("validation.jsonl")?;
+    let (val_probs, val_gold) = split_probs(&model, &validation, &device)?;
     let (test_probs, test_gold) = split_probs(&model, &read_split("test.jsonl")?, &device)?;
     let temperature = calibrate::fit_temperature(&val_probs, &val_gold);
     let validation_nll = (

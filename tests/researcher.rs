@@ -291,6 +291,32 @@ fn the_own_data_example_runs_from_anywhere() {
         );
         assert_eq!(read_csv_rows(&out.join("summary.csv")).len(), 1);
     }
+    // Its split has no validation sentences: exporting the cell is refused, not a model whose
+    // threshold of 0 gives every sentence every technique.
+    let out = s.path("results/root");
+    let cell = read_csv_rows(&out.join("summary.csv"))[0]["cell"].clone();
+    let o = bin()
+        .args([
+            "export",
+            out.to_str().unwrap(),
+            &cell,
+            "--to",
+            s.path("model").to_str().unwrap(),
+        ])
+        .env("SYNTHCTI_CACHE_DIR", s.path("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no validation sentences")
+            && stderr(&o).contains("split.validation_fraction"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !s.path("model").exists(),
+        "refused before anything is written"
+    );
 }
 
 /// The README's reference block, copied whole, is a valid manifest whose values are the
