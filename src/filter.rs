@@ -706,6 +706,7 @@ mod tests {
                 context: 512,
                 structured: None,
                 parallel: None,
+                grammar_sampling: None,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),

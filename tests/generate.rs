@@ -87,9 +87,12 @@ fn openai_request_shape_auth_and_the_key_stays_secret() {
     assert_eq!(r.body["model"], "test-model");
     assert_eq!(r.body["messages"][0]["role"], "user");
     let prompt = r.prompt();
-    assert!(prompt.contains("T1027"), "{prompt}");
+    // The technique by name and description; its ID and "MITRE ATT&CK" stay out of the prompt,
+    // since a model shown them writes them into its sentences.
+    assert!(!prompt.contains("T1027"), "{prompt}");
+    assert!(!prompt.contains("MITRE"), "{prompt}");
     assert!(
-        prompt.contains("Obfuscated Files or Information"),
+        prompt.contains("The behaviour: Obfuscated Files or Information"),
         "{prompt}"
     );
     assert!(prompt.contains("Write 3 new sentences"), "{prompt}");
@@ -488,7 +491,10 @@ fn replay_answers_from_the_cache_and_a_miss_names_the_prompt() {
     let log = run_log(&s.path("results/miss"));
     assert!(log.contains("no cached answer"), "{log}");
     assert!(log.contains("T1027 cluster 0 sample 0"), "{log}");
-    assert!(log.contains("MITRE ATT&CK technique T1027"), "{log}");
+    assert!(
+        log.contains("The behaviour: Obfuscated Files or Information"),
+        "{log}"
+    );
     assert_eq!(server.requests().len(), 1);
 }
 

@@ -19,6 +19,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::vocab::LlamaVocab;
 
 use super::{Answer, Budget, CallJob, Generator, Outcome, Tally, store_answer};
@@ -126,7 +128,7 @@ pub struct Request<'p> {
 
 /// A sequence being decoded in a batch.
 struct Stream {
-    sampler: LlamaSampler,
+    sampler: CallSampler,
     prompt_tokens: usize,
     /// Position of the next token in this sequence.
     pos: usize,
@@ -183,8 +185,6 @@ impl Session<'_> {
         let mut generated = 0u64;
         let mut finish = "length";
         for pos in tokens.len()..tokens.len() + max_new {
-            // `sample` also accepts the token (llama_sampler_sample does): accepting it again
-            // would advance a grammar twice.
             let tok = sampler.sample(&self.ctx, batch.n_tokens() - 1);
             if vocab.is_eog(tok) {
                 finish = "stop";
@@ -235,18 +235,17 @@ impl Session<'_> {
         Ok(tokens)
     }
 
-    /// The sampler chain of one call: the grammar masks the logits first; top-k → top-p →
-    /// temperature → a seeded distribution sampler choose among what it admits (greedy at
-    /// temperature 0).
-    fn sampler(&self, s: Sampling, grammar: Option<&str>) -> Result<LlamaSampler> {
-        let mut chain = Vec::new();
-        if let Some(g) = grammar {
-            chain.push(
+    /// The sampler of one call: top-k → top-p → temperature → a seeded distribution sampler
+    /// (greedy at temperature 0), and the grammar when one is given (see [`CallSampler`]).
+    fn sampler(&self, s: Sampling, grammar: Option<&str>) -> Result<CallSampler> {
+        let grammar = grammar
+            .map(|g| {
                 LlamaSampler::grammar(&self.model.model, g, "root")
-                    .map_err(|e| fail("grammar", format!("{e:?}")))?,
-            );
-        }
-        Ok(if s.temperature <= 0.0 {
+                    .map_err(|e| fail("grammar", format!("{e:?}")))
+            })
+            .transpose()?;
+        let mut chain = Vec::new();
+        let chain = if s.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
             LlamaSampler::chain_simple(chain)
         } else {
@@ -259,7 +258,8 @@ impl Session<'_> {
             chain.push(LlamaSampler::temp(s.temperature));
             chain.push(LlamaSampler::dist(s.seed));
             LlamaSampler::chain_simple(chain)
-        })
+        };
+        Ok(CallSampler { chain, grammar })
     }
 
     /// Answer several calls at once, as parallel sequences of one batch (llama.cpp's
@@ -414,6 +414,44 @@ impl Stream {
     }
 }
 
+/// One call's sampling, llama.cpp's `common_sampler_sample` with `grammar_first = false`: the
+/// chain picks a token from the raw logits, and only that token is checked against the grammar;
+/// when the grammar rejects it, the grammar masks the whole vocabulary and the chain picks again
+/// from what it admits. The token is the one a grammar-first chain would pick whenever the
+/// grammar admits the first pick, and checking one candidate instead of every token of the
+/// vocabulary (49,152 for SmolLM2) at every step is what keeps constrained decoding near the
+/// speed of free decoding.
+struct CallSampler {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+}
+
+impl CallSampler {
+    /// Sample the next token from the logits at batch index `idx`, and advance the grammar.
+    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+        let mut cur = ctx.token_data_array_ith(idx);
+        self.chain.apply(&mut cur);
+        let mut tok = cur
+            .selected_token()
+            .expect("the chain ends in a selecting sampler");
+        if let Some(g) = &mut self.grammar {
+            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, 1.0, 0.0)], false);
+            g.apply(&mut one);
+            if one.data[0].logit() == f32::NEG_INFINITY {
+                let mut cur = ctx.token_data_array_ith(idx);
+                g.apply(&mut cur);
+                self.chain.apply(&mut cur);
+                tok = cur
+                    .selected_token()
+                    .expect("the chain ends in a selecting sampler");
+            }
+            g.accept(tok);
+        }
+        self.chain.accept(tok);
+        tok
+    }
+}
+
 /// The seed of one call: the generator seed mixed with the call key.
 pub fn call_seed(seed: u64, key: &str) -> u32 {
     let h = crate::hash::fnv1a(format!("{seed}:{key}").as_bytes());
@@ -538,6 +576,36 @@ mod tests {
             p.display()
         );
         p
+    }
+
+    #[test]
+    fn a_local_structured_generator_names_its_grammar_sampling_in_the_call_key() {
+        let resolve = |structured| {
+            crate::llm::Generator::resolve(
+                "g",
+                &[crate::llm::GeneratorConfig {
+                    name: "g".into(),
+                    model: smollm2().display().to_string(),
+                    structured,
+                    ..Default::default()
+                }],
+            )
+            .unwrap()
+        };
+        let (free, constrained) = (resolve(false), resolve(true));
+        assert_eq!(free.identity.grammar_sampling, None);
+        assert_eq!(
+            constrained.identity.grammar_sampling.as_deref(),
+            Some("pick-then-check")
+        );
+        let key = serde_json::to_value(&constrained.identity).unwrap();
+        assert_eq!(key["grammar_sampling"], "pick-then-check");
+        assert!(
+            serde_json::to_value(&free.identity)
+                .unwrap()
+                .get("grammar_sampling")
+                .is_none()
+        );
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct Identity {
     /// otherwise, so the keys of one-sequence generators are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
+    /// Local structured generators: how the grammar steers sampling — `pick-then-check`, the
+    /// chain's pick checked against the grammar and re-picked among what it admits only when
+    /// rejected (llama.cpp's `common_sampler`; see `local::CallSampler`). Absent otherwise;
+    /// answers sampled grammar-first (synthcti before this field) had no such field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar_sampling: Option<String>,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -155,6 +161,8 @@ impl Generator {
                 }),
                 parallel: (source.provider == ProviderKind::Local && source.parallel > 1)
                     .then_some(source.parallel),
+                grammar_sampling: (source.provider == ProviderKind::Local && source.structured)
+                    .then(|| "pick-then-check".to_string()),
             },
             config: source.clone(),
             model_path,
@@ -697,6 +705,9 @@ mod tests {
         assert_ne!(plain.call_id("p", 0, 5).key, st.call_id("p", 0, 5).key);
         assert_ne!(st.call_id("p", 0, 5).key, st.call_id("p", 0, 3).key);
         assert_ne!(st.call_id("p", 0, 5).key, s(200).call_id("p", 0, 5).key);
+        // A remote endpoint samples as it does; only a local structured generator names how
+        // its grammar steers sampling (tested with a real GGUF in `local::tests`).
+        assert_eq!(st.identity.grammar_sampling, None);
     }
 
     #[test]
