@@ -90,6 +90,7 @@ fn main() {
         top_k: 40,
         max_tokens: 128,
         seed,
+        repeat: None,
     };
 
     let mut s = model.session().unwrap();

@@ -707,6 +707,7 @@ mod tests {
                 structured: None,
                 parallel: None,
                 grammar_sampling: None,
+                repeat_penalty: None,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),

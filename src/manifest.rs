@@ -1171,6 +1171,23 @@ fn validate_augment(
             range(&k("threads"), vec![g.threads], 1, 256)?;
             range(&k("context"), vec![g.context as usize], 128, 1 << 20)?;
             range(&k("parallel"), vec![g.parallel as usize], 1, 64)?;
+            range(&k("item_chars"), vec![g.item_chars], 20, 4000)?;
+            if !(g.repeat_penalty > 0.0 && g.repeat_penalty <= 2.0) {
+                return Err(e(
+                    &k("repeat_penalty"),
+                    format!(
+                        "{} is out of range; it must be > 0 and <= 2 (1 is off; 1.1 is llama.cpp's earlier default)",
+                        g.repeat_penalty
+                    ),
+                ));
+            }
+            range(&k("repeat_last_n"), vec![g.repeat_last_n as usize], 1, 4096)?;
+            if g.repeat_penalty != 1.0 && g.provider == ProviderKind::Openai {
+                return Err(e(
+                    &k("repeat_penalty"),
+                    "applies to `local` generators (llama.cpp's penalties sampler); the OpenAI API has no such parameter".into(),
+                ));
+            }
             if g.parallel > 1 && g.provider == ProviderKind::Openai {
                 return Err(e(
                     &k("parallel"),

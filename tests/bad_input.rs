@@ -309,6 +309,45 @@ fn parallel_out_of_range_is_rejected() {
 }
 
 #[test]
+fn repeat_penalty_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nrepeat_penalty = 0.0\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.repeat_penalty", "out of range", "1 is off"],
+    );
+}
+
+#[test]
+fn repeat_penalty_on_an_openai_generator_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"",
+        &format!("{REMOTE}repeat_penalty = 1.1\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.repeat_penalty", "`local` generators"],
+    );
+}
+
+#[test]
+fn item_chars_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nstructured = true\nitem_chars = 5\n",
+    );
+    assert_rejected(&s, &m, &[], 2, &["generator.0.item_chars", "out of range"]);
+}
+
+#[test]
 fn missing_gguf_file_says_how_to_get_it() {
     let (s, m) = synthetic_sandbox(
         "generator = \"tiny\"",

@@ -48,6 +48,13 @@ pub struct GeneratorConfig {
     pub threads: usize,
     /// `local`: context size in tokens (per sequence).
     pub context: u32,
+    /// `local`: llama.cpp's repetition penalty (the `penalties` sampler, first in the chain): the
+    /// logit of a token among the last `repeat_last_n` generated ones is divided by it (multiplied
+    /// when negative). 1.0 is off; llama.cpp's `--repeat-penalty` default is 1.0, its long-time
+    /// earlier default 1.1. Part of the call key when not 1.
+    pub repeat_penalty: f64,
+    /// `local`: how many of the last generated tokens `repeat_penalty` looks at.
+    pub repeat_last_n: u32,
     /// `local`: calls decoded together as parallel sequences of one batch (1: one at a time).
     /// On a CPU a batch of n sequences costs little more per step than one, so total tokens/s
     /// grow with n; samples of one prompt share its evaluation. Part of the call key when > 1.
@@ -97,6 +104,8 @@ impl Default for GeneratorConfig {
             threads: 2,
             context: 2048,
             parallel: 1,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
             base_url: "https://api.openai.com/v1".into(),
             api_key_env: None,
             concurrency: 4,

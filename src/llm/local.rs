@@ -51,6 +51,8 @@ pub struct Sampling {
     pub top_k: u32,
     pub max_tokens: u32,
     pub seed: u32,
+    /// llama.cpp's repetition penalty and its look-back in tokens; `None`: off.
+    pub repeat: Option<(f32, u32)>,
 }
 
 /// A loaded GGUF model.
@@ -245,6 +247,16 @@ impl Session<'_> {
             })
             .transpose()?;
         let mut chain = Vec::new();
+        // llama.cpp's order: penalties first, on the raw logits.
+        if let Some((penalty, last_n)) = s.repeat {
+            chain.push(LlamaSampler::penalties(
+                self.model.model.n_vocab(),
+                last_n as i32,
+                penalty,
+                0.0,
+                0.0,
+            ));
+        }
         let chain = if s.temperature <= 0.0 {
             chain.push(LlamaSampler::greedy());
             LlamaSampler::chain_simple(chain)
@@ -531,6 +543,10 @@ pub fn run(
                     top_k: cfg.top_k,
                     max_tokens: cfg.max_tokens,
                     seed: call_seed(cfg.seed, &jobs[i].id.key),
+                    repeat: generator
+                        .identity
+                        .repeat_penalty
+                        .map(|r| (r.penalty as f32, r.last_n)),
                 },
                 grammar: grammars[i].as_deref(),
             })
@@ -580,18 +596,20 @@ mod tests {
 
     #[test]
     fn a_local_structured_generator_names_its_grammar_sampling_in_the_call_key() {
-        let resolve = |structured| {
+        let resolve_with = |structured, repeat_penalty| {
             crate::llm::Generator::resolve(
                 "g",
                 &[crate::llm::GeneratorConfig {
                     name: "g".into(),
                     model: smollm2().display().to_string(),
                     structured,
+                    repeat_penalty,
                     ..Default::default()
                 }],
             )
             .unwrap()
         };
+        let resolve = |structured| resolve_with(structured, 1.0);
         let (free, constrained) = (resolve(false), resolve(true));
         assert_eq!(free.identity.grammar_sampling, None);
         assert_eq!(
@@ -606,6 +624,39 @@ mod tests {
                 .get("grammar_sampling")
                 .is_none()
         );
+        // The repetition penalty: in the key when on, absent when off (1.0).
+        assert!(
+            serde_json::to_value(&free.identity)
+                .unwrap()
+                .get("repeat_penalty")
+                .is_none()
+        );
+        let penalized = resolve_with(false, 1.1);
+        assert_eq!(
+            serde_json::to_value(&penalized.identity).unwrap()["repeat_penalty"],
+            serde_json::json!({"penalty": 1.1, "last_n": 64})
+        );
+        assert_ne!(
+            free.call_id("p", 0, 5).key,
+            penalized.call_id("p", 0, 5).key
+        );
+    }
+
+    #[test]
+    fn a_repetition_penalty_changes_what_is_sampled_and_stays_reproducible() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session().unwrap();
+        let prompt = "Write the word malware twenty times, separated by spaces.";
+        let base = sampling(3, 0.0, 48);
+        let off = s.generate(prompt, base).unwrap();
+        let on = Sampling {
+            repeat: Some((1.5, 64)),
+            ..base
+        };
+        let a = s.generate(prompt, on).unwrap();
+        let b = s.generate(prompt, on).unwrap();
+        assert_eq!(a.text, b.text, "greedy with a penalty is deterministic");
+        assert_ne!(a.text, off.text, "the penalty changed the greedy answer");
     }
 
     #[test]
@@ -623,6 +674,7 @@ mod tests {
                         top_k: 40,
                         max_tokens: 200,
                         seed,
+                        repeat: None,
                     },
                     Some(&grammar),
                 )
@@ -653,6 +705,7 @@ mod tests {
             top_k: 40,
             max_tokens: 8,
             seed: 7,
+            repeat: None,
         };
         let prompt = "Name one technique adversaries use to hide malware.";
         let a = s.generate(prompt, sampling).unwrap();
@@ -688,6 +741,7 @@ mod tests {
                     top_k: 0,
                     max_tokens: 4,
                     seed: 0,
+                    repeat: None,
                 },
             )
             .unwrap_err();
@@ -705,6 +759,7 @@ mod tests {
             top_k: 40,
             max_tokens,
             seed,
+            repeat: None,
         }
     }
 

@@ -70,6 +70,19 @@ pub struct Identity {
     /// answers sampled grammar-first (synthcti before this field) had no such field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grammar_sampling: Option<String>,
+    /// Local generators with `repeat_penalty` ≠ 1: the penalty and the tokens it looks back
+    /// over. Absent otherwise, so other keys are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<RepeatPenalty>,
+}
+
+/// llama.cpp's repetition penalty of a local generator (part of its identity).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct RepeatPenalty {
+    /// Divides the logit of a recently generated token (> 1 discourages repeats).
+    pub penalty: f64,
+    /// Generated tokens looked back over.
+    pub last_n: u32,
 }
 
 /// A generator ready to use: its identity and how to reach it.
@@ -163,6 +176,12 @@ impl Generator {
                     .then_some(source.parallel),
                 grammar_sampling: (source.provider == ProviderKind::Local && source.structured)
                     .then(|| "pick-then-check".to_string()),
+                repeat_penalty: (source.provider == ProviderKind::Local
+                    && source.repeat_penalty != 1.0)
+                    .then_some(RepeatPenalty {
+                        penalty: source.repeat_penalty,
+                        last_n: source.repeat_last_n,
+                    }),
             },
             config: source.clone(),
             model_path,
