@@ -106,6 +106,7 @@ impl LocalModel {
             model: self,
             ctx,
             parallel,
+            shared_prefix_tokens: 0,
         })
     }
 }
@@ -118,6 +119,9 @@ pub struct Session<'a> {
     ctx: LlamaContext<'a>,
     /// The most sequences one batch decodes together.
     parallel: u32,
+    /// Prompt tokens not evaluated because an earlier prompt of the same batch began with them
+    /// (see [`Session::generate_batch`]), over the session's life.
+    pub shared_prefix_tokens: u64,
 }
 
 /// One call of a batch: a user message, its sampling, and an optional GBNF grammar.
@@ -316,13 +320,32 @@ impl Session<'_> {
         let vocab = self.model.model.vocab();
         let mut batch = LlamaBatch::new(N_BATCH.max(reqs.len()), reqs.len() as i32);
         let mut streams: Vec<Option<Stream>> = (0..reqs.len()).map(|_| None).collect();
-        for (tokens, members) in &groups {
+        for (gi, (tokens, members)) in groups.iter().enumerate() {
             let seqs: Vec<i32> = members.iter().map(|&i| i as i32).collect();
             let last = tokens.len() - 1;
-            for (ci, chunk) in tokens.chunks(N_BATCH).enumerate() {
+            // Prompts of one technique differ only from their example sentences on: the longest
+            // token prefix this prompt shares with an earlier one of the batch is copied from that
+            // prompt's sequence (in the unified KV cache the cells gain this sequence; nothing is
+            // recomputed) and only the rest is evaluated. At least the last token is evaluated,
+            // for its logits.
+            let (from, shared) = groups[..gi]
+                .iter()
+                .map(|(t, m)| (m[0] as i32, common_prefix(t, tokens)))
+                .max_by_key(|&(_, n)| n)
+                .unwrap_or((0, 0));
+            let shared = shared.min(last);
+            if shared > 0 {
+                for &s in &seqs {
+                    self.ctx
+                        .copy_kv_cache_seq(from, s, None, Some(shared as u32))
+                        .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
+                }
+                self.shared_prefix_tokens += shared as u64;
+            }
+            for (ci, chunk) in tokens[shared..].chunks(N_BATCH).enumerate() {
                 batch.clear();
                 for (j, t) in chunk.iter().enumerate() {
-                    let pos = ci * N_BATCH + j;
+                    let pos = shared + ci * N_BATCH + j;
                     batch
                         .add(*t, pos as i32, &seqs, pos == last)
                         .map_err(|e| fail("batch", e.to_string()))?;
@@ -462,6 +485,11 @@ impl CallSampler {
         self.chain.accept(tok);
         tok
     }
+}
+
+/// How many leading tokens two prompts share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The seed of one call: the generator seed mixed with the call key.
@@ -812,6 +840,37 @@ mod tests {
             .collect();
         let first: Vec<String> = answers.iter().map(|a| a.text.clone()).collect();
         assert_eq!(again, first);
+    }
+
+    #[test]
+    fn a_prompt_sharing_a_prefix_with_an_earlier_one_reuses_its_cells() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session_for(2).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let a = format!("{head}Name one tool that does this.");
+        let b = format!("{head}Name one operating system where this happens.");
+        let req = |prompt| Request {
+            prompt,
+            sampling: sampling(1, 0.0, 16),
+            grammar: None,
+        };
+        let mixed = s.generate_batch(&[req(&a), req(&b)]).unwrap();
+        let shared = s.shared_prefix_tokens;
+        // The chat template's opening and the whole head, at least.
+        assert!(shared > 20, "{shared} tokens shared");
+        // The same prompt alone (two greedy samples of it, so nothing is shared between prompts).
+        let alone = s.generate_batch(&[req(&b), req(&b)]).unwrap();
+        assert_eq!(
+            s.shared_prefix_tokens, shared,
+            "one prompt: nothing to share"
+        );
+        let text = |r: &Result<Answer>| r.as_ref().unwrap().text.clone();
+        assert_eq!(
+            text(&mixed[1]),
+            text(&alone[0]),
+            "the copied cells hold what evaluation would"
+        );
+        assert_ne!(text(&mixed[0]), text(&mixed[1]));
     }
 
     #[test]
