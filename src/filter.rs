@@ -608,6 +608,67 @@ pub fn self_bleu(texts: &[&str]) -> Option<f64> {
     Some(sum / toks.len() as f64)
 }
 
+/// The classifier of the `reference` filter (`augment.filter.reference_classifier`): trained on
+/// the real train split only, it predicts a technique for each synthetic sentence that survived
+/// the other filters, and a sentence it assigns to another technique is dropped.
+///
+/// Written as `"none"`, `"fasttext"` or `"encoder-frozen"`; the booleans of older manifests read
+/// as `false` → `none` and `true` → `fasttext` (what they meant). Serialized (and so keyed) as
+/// the name.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceClassifier {
+    /// No reference filter.
+    #[default]
+    None,
+    /// The default fastText configuration (`[[classifier]] kind = "fasttext"` with no other key).
+    Fasttext,
+    /// The default frozen-encoder configuration (`kind = "encoder-frozen"`: mean-pooled sentence
+    /// embeddings → an MLP head) over `augment.encoder` (all-MiniLM-L6-v2 by default).
+    EncoderFrozen,
+}
+
+impl ReferenceClassifier {
+    /// The name as a manifest writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Fasttext => "fasttext",
+            Self::EncoderFrozen => "encoder-frozen",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReferenceClassifier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ReferenceClassifier;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"none\", \"fasttext\" or \"encoder-frozen\" (or true / false)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(if v {
+                    ReferenceClassifier::Fasttext
+                } else {
+                    ReferenceClassifier::None
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "none" => Ok(ReferenceClassifier::None),
+                    "fasttext" => Ok(ReferenceClassifier::Fasttext),
+                    "encoder-frozen" => Ok(ReferenceClassifier::EncoderFrozen),
+                    other => Err(E::custom(format!(
+                        "unknown reference classifier `{other}`; use \"none\", \"fasttext\" or \"encoder-frozen\" (true and false, from older manifests, read as \"fasttext\" and \"none\")"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The filters applied to parsed synthetic sentences.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -621,9 +682,10 @@ pub struct FilterConfig {
     pub near_duplicate: f64,
     /// Similarity to any test sentence at or above which a synthetic sentence is dropped as leakage.
     pub leakage: f64,
-    /// Drop sentences that a fastText model trained on the real train split assigns to another
-    /// technique.
-    pub reference_classifier: bool,
+    /// Drop sentences that a classifier trained on the real train split assigns to another
+    /// technique (label fidelity): `none`, `fasttext` or `encoder-frozen`
+    /// ([`ReferenceClassifier`]).
+    pub reference_classifier: ReferenceClassifier,
     /// Drop sentences with a literal technique ID (`T1012`, `T1547.001`) or a `MITRE` / `ATT&CK`
     /// mention: a shortcut a classifier learns from synthetic sentences and never meets in a real
     /// report (dropped, not stripped: what is left around an ID rarely reads as a sentence).
@@ -643,7 +705,7 @@ impl Default for FilterConfig {
             max_chars: 400,
             near_duplicate: 0.9,
             leakage: 0.8,
-            reference_classifier: false,
+            reference_classifier: ReferenceClassifier::None,
             attack_ids: true,
             meta: true,
             repeated_ngram: 4,
@@ -961,6 +1023,46 @@ mod tests {
         );
         assert_eq!(s.kept, 1);
         assert_eq!(s.techniques[0].removed.get("reference"), Some(&1));
+    }
+
+    /// `reference_classifier` as manifests write it: the three names, and the booleans of older
+    /// manifests read as what they meant; anything else is an error naming the valid values.
+    #[test]
+    fn reference_classifier_reads_names_and_old_booleans() {
+        let read = |v: &str| {
+            toml::from_str::<FilterConfig>(&format!("reference_classifier = {v}"))
+                .map(|c| c.reference_classifier)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read("\"none\""), Ok(ReferenceClassifier::None));
+        assert_eq!(read("\"fasttext\""), Ok(ReferenceClassifier::Fasttext));
+        assert_eq!(
+            read("\"encoder-frozen\""),
+            Ok(ReferenceClassifier::EncoderFrozen)
+        );
+        assert_eq!(read("false"), Ok(ReferenceClassifier::None));
+        assert_eq!(read("true"), Ok(ReferenceClassifier::Fasttext));
+        let bad = read("\"svm\"").unwrap_err();
+        assert!(
+            bad.contains(
+                "unknown reference classifier `svm`; use \"none\", \"fasttext\" or \"encoder-frozen\""
+            ),
+            "{bad}"
+        );
+        let bad = read("3").unwrap_err();
+        assert!(
+            bad.contains("expected \"none\", \"fasttext\" or \"encoder-frozen\" (or true / false)"),
+            "{bad}"
+        );
+        // The validated form is the name, which is also what the cache key holds.
+        for (r, name) in [
+            (ReferenceClassifier::None, "\"none\""),
+            (ReferenceClassifier::Fasttext, "\"fasttext\""),
+            (ReferenceClassifier::EncoderFrozen, "\"encoder-frozen\""),
+        ] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), name);
+            assert_eq!(format!("\"{}\"", r.as_str()), name);
+        }
     }
 
     #[test]

@@ -38,9 +38,10 @@ enum Command {
     /// Only the synthetic data: every synthetic chain of the grid (generate and filter, through
     /// the cache), written as JSON lines with provenance; nothing is trained.
     ///
-    /// Each line: text, technique, cluster, k, template, prompt_key, call_key, generator,
-    /// provider, model, filters_passed. Exits 4 when a chain has no sentence (after writing the
-    /// others).
+    /// Every replicate's chains (`experiment.replicates`), each with its own split and generator
+    /// seed. Each line: text, technique, cluster, k, template, prompt_key, call_key, generator,
+    /// provider, model, filters_passed, replicate, split_seed, seed. Exits 4 when a chain has no
+    /// sentence (after writing the others).
     #[command(after_help = EXIT_CODES)]
     Generate(GenerateArgs),
     /// Dry run: list every cell, every stage's cache key, and whether it is cached.
@@ -392,12 +393,17 @@ fn real_main(cli: Cli) -> Result<i32, Error> {
             let chains = pipeline::synthesize_only(&m, &cache, &progress)?;
             let mut body = String::new();
             let mut failed = 0;
-            for (spec, r) in &chains {
+            for (rep, spec, r) in &chains {
                 match r {
-                    Ok(data) => body.push_str(&synthcti::synth_export::jsonl(&m, spec, data)),
+                    Ok(data) => body.push_str(&synthcti::synth_export::jsonl(&m, *rep, spec, data)),
                     Err(why) => {
                         failed += 1;
-                        eprintln!("FAILED {}: {why}", pipeline::spec_label(spec));
+                        let of = if m.replicates() > 1 {
+                            format!(" (replicate {rep})")
+                        } else {
+                            String::new()
+                        };
+                        eprintln!("FAILED {}{of}: {why}", pipeline::spec_label(spec));
                     }
                 }
             }

@@ -1088,6 +1088,17 @@ fn validate_augment(
             ));
         }
     }
+    if synthetic && f.reference_classifier == crate::filter::ReferenceClassifier::EncoderFrozen {
+        crate::ml::encoder::identity(Path::new(&a.encoder), false).map_err(|err| {
+            e(
+                "augment.filter.reference_classifier",
+                format!(
+                    "\"encoder-frozen\" embeds with `augment.encoder`, and {}; set `augment.encoder` to a model folder (run `just models` for {DEFAULT_ENCODER}), or use \"fasttext\"",
+                    err.message
+                ),
+            )
+        })?;
+    }
     let needs_bundle = synthetic
         || cells
             .iter()

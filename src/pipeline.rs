@@ -17,15 +17,14 @@ use crate::generate::{self, CallRecord, GENERATE_VERSION, Generation};
 use crate::llm::{self, Budget, CallJob};
 use crate::manifest::{AugmentKind, CellSpec, ClassifierKind, Manifest, SynthSpec};
 use crate::metrics::{self, Metrics};
-use crate::ml::fasttext::Trained;
 use crate::ml::{Device, TrainContext, device_for};
 use crate::progress::Progress;
 pub use crate::record::{CellResult, SynthSummary};
 use crate::report;
 use crate::split::{self, Split};
 
-/// Version of the evaluate stage's output. 3: predictions.jsonl rows carry the source `row` and `group`. 4: macro averages over one class set L, recorded as `macro_classes`.
-pub const EVAL_VERSION: u32 = 4;
+/// Version of the evaluate stage's output. 3: predictions.jsonl rows carry the source `row` and `group`. 4: macro averages over one class set L, recorded as `macro_classes`. 5: single-label cells are scored on the validation split too (`validation` in metrics.json).
+pub const EVAL_VERSION: u32 = 5;
 const TOP_K: usize = 5;
 
 /// The stage ids every cell shares (load, split).
@@ -47,7 +46,8 @@ pub struct SynthStages {
     pub cluster_params: cluster::Params,
     pub cluster: StageId,
     pub generate: StageId,
-    /// The fastText model trained on real data that the `reference` filter asks.
+    /// The classifier trained on real data that the `reference` filter asks (see
+    /// [`crate::filter::ReferenceClassifier`]), and its train stage.
     pub reference: Option<(CellSpec, StageId)>,
     pub filter: StageId,
 }
@@ -121,9 +121,23 @@ pub fn arm_stage(m: &Manifest, shared: &Shared, cell: &CellSpec) -> Option<Stage
     }
 }
 
-/// The reference classifier of the `reference` filter: the default fastText configuration on
-/// real data, seeded by the split seed (the same stage as a baseline cell with those settings).
-fn reference_cell(m: &Manifest) -> CellSpec {
+/// The reference classifier of the `reference` filter (`augment.filter.reference_classifier`):
+/// the default configuration of its kind on real data, seeded by the split seed — the same train
+/// stage (and so the same cache entry) as a baseline cell with those settings. `encoder-frozen`
+/// embeds with `augment.encoder` (all-MiniLM-L6-v2 unless set), which enters the key by content.
+/// `None` when the filter is off.
+fn reference_cell(m: &Manifest) -> Option<CellSpec> {
+    use crate::filter::ReferenceClassifier;
+    let classifier = match m.augment.filter.reference_classifier {
+        ReferenceClassifier::None => return None,
+        ReferenceClassifier::Fasttext => crate::manifest::ClassifierConfig::default(),
+        ReferenceClassifier::EncoderFrozen => {
+            crate::manifest::ClassifierConfig::EncoderFrozen(crate::ml::config::FrozenConfig {
+                model: crate::manifest::Grid::One(m.augment.encoder.clone()),
+                ..Default::default()
+            })
+        }
+    };
     let raw = crate::manifest::RawManifest {
         experiment: crate::manifest::Experiment {
             name: "reference".into(),
@@ -136,16 +150,18 @@ fn reference_cell(m: &Manifest) -> CellSpec {
         data: m.data.clone(),
         split: m.split.clone(),
         augment: Default::default(),
-        classifier: vec![Default::default()],
+        classifier: vec![classifier],
         generator: Vec::new(),
         study: Default::default(),
         evaluate: Vec::new(),
         executor: Default::default(),
     };
-    crate::manifest::expand(&raw)
-        .into_iter()
-        .next()
-        .expect("one reference cell")
+    Some(
+        crate::manifest::expand(&raw)
+            .into_iter()
+            .next()
+            .expect("one reference cell"),
+    )
 }
 
 /// The filter stage's id for a generation key (a partial generation has its own key).
@@ -199,8 +215,7 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
         },
         &[&cluster.key],
     );
-    let reference = a.filter.reference_classifier.then(|| {
-        let cell = reference_cell(m);
+    let reference = reference_cell(m).map(|cell| {
         let id = cell_stages(&cell, shared, None).train;
         (cell, id)
     });
@@ -918,6 +933,7 @@ fn run_cell(
         labels.sort_unstable();
         labels.dedup();
         let metrics = metrics::evaluate_over(&gold, &pred, cx.classes, &labels, 20);
+        let validation = score_validation(cx, model.as_ref())?;
         let mut lines = String::new();
         for (((t, g), s), &i) in texts.iter().zip(&gold).zip(&scored).zip(test) {
             let ex = &cx.ds.examples[i];
@@ -956,6 +972,7 @@ fn run_cell(
             synthetic: None,
             added: 0,
             multi_label: None,
+            validation,
             external: Vec::new(),
         };
         w.write_json("metrics.json", &result)
@@ -974,6 +991,10 @@ fn run_cell(
         .filter(|t| result.metrics.macro_classes.contains(t))
         .cloned()
         .collect();
+    if let Some(v) = &mut result.validation {
+        // The targets are this run's (as for test): the entry may come from another grid.
+        v.target_macro_f1 = target_macro_f1(&v.metrics, cx.targets);
+    }
     result.synthetic = added.and_then(|s| s.synthetic.clone());
     result.added = added.map(|s| s.pairs.len()).unwrap_or(0);
     result.train_counts = cx.split.train.iter().fold(BTreeMap::new(), |mut m, &i| {
@@ -1152,9 +1173,43 @@ fn evaluate_multi_label(
         added: 0,
         train_counts: Default::default(),
         multi_label: Some(figures),
+        validation: None,
         external: Vec::new(),
     };
     w.write_json("metrics.json", &result)
+}
+
+/// A single-label model's figures on the validation split (`None` when it is empty): macro
+/// averages over the classes with a validation sentence, as test's run over those with a test
+/// sentence. The target-only figure is filled in by the caller, whose targets are this run's.
+fn score_validation(
+    cx: &CellCtx,
+    model: &dyn crate::ml::Classifier,
+) -> Result<Option<crate::record::ValidationScore>> {
+    let val = &cx.split.validation;
+    if val.is_empty() {
+        return Ok(None);
+    }
+    let texts: Vec<&str> = val
+        .iter()
+        .map(|&i| cx.ds.examples[i].text.as_str())
+        .collect();
+    let gold: Vec<usize> = val
+        .iter()
+        .map(|&i| cx.index[&cx.ds.examples[i].label])
+        .collect();
+    let pred: Vec<usize> = model
+        .predict(&cx.tcx(), &texts, 1)?
+        .iter()
+        .map(|s| s.pred)
+        .collect();
+    let mut labels = gold.clone();
+    labels.sort_unstable();
+    labels.dedup();
+    Ok(Some(crate::record::ValidationScore {
+        metrics: metrics::evaluate_over(&gold, &pred, cx.classes, &labels, 20),
+        target_macro_f1: None,
+    }))
 }
 
 /// Macro-F1 over the target techniques that are in the test split.
@@ -1324,14 +1379,22 @@ fn synthesize(
     if let Some(why) = generation.unanswered() {
         return Err(Error::data(why));
     }
-    // The reference classifier, when the filter asks for one.
-    let mut reference_model: Option<Trained> = None;
+    // The reference classifier, when the filter asks for one: trained through the cache (the
+    // entry a baseline cell with the same settings uses), or read back from it.
+    let mut reference_model: Option<TrainedNow> = None;
     if let Some((cell, id)) = &ids.reference {
         let train: Vec<(&str, usize)> = cx.pairs(&cx.split.train);
-        // The reference is the default fastText configuration; its entry is read back (a small
-        // model) so the filter gets the concrete type whose prediction cannot fail.
-        let (entry, _, _) = train_model(cx, id, cell, &train, train.len(), "reference classifier")?;
-        reference_model = Some(Trained::load(&entry.dir, cx.device)?);
+        let what = format!(
+            "reference classifier ({})",
+            m.augment.filter.reference_classifier.as_str()
+        );
+        let (entry, _, now) = train_model(cx, id, cell, &train, train.len(), &what)?;
+        reference_model = Some(match now {
+            Some(model) => model,
+            None => {
+                crate::ml::trainer(cell.classifier, &cell.params).load(&cx.tcx(), &entry.dir)?
+            }
+        });
     }
     let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
     let (entry, outcome) = cx.cache.get_or_compute(&fid, |w| {
@@ -1342,13 +1405,22 @@ fn synthesize(
             .iter()
             .map(|&i| cx.ds.examples[i].text.clone())
             .collect();
+        // The filter asks for predictions it cannot fail on; a prediction that fails (an
+        // unreadable model file) is kept here and fails the stage after the filter returns, so
+        // nothing is cached from it.
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
         let predict = |texts: &[&str]| -> Vec<String> {
             let model = reference_model.as_ref().expect("reference model loaded");
-            model
-                .predict(texts, cx.device, 1)
-                .into_iter()
-                .map(|s| cx.classes[s.pred].clone())
-                .collect()
+            match model.predict(&cx.tcx(), texts, 1) {
+                Ok(scored) => scored
+                    .into_iter()
+                    .map(|s| cx.classes[s.pred].clone())
+                    .collect(),
+                Err(e) => {
+                    *failed.lock().expect("reference error") = Some(e);
+                    vec![String::new(); texts.len()]
+                }
+            }
         };
         let input = FilterInput {
             train: &train,
@@ -1360,6 +1432,9 @@ fn synthesize(
             },
         };
         let out = filter::filter(&generation, &input, &m.augment.filter);
+        if let Some(e) = failed.into_inner().expect("reference error") {
+            return Err(e);
+        }
         w.write("synthetic.jsonl", out.jsonl().as_bytes())?;
         w.write_json("synthetic.json", &out)
     })?;
@@ -2067,18 +2142,22 @@ fn generator_budgets(m: &Manifest) -> BTreeMap<String, Budget> {
         .collect()
 }
 
-/// `synthcti generate`: every synthetic chain of the grid — load, split, cluster, generate,
-/// filter, all through the cache — and no training (a reference-classifier filter still trains
-/// its fastText model). Returns each chain with its filtered data, or why it has none (every
-/// call failed, or the filters kept nothing); an error only for what stops everything (bad data,
-/// no synthetic cell in the grid). With `experiment.replicates > 1` it makes replicate 0's
-/// chains (the manifest's own seeds); `run` makes the others.
+/// One synthetic chain's outcome in `synthcti generate`: the replicate it belongs to, its
+/// settings, and its filtered data or why it has none.
+pub type ChainOutcome = (usize, SynthSpec, std::result::Result<Synthetic, String>);
+
+/// `synthcti generate`: every synthetic chain of the grid in every replicate — load, split,
+/// cluster, generate, filter, all through the cache — and no training (a reference-classifier
+/// filter still trains its model). Replicate r's chains use its own split and generator seeds
+/// ([`Manifest::replicate`]), the same stages `run` uses for them. Returns each chain, replicate
+/// by replicate, with its filtered data, or why it has none (every call failed, or the filters
+/// kept nothing); an error only for what stops everything (bad data, no synthetic cell in the
+/// grid).
 pub fn synthesize_only(
     m: &Manifest,
     cache: &Cache,
     progress: &Progress,
-) -> Result<Vec<(SynthSpec, std::result::Result<Synthetic, String>)>> {
-    let m = &m.replicate(0);
+) -> Result<Vec<ChainOutcome>> {
     if synth_specs(m).is_empty() {
         return Err(Error::config(
             "the grid has no synthetic cell, so there is nothing to generate; add \"synthetic\" to `augment.kind`",
@@ -2088,43 +2167,61 @@ pub fn synthesize_only(
     cache.sweep_tmp();
     let shared = shared_stages(m)?;
     let ds = load_dataset(&shared, m, cache, progress)?;
-    let split = split_dataset(&shared, m, &ds, cache, progress)?;
-    let (classes, index) = class_index(&ds, &split);
-    let (clusters, notes) = cluster_all(m, &shared, &ds, &split, cache)?;
-    crate::hash::flush_stat_memo();
-    for n in &notes {
-        progress.log(format!("plan: {n}"));
-    }
-    let targets = target_techniques(m, &ds, &split);
     let embedder = crate::ml::encoder::Embedder::new(cache.root());
-    let cx = CellCtx {
-        m,
-        embedder: &embedder,
-        targets: &targets,
-        ds: &ds,
-        split: &split,
-        classes: &classes,
-        index: &index,
-        cache,
-        device: &device,
-        progress,
-        shared: &shared,
-    };
     let catalog = std::sync::OnceLock::new();
     let budgets = generator_budgets(m);
+    let n_reps = m.replicates();
     let mut out = Vec::new();
-    for (spec, cl) in &clusters {
-        let r = match synthesize(&cx, spec, cl, &catalog, &budgets) {
-            Ok(r) => match r.data.nothing_kept() {
-                None => Ok(r.data),
-                Some(why) => Err(why),
-            },
-            Err(e) => Err(e.message),
-        };
-        if let Err(why) = &r {
-            progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
+    for r in 0..n_reps {
+        let mr = &m.replicate(r);
+        if synth_specs(mr).is_empty() {
+            continue;
         }
-        out.push((spec.clone(), r));
+        let tag = |line: &str| {
+            if n_reps > 1 {
+                format!("replicate {r}: {line}")
+            } else {
+                line.to_string()
+            }
+        };
+        let sh = shared_for(mr, &shared);
+        let split = split_dataset(&sh, mr, &ds, cache, progress)?;
+        let (classes, index) = class_index(&ds, &split);
+        let (clusters, notes) = cluster_all(mr, &sh, &ds, &split, cache)?;
+        crate::hash::flush_stat_memo();
+        for n in &notes {
+            progress.log(tag(&format!("plan: {n}")));
+        }
+        let targets = target_techniques(mr, &ds, &split);
+        let cx = CellCtx {
+            m: mr,
+            embedder: &embedder,
+            targets: &targets,
+            ds: &ds,
+            split: &split,
+            classes: &classes,
+            index: &index,
+            cache,
+            device: &device,
+            progress,
+            shared: &sh,
+        };
+        for (spec, cl) in &clusters {
+            let res = match synthesize(&cx, spec, cl, &catalog, &budgets) {
+                Ok(x) => match x.data.nothing_kept() {
+                    None => Ok(x.data),
+                    Some(why) => Err(why),
+                },
+                Err(e) => Err(e.message),
+            };
+            if let Err(why) = &res {
+                progress.log(tag(&format!(
+                    "synthetic data {} failed: {why}",
+                    spec_label(spec)
+                )));
+            }
+            out.push((r, spec.clone(), res));
+        }
     }
     Ok(out)
 }

@@ -47,6 +47,13 @@ pub struct CellResult {
     /// macro-F1 and the per-technique table at that threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_label: Option<crate::multilabel::MultiLabelMetrics>,
+    /// Its figures on the validation split, for choosing settings without looking at test:
+    /// macro averages over the classes with a validation sentence, `target_macro_f1` over the
+    /// target techniques among them. Single-label cells with a validation split only (a
+    /// multi-label cell's validation figures are its threshold's, in `multi_label`); absent in
+    /// records of an older synthcti.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationScore>,
     /// Its figures on each `[[evaluate]]` set ([`crate::external`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<crate::external::ExternalResult>,
@@ -64,4 +71,16 @@ pub struct SynthSummary {
     pub kept: usize,
     pub usage: generate::Usage,
     pub filter_key: String,
+}
+
+/// A cell's figures on the validation split ([`CellResult::validation`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationScore {
+    /// Every figure on validation, as `metrics` holds them on test; its macro averages run over
+    /// the classes with a validation sentence (`metrics.macro_classes`).
+    pub metrics: Metrics,
+    /// Macro-F1 over the target techniques with a validation sentence; `None` when none has one
+    /// or the cell has no targets (real-only grids).
+    #[serde(default)]
+    pub target_macro_f1: Option<f64>,
 }

@@ -811,11 +811,11 @@ pub fn task(plan_path: &Path, index: Option<usize>, prepare: bool) -> Result<i32
         m.cells.retain(|c| plan.cells.contains(&c.name));
         let progress = Progress::new(false);
         let chains = pipeline::synthesize_only(&m, &cache, &progress)?;
-        for (spec, r) in &chains {
+        for (rep, spec, r) in &chains {
             if let Err(why) = r {
                 // The cells that need it fail on their own, saying why; the others go on.
                 eprintln!(
-                    "synthetic data {} failed: {why}",
+                    "synthetic data {} (replicate {rep}) failed: {why}",
                     pipeline::spec_label(spec)
                 );
             }

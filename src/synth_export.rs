@@ -29,11 +29,18 @@ pub struct ExportRow<'a> {
     pub model: &'a str,
     /// The filters it passed, in the order they apply.
     pub filters_passed: &'a [String],
+    /// The replicate whose chain made it (`experiment.replicates`; 0 is the manifest as
+    /// written), with that replicate's split seed and the generator's sampling seed.
+    pub replicate: usize,
+    pub split_seed: u64,
+    pub seed: u64,
 }
 
-/// The kept sentences of one synthetic chain as JSON lines (one [`ExportRow`] each, `\n`-ended).
-pub fn jsonl(m: &Manifest, spec: &SynthSpec, data: &Synthetic) -> String {
-    let g = &m.generators[&spec.generator];
+/// The kept sentences of one synthetic chain of replicate `r` as JSON lines (one [`ExportRow`]
+/// each, `\n`-ended); `m` is the whole manifest (its replicate `r` is derived here).
+pub fn jsonl(m: &Manifest, r: usize, spec: &SynthSpec, data: &Synthetic) -> String {
+    let mr = m.replicate(r);
+    let g = &mr.generators[&spec.generator];
     let mut out = String::new();
     for s in data.sentences.iter().filter(|s| s.kept) {
         let row = ExportRow {
@@ -48,6 +55,9 @@ pub fn jsonl(m: &Manifest, spec: &SynthSpec, data: &Synthetic) -> String {
             provider: g.provider.as_str(),
             model: &g.config.model,
             filters_passed: &s.filters_passed,
+            replicate: r,
+            split_seed: mr.split.seed,
+            seed: g.config.seed,
         };
         out.push_str(&serde_json::to_string(&row).expect("row serializes"));
         out.push('\n');

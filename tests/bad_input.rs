@@ -657,3 +657,42 @@ fn multi_label_data_cannot_take_synthetic_cells() {
     );
     assert_rejected(&s, &m, &[], 2, &["augment.kind", "multi-label"]);
 }
+
+#[test]
+fn unknown_reference_classifier_lists_the_valid_ones() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"\n[augment.filter]\nreference_classifier = \"svm\"",
+        REMOTE,
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.filter.reference_classifier",
+            "unknown reference classifier `svm`",
+            "\"none\", \"fasttext\" or \"encoder-frozen\"",
+        ],
+    );
+}
+
+#[test]
+fn encoder_frozen_reference_without_its_encoder_folder_is_named() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"\nencoder = \"no-such-model\"\n[augment.filter]\nreference_classifier = \"encoder-frozen\"",
+        REMOTE,
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "augment.filter.reference_classifier",
+            "`augment.encoder`",
+            "no-such-model",
+            "\"fasttext\"",
+        ],
+    );
+}

@@ -98,6 +98,9 @@ fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
                 "model",
                 "prompt_key",
                 "provider",
+                "replicate",
+                "seed",
+                "split_seed",
                 "technique",
                 "template",
                 "text"
@@ -110,6 +113,14 @@ fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
         assert_eq!(r["generator"], "remote");
         assert_eq!(r["provider"], "openai");
         assert_eq!(r["model"], "test-model");
+        assert_eq!(
+            (
+                r["replicate"].as_u64(),
+                r["split_seed"].as_u64(),
+                r["seed"].as_u64()
+            ),
+            (Some(0), Some(7), Some(0))
+        );
         assert_eq!(r["prompt_key"].as_str().unwrap().len(), 64);
         assert!(
             call_keys[0].contains(r["call_key"].as_str().unwrap()),
@@ -245,4 +256,78 @@ fn structured_openai_asks_for_exactly_the_items_and_still_reads_a_plain_list() {
     let o = s.cmd(&["generate", m.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(server.requests()[0].body.get("response_format").is_none());
+}
+
+/// With `experiment.replicates = 3`, `generate` writes every replicate's chain — each on its own
+/// split and generator seed, the replicate named in each line — and replicate 0's lines are
+/// those of a one-replicate manifest (the same calls, from the cache).
+#[test]
+fn generate_writes_every_replicates_chain_with_its_replicate() {
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let (s, m) = sandbox(&server.url, "\"synthetic\"");
+    let out = s.path("synthetic.jsonl");
+    let o = s.cmd(&[
+        "generate",
+        m.to_str().unwrap(),
+        "--set",
+        "experiment.replicates=3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("9 synthetic sentences: {}", out.display())));
+    // One call per replicate: each has its own seed, so its own call key.
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    let seeds: Vec<u64> = reqs
+        .iter()
+        .map(|r| r.body["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [0, 1, 2]);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let prov: Vec<(u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["replicate"].as_u64().unwrap(),
+                r["split_seed"].as_u64().unwrap(),
+                r["seed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for r in 0..3u64 {
+        expected.extend([(r, 7 + r, r); 3]);
+    }
+    assert_eq!(prov, expected);
+    let call_keys: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["call_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(call_keys.len(), 3, "one call per replicate");
+    // Each replicate's split differs, so its clusters' prompts do too.
+    let prompts: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["prompt_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts.len(), 3);
+    assert_eq!(cache_entries(&s, "split"), 3);
+    assert_eq!(cache_entries(&s, "train"), 0, "nothing trained");
+
+    // Replicate 0 is the manifest as written: a one-replicate generate makes no new call and
+    // writes replicate 0's lines.
+    let o = s.cmd(&["generate", m.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(server.requests().len(), 3);
+    let first: String = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(stdout(&o), first);
 }
