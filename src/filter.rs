@@ -15,7 +15,7 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
 /// Version 3: reasoning (`<think>…</think>`) is removed before parsing; the `attack-id`, `meta`
 /// and `repetition` filters.
-pub const FILTER_VERSION: u32 = 4;
+pub const FILTER_VERSION: u32 = 5;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the

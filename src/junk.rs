@@ -79,6 +79,10 @@ const META_OPENINGS: &[&str] = &[
     "to summarize",
     "in summary",
     "hope this",
+    "the technique is:",
+    "the behaviour:",
+    "the behavior:",
+    "what the technique is",
 ];
 
 /// Phrases anywhere in a sentence that refer to the task, the list or the examples.
@@ -100,7 +104,21 @@ const META_PHRASES: &[&str] = &[
     "threat report excerpt",
     "the examples above",
     "the given examples",
+    "numbered list",
+    "one per line",
+    "vary the threat actor",
+    "in different words",
+    "do not copy",
 ];
+
+/// A count of sentences ("a list of 5 sentences", "a 3-sentence summary", "five new sentences"):
+/// the task's wording, which a sentence of a report has no reason to use.
+static SENTENCE_COUNT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten)[\s-]+(?:new\s+|more\s+|short\s+)?sentences?\b",
+    )
+    .expect("valid regex")
+});
 
 /// Whether a sentence is about the task or the list ("Here is a list of 19 more sentences…",
 /// "Sure!", "Let's walk through…", "These sentences…") rather than a description of an attack.
@@ -117,6 +135,7 @@ pub fn is_meta(sentence: &str) -> bool {
             o.ends_with([',', ':']) || rest.is_empty() || !rest.starts_with(char::is_alphanumeric)
         })
     }) || META_PHRASES.iter().any(|p| t.contains(p))
+        || SENTENCE_COUNT.is_match(&t)
 }
 
 /// The first word n-gram (lower case, `n` ≥ 1 words) that occurs twice in a sentence — a
@@ -201,6 +220,14 @@ mod tests {
             "Certainly! Below are the requested examples.",
             "I hope these examples help with your classifier.",
             "\u{201c}Here\u{2019}s another one about credential dumping.\u{201d}",
+            // SmolLM2 under the list grammar, echoing the prompt's wording.
+            "A numbered list of 5 sentences, one per line, is given.",
+            "The technique is: Varying the threat actor, the malware hides its files. This is a list of 5 sentences.",
+            "A 3-sentence summary of the technique follows.",
+            "The technique is: Attack methods.",
+            "What the technique is: Adversaries may abuse the Windows service control manager.",
+            "The behaviour: adversaries hide files from users.",
+            "Write five new sentences about the staging directory.",
         ] {
             assert!(is_meta(s), "{s}");
         }
@@ -218,6 +245,13 @@ mod tests {
             "The following command was executed to dump credentials."
         ));
         assert!(!is_meta("Great Wall themed lures carried the backdoor."));
+        // Numbers and lists of other things are fine.
+        assert!(!is_meta(
+            "The dropper wrote 5 files and a list of 12 domains to the staging folder."
+        ));
+        assert!(!is_meta(
+            "The technique is used by the group to stage archives before exfiltration."
+        ));
     }
 
     #[test]
