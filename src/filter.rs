@@ -15,6 +15,8 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 2: the usage figures count estimated tokens ([`Usage`]).
 /// Version 3: reasoning (`<think>…</think>`) is removed before parsing; the `attack-id`, `meta`
 /// and `repetition` filters.
+/// Version 5: the meta filter also finds the prompt's wording echoed back (sentence counts,
+/// "numbered list", "one per line", the prompt's labels).
 pub const FILTER_VERSION: u32 = 5;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
