@@ -933,7 +933,12 @@ fn run_cell(
         labels.sort_unstable();
         labels.dedup();
         let metrics = metrics::evaluate_over(&gold, &pred, cx.classes, &labels, 20);
-        let validation = score_validation(cx, model.as_ref())?;
+        // A model fitted on the validation sentences (linear) has no held-out validation figure.
+        let validation = if crate::ml::trainer(cell.classifier, &cell.params).fits_validation() {
+            None
+        } else {
+            score_validation(cx, model.as_ref())?
+        };
         let mut lines = String::new();
         for (((t, g), s), &i) in texts.iter().zip(&gold).zip(&scored).zip(test) {
             let ex = &cx.ds.examples[i];

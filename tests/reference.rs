@@ -246,3 +246,34 @@ fn every_cell_reports_its_validation_figures() {
     }
     assert_eq!(cells, 4);
 }
+
+/// The linear model fits on train + validation together (it has no early stopping), so a
+/// validation figure would be a training figure: its cells report none.
+#[test]
+fn a_linear_cell_reports_no_validation_figures() {
+    let server = llm_server::start(|_, _| Reply::ok(ANSWER));
+    let (s, m) = sandbox(&server.url);
+    let out = s.path("results/linear");
+    s.run_ok(
+        &m,
+        &out,
+        &[
+            "--set",
+            "classifier=[{kind = \"linear\"}]",
+            "--set",
+            "augment.kind=\"none\"",
+        ],
+    );
+    let mut cells = 0;
+    for dir in std::fs::read_dir(out.join("cells")).unwrap() {
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.unwrap().path().join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        cells += 1;
+        assert_eq!(r["cell"]["classifier"], "linear", "{r}");
+        assert!(r.get("validation").is_none_or(|v| v.is_null()), "{r}");
+        assert!(r["metrics"]["macro_f1"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(cells, 1);
+}

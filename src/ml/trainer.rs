@@ -54,6 +54,11 @@ pub trait Trainer {
     ) -> Result<Box<dyn Classifier>>;
     /// Load a classifier that [`Classifier::save`] wrote into `dir`.
     fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>>;
+    /// Whether `train` fits the model on the validation sentences too (no early stopping to
+    /// drive): its figures on validation are then training figures, and are not reported.
+    fn fits_validation(&self) -> bool {
+        false
+    }
 }
 
 /// The trainer of a classifier kind with its settings.
@@ -240,6 +245,10 @@ impl Classifier for SeqTrained {
 struct LinearTrainer<'a>(&'a LinearParams);
 
 impl Trainer for LinearTrainer<'_> {
+    fn fits_validation(&self) -> bool {
+        true
+    }
+
     fn version(&self) -> u32 {
         linear::TRAIN_VERSION
     }
