@@ -74,26 +74,26 @@ fn main() {
     let mut cpu_times = Vec::new();
     let mut pooled_times = Vec::new();
     let mut check = 0.0;
-    let paired = |(base, aug): &(Vec<usize>, Vec<usize>)| -> Paired {
+    fn paired<'a>(gold: &'a [usize], (base, aug): &'a (Vec<usize>, Vec<usize>)) -> Paired<'a> {
         Paired {
-            gold: &gold,
+            gold,
             baseline: base,
             augmented: aug,
         }
-    };
+    }
     let two: Vec<&[usize]> = vec![&labels, &targets];
     // Both intervals of a comparison from the same resamples, as `study::study` does.
     let comparisons: Vec<Job> = preds
         .iter()
         .map(|p| Job {
-            reps: vec![paired(p)],
+            reps: vec![paired(&gold, p)],
             label_sets: vec![two.clone()],
         })
         .collect();
     let pooled: Vec<Job> = preds
         .chunks(REPLICATES)
         .map(|group| Job {
-            reps: group.iter().map(paired).collect(),
+            reps: group.iter().map(|p| paired(&gold, p)).collect(),
             label_sets: group.iter().map(|_| two.clone()).collect(),
         })
         .collect();
