@@ -39,6 +39,7 @@ pub mod paths;
 pub mod per_class;
 pub mod pipeline;
 pub mod plots;
+pub mod png;
 pub mod predict;
 pub mod progress;
 pub mod prompt;

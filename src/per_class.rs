@@ -176,22 +176,26 @@ pub fn tables(
 ) -> Result<Vec<ClassTable>> {
     let by_name: BTreeMap<&str, &CellResult> =
         results.iter().map(|r| (r.cell.name.as_str(), r)).collect();
-    let mut out = Vec::new();
-    for g in groups(results) {
-        let comps: Vec<&Comparison> = comparisons
-            .iter()
-            .filter(|c| {
-                by_name
-                    .get(c.augmented.as_str())
-                    .is_some_and(|r| replicate_key(&r.cell) == g.key)
-            })
-            .collect();
-        if comps.is_empty() {
-            continue;
-        }
-        out.push(table_of(run_dir, &g, &comps, &by_name, b)?);
-    }
-    Ok(out)
+    // One table per group, the groups' bootstraps in parallel (rayon), in the groups' order.
+    use rayon::prelude::*;
+    let jobs: Vec<(Group, Vec<&Comparison>)> = groups(results)
+        .into_iter()
+        .map(|g| {
+            let comps: Vec<&Comparison> = comparisons
+                .iter()
+                .filter(|c| {
+                    by_name
+                        .get(c.augmented.as_str())
+                        .is_some_and(|r| replicate_key(&r.cell) == g.key)
+                })
+                .collect();
+            (g, comps)
+        })
+        .filter(|(_, comps)| !comps.is_empty())
+        .collect();
+    jobs.par_iter()
+        .map(|(g, comps)| table_of(run_dir, g, comps, &by_name, b))
+        .collect()
 }
 
 fn table_of(
@@ -401,27 +405,32 @@ pub fn per_class_csv(
         "delta_hi",
     ])
     .expect("csv");
-    for r in results {
+    // Each paired cell's per-class intervals, the cells' bootstraps in parallel (rayon).
+    use rayon::prelude::*;
+    let all_deltas: Vec<BTreeMap<String, Interval>> = results
+        .par_iter()
+        .map(|r| -> Result<BTreeMap<String, Interval>> {
+            let Some(c) = comparisons.iter().find(|c| c.augmented == r.cell.name) else {
+                return Ok(BTreeMap::new());
+            };
+            let classes = &r.metrics.macro_classes;
+            let mut ix = Index::new(classes);
+            let t = triple(
+                &mut ix,
+                &read_predictions(run_dir, &c.baseline)?,
+                &read_predictions(run_dir, &c.augmented)?,
+            );
+            Ok(classes
+                .iter()
+                .cloned()
+                .zip(class_intervals(&ix, &[t], classes, b))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    for (r, deltas) in results.iter().zip(all_deltas) {
         let counts = train_counts(run_dir, r);
         let kept = synthetic_kept(run_dir, &r.cell.name);
         let paired = comparisons.iter().find(|c| c.augmented == r.cell.name);
-        let deltas: BTreeMap<String, Interval> = match paired {
-            Some(c) => {
-                let classes = &r.metrics.macro_classes;
-                let mut ix = Index::new(classes);
-                let t = triple(
-                    &mut ix,
-                    &read_predictions(run_dir, &c.baseline)?,
-                    &read_predictions(run_dir, &c.augmented)?,
-                );
-                classes
-                    .iter()
-                    .cloned()
-                    .zip(class_intervals(&ix, &[t], classes, b))
-                    .collect()
-            }
-            None => BTreeMap::new(),
-        };
         for c in &r.metrics.per_class {
             let d = deltas.get(&c.class);
             let f = |x: f64| format!("{x:.4}");

@@ -1,4 +1,5 @@
-//! The run's figures, as SVG (plotters) and PNG (the same SVG rasterised by resvg), in
+//! The run's figures, as SVG and PNG (both drawn by plotters: its SVG backend, and its bitmap
+//! backend written as PNG by [`crate::png`]), in
 //! `plots/` of the run folder, with the plotted numbers in `plots/series.json`:
 //!
 //! - `delta_vs_train_count`: per-class F1 delta (augmented − baseline, with its paired interval)
@@ -17,9 +18,11 @@
 //! every class), so the "delta" is the macro-F1 itself, resampled and pooled over replicates
 //! exactly as the comparison intervals are.
 //!
-//! **Fonts.** SVG text names `sans-serif`; the PNG is drawn with DejaVu Sans, built into the
-//! binary (`assets/fonts/DejaVuSans.ttf`, Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu.txt`),
-//! so no system font is needed.
+//! **Fonts.** DejaVu Sans is built into the binary (`assets/fonts/DejaVuSans.ttf`, Bitstream Vera
+//! licence, `assets/fonts/LICENSE-DejaVu.txt`) and registered with plotters (its `ab_glyph`
+//! feature) as `sans-serif`: the PNG's text is drawn with it and the SVG's labels are laid out with
+//! its metrics (the SVG's text itself names `sans-serif`, for the viewer's font), so no system font
+//! is needed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,9 +40,22 @@ use crate::results_section::{Group, augment_label, groups};
 use crate::stats::{Bootstrap, Paired};
 use crate::study::{Comparison, read_predictions};
 
-/// DejaVu Sans 2.37 (Debian `fonts-dejavu-core`), for the PNGs.
-#[cfg(feature = "png")]
+/// DejaVu Sans 2.37 (Debian `fonts-dejavu-core`): the figures' `sans-serif`.
 static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// Register [`FONT`] as plotters' `sans-serif` (once per process); every drawing, SVG or PNG,
+/// needs it (plotters' `ab_glyph` fonts are only those registered).
+fn register_font() -> DrawResult<()> {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("the built-in DejaVu Sans does not parse as a font".into())
+    }
+}
 
 /// The folder of the figures inside a run folder.
 pub const DIR: &str = "plots";
@@ -206,10 +222,14 @@ pub fn figures(
     }
 
     // Macro-F1 and its interval per configuration, computed once.
-    let mut f1: Vec<(f64, f64, f64)> = Vec::new();
-    for g in &groups {
-        f1.push(macro_f1_interval(run_dir, g, b)?);
-    }
+    // (In parallel across configurations, rayon.)
+    let f1: Vec<(f64, f64, f64)> = {
+        use rayon::prelude::*;
+        groups
+            .par_iter()
+            .map(|g| macro_f1_interval(run_dir, g, b))
+            .collect::<Result<_>>()?
+    };
     let point = |i: usize, x: f64| Point {
         x,
         y: f1[i].0,
@@ -396,7 +416,7 @@ fn y_range(f: &Figure) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn draw_figure(f: &Figure, root: &DrawingArea<SVGBackend, Shift>) -> DrawResult<()> {
+fn draw_figure<DB: DrawingBackend>(f: &Figure, root: &DrawingArea<DB, Shift>) -> DrawResult<()> {
     root.fill(&WHITE).map_err(err)?;
     let xs: Vec<f64> = f
         .series
@@ -520,7 +540,7 @@ fn heatmap_layout(n: usize) -> (u32, usize) {
     (cell, every)
 }
 
-fn draw_heatmap(h: &Heatmap, root: &DrawingArea<SVGBackend, Shift>) -> DrawResult<()> {
+fn draw_heatmap<DB: DrawingBackend>(h: &Heatmap, root: &DrawingArea<DB, Shift>) -> DrawResult<()> {
     root.fill(&WHITE).map_err(err)?;
     let n = h.classes.len() as i32;
     let (_, every) = heatmap_layout(h.classes.len());
@@ -593,52 +613,33 @@ fn draw_heatmap(h: &Heatmap, root: &DrawingArea<SVGBackend, Shift>) -> DrawResul
     Ok(())
 }
 
-/// The PNG of an SVG, text in the built-in DejaVu Sans.
-#[cfg(feature = "png")]
-pub fn png_of_svg(svg: &str) -> std::result::Result<Vec<u8>, String> {
-    let mut opt = resvg::usvg::Options {
-        font_family: "DejaVu Sans".into(),
-        ..Default::default()
-    };
-    let db = opt.fontdb_mut();
-    db.load_font_data(FONT.to_vec());
-    db.set_sans_serif_family("DejaVu Sans");
-    let tree = resvg::usvg::Tree::from_str(svg, &opt).map_err(err)?;
-    let size = tree.size().to_int_size();
-    let mut pixmap =
-        resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("an empty picture")?;
-    resvg::render(
-        &tree,
-        resvg::tiny_skia::Transform::default(),
-        &mut pixmap.as_mut(),
-    );
-    pixmap.encode_png().map_err(err)
-}
-
-/// With the `png` feature: write `<name>.png` and return the sentence that links it.
-#[cfg(feature = "png")]
-fn write_png(name: &str, svg: &str, write: &dyn Fn(&str, &[u8]) -> Result<()>) -> Result<String> {
-    let png = png_of_svg(svg).map_err(|e| Error::internal(format!("drawing {name}: {e}")))?;
-    write(&format!("{name}.png"), &png)?;
-    Ok(format!(" PNG: [`{DIR}/{name}.png`]({DIR}/{name}.png)."))
-}
-
-/// Without the `png` feature there is no PNG.
-#[cfg(not(feature = "png"))]
-fn write_png(_: &str, _: &str, _: &dyn Fn(&str, &[u8]) -> Result<()>) -> Result<String> {
-    Ok(String::new())
-}
-
+/// The SVG of a drawing of `size` (width, height) pixels.
 fn svg_of(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult<()>,
 ) -> DrawResult<String> {
+    register_font()?;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         draw(&root)?;
     }
     Ok(svg)
+}
+
+/// The PNG (8-bit RGB) of a drawing of `size` (width, height) pixels: plotters' bitmap backend,
+/// text in the built-in DejaVu Sans, written by [`crate::png::encode_rgb`].
+pub fn png_of(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult<()>,
+) -> DrawResult<Vec<u8>> {
+    register_font()?;
+    let mut rgb = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        draw(&root)?;
+    }
+    Ok(crate::png::encode_rgb(size.0, size.1, &rgb))
 }
 
 /// Draw every figure into `<run_dir>/plots/` (SVG and PNG), write `plots/series.json`, and
@@ -675,10 +676,11 @@ pub fn write_all(
     for f in &figs.figures {
         let svg = svg_of((960, 600), |root| draw_figure(f, root)).map_err(|e| fail(&f.name, e))?;
         write(&format!("{}.svg", f.name), svg.as_bytes())?;
-        let png = write_png(&f.name, &svg, &write)?;
+        let png = png_of((960, 600), |root| draw_figure(f, root)).map_err(|e| fail(&f.name, e))?;
+        write(&format!("{}.png", f.name), &png)?;
         md.push_str(&format!(
-            "\n### {}\n\n![{}]({DIR}/{}.svg)\n\n{}{png}\n",
-            f.title, f.title, f.name, f.caption
+            "\n### {}\n\n![{}]({DIR}/{}.svg)\n\n{} PNG: [`{DIR}/{}.png`]({DIR}/{}.png).\n",
+            f.title, f.title, f.name, f.caption, f.name, f.name
         ));
     }
     for h in &figs.heatmaps {
@@ -687,10 +689,12 @@ pub fn write_all(
         let svg =
             svg_of((side, side), |root| draw_heatmap(h, root)).map_err(|e| fail(&h.name, e))?;
         write(&format!("{}.svg", h.name), svg.as_bytes())?;
-        let png = write_png(&h.name, &svg, &write)?;
+        let png =
+            png_of((side, side), |root| draw_heatmap(h, root)).map_err(|e| fail(&h.name, e))?;
+        write(&format!("{}.png", h.name), &png)?;
         let (_, every) = heatmap_layout(h.classes.len());
         md.push_str(&format!(
-            "\n### Confusion matrix of the best cell\n\n![{}]({DIR}/{}.svg)\n\n`{}`, the cell with the highest macro-F1. Rows: gold technique, columns: predicted, both ordered by test support; shade: share of the row, white 0 → dark blue 1.{}{png}\n",
+            "\n### Confusion matrix of the best cell\n\n![{}]({DIR}/{}.svg)\n\n`{}`, the cell with the highest macro-F1. Rows: gold technique, columns: predicted, both ordered by test support; shade: share of the row, white 0 → dark blue 1.{} PNG: [`{DIR}/{}.png`]({DIR}/{}.png).\n",
             h.title,
             h.name,
             h.cell,
@@ -699,6 +703,8 @@ pub fn write_all(
             } else {
                 String::new()
             },
+            h.name,
+            h.name,
         ));
     }
     if !figs.skipped.is_empty() {
@@ -749,6 +755,20 @@ mod tests {
         }
     }
 
+    /// A PNG read back (signature, CRCs, header, inflated size checked): width, height, RGB.
+    fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
+        crate::png::decode_rgb(png).unwrap()
+    }
+
+    /// Pixels that are not white in rows `rows` of a decoded RGB picture `width` wide.
+    fn ink(rgb: &[u8], width: u32, rows: std::ops::Range<usize>) -> usize {
+        let row = width as usize * 3;
+        rgb[rows.start * row..rows.end * row]
+            .chunks(3)
+            .filter(|p| p != &[255, 255, 255])
+            .count()
+    }
+
     #[test]
     fn a_figure_draws_as_svg_with_its_labels_and_as_png() {
         let f = fig();
@@ -756,12 +776,34 @@ mod tests {
         for want in ["A title", "the x axis", "the y axis", "arm one", "<svg"] {
             assert!(svg.contains(want), "{want} missing");
         }
-        #[cfg(feature = "png")]
-        {
-            let png = png_of_svg(&svg).unwrap();
-            assert_eq!(&png[1..4], b"PNG");
-            assert!(png.len() > 5000, "{}", png.len());
-        }
+        let (w, h, rgb) = decode(&png_of((960, 600), |r| draw_figure(&f, r)).unwrap());
+        assert_eq!((w, h), (960, 600));
+        // Not blank: axes, grid, points, intervals and text cover well over 1% of the picture.
+        let all = ink(&rgb, w, 0..600);
+        assert!(all > 960 * 600 / 100, "{all} pixels drawn");
+        // The title is the only thing in the top band (margin 16 + a 22 px caption): its glyphs
+        // are drawn with the built-in font, and without a title the band is white.
+        let title = ink(&rgb, w, 0..40);
+        assert!(title > 150, "{title} title pixels");
+        let untitled = Figure {
+            title: String::new(),
+            ..fig()
+        };
+        let (_, _, bare) = decode(&png_of((960, 600), |r| draw_figure(&untitled, r)).unwrap());
+        assert_eq!(ink(&bare, w, 0..40), 0);
+        // The x axis label sits in the bottom band below the tick labels; without the label
+        // the band holds fewer drawn pixels.
+        let unlabelled = Figure {
+            x_label: String::new(),
+            ..fig()
+        };
+        let (_, _, nox) = decode(&png_of((960, 600), |r| draw_figure(&unlabelled, r)).unwrap());
+        assert!(
+            ink(&rgb, w, 560..600) > ink(&nox, w, 560..600) + 100,
+            "{} vs {}",
+            ink(&rgb, w, 560..600),
+            ink(&nox, w, 560..600)
+        );
         let (lo, hi) = y_range(&f);
         assert!(
             (lo + 0.33).abs() < 1e-12 && (hi - 0.33).abs() < 1e-12,
@@ -783,7 +825,14 @@ mod tests {
         };
         let svg = svg_of((400, 400), |r| draw_heatmap(&h, r)).unwrap();
         assert!(svg.contains("T1027") && svg.contains("predicted technique"));
-        #[cfg(feature = "png")]
-        png_of_svg(&svg).unwrap();
+        let (w, hh, rgb) = decode(&png_of((400, 400), |r| draw_heatmap(&h, r)).unwrap());
+        assert_eq!((w, hh), (400, 400));
+        // The filled cells (counts 3, 1 and 2; the two darkest clearly blue) and the labels.
+        let blue = rgb
+            .chunks(3)
+            .filter(|p| i32::from(p[2]) > i32::from(p[0]) + 40)
+            .count();
+        assert!(blue >= 3 * 20 * 20, "{blue} blue pixels");
+        assert!(ink(&rgb, w, 0..400) > blue + 200);
     }
 }

@@ -63,6 +63,12 @@ impl Tfidf {
         self.idf.is_empty()
     }
 
+    /// The IDF of term `id` (higher: rarer in the fitted texts). Panics on an id outside the
+    /// vocabulary.
+    pub fn idf(&self, id: u32) -> f32 {
+        self.idf[id as usize]
+    }
+
     /// The L2-normalized TF-IDF vector of `text`; terms outside the vocabulary are ignored.
     pub fn vector(&self, text: &str) -> SparseVec {
         let mut counts: HashMap<u32, f32> = HashMap::new();

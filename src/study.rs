@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::manifest::AugmentKind;
 use crate::record::CellResult;
-use crate::stats::{Bootstrap, Interval, MeanSd, Paired};
+use crate::stats::{Bootstrap, Interval, Job, MeanSd, Paired};
 
 /// `[study]` of the manifest, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,8 +258,6 @@ pub fn study(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Stu
             labels,
             targets,
         };
-        // Both intervals from the same resamples.
-        let ivs = crate::stats::pooled_deltas(&[owned.paired()], &owned.sets(), b);
         let key = (aug.cell.config_key(), aug.cell.arm_label());
         out.comparisons.push(Comparison {
             classifier: aug.cell.classifier.as_str().into(),
@@ -273,8 +271,13 @@ pub fn study(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Stu
             test_size: owned.gold.len(),
             baseline_macro_f1: base.metrics.macro_f1,
             augmented_macro_f1: aug.metrics.macro_f1,
-            overall: ivs[0],
-            targets: ivs.get(1).copied(),
+            // Filled in below, once every comparison's bootstrap has run.
+            overall: Interval {
+                delta: 0.0,
+                lo: 0.0,
+                hi: 0.0,
+            },
+            targets: None,
             classes: owned.labels.len(),
             target_classes: owned.targets.len(),
         });
@@ -286,27 +289,59 @@ pub fn study(run_dir: &Path, results: &[CellResult], b: Bootstrap) -> Result<Stu
             .or_default()
             .push((out.comparisons.len() - 1, owned));
     }
+    // Every comparison's bootstrap (both intervals from the same resamples), in parallel.
+    let mut position = Vec::new();
+    let mut jobs = Vec::new();
+    for members in groups.values() {
+        for (i, o) in members {
+            position.push(*i);
+            jobs.push(Job {
+                reps: vec![o.paired()],
+                label_sets: vec![o.sets()],
+            });
+        }
+    }
+    for (i, ivs) in position
+        .into_iter()
+        .zip(crate::stats::pooled_deltas_many(&jobs, b))
+    {
+        out.comparisons[i].overall = ivs[0];
+        out.comparisons[i].targets = ivs.get(1).copied();
+    }
+    // The pooled intervals of the groups of several replicates, in parallel.
+    let pooled_jobs: Vec<Job> = group_order
+        .iter()
+        .filter(|key| groups[*key].len() > 1)
+        .map(|key| {
+            let members = &groups[key];
+            let all_targets = members.iter().all(|(_, o)| !o.targets.is_empty());
+            Job {
+                reps: members.iter().map(|(_, o)| o.paired()).collect(),
+                label_sets: members
+                    .iter()
+                    .map(|(_, o)| {
+                        if all_targets {
+                            vec![o.labels.as_slice(), o.targets.as_slice()]
+                        } else {
+                            vec![o.labels.as_slice()]
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut pooled_ivs = crate::stats::pooled_deltas_many(&pooled_jobs, b).into_iter();
     for key in group_order {
         let members = &groups[&key];
         let cs: Vec<&Comparison> = members.iter().map(|(i, _)| &out.comparisons[*i]).collect();
         let first = cs[0];
-        let all_targets = members.iter().all(|(_, o)| !o.targets.is_empty());
         // One replicate: its own interval is the pooled one (same resamples, same seed).
         let (overall, targets) = if members.len() == 1 {
             (first.overall, first.targets)
         } else {
-            let reps: Vec<Paired> = members.iter().map(|(_, o)| o.paired()).collect();
-            let sets: Vec<Vec<&[usize]>> = members
-                .iter()
-                .map(|(_, o)| {
-                    if all_targets {
-                        vec![o.labels.as_slice(), o.targets.as_slice()]
-                    } else {
-                        vec![o.labels.as_slice()]
-                    }
-                })
-                .collect();
-            let ivs = crate::stats::pooled_deltas_each(&reps, &sets, b);
+            let ivs = pooled_ivs
+                .next()
+                .expect("one pooled job per group of replicates");
             (ivs[0], ivs.get(1).copied())
         };
         let f = |g: fn(&Comparison) -> f64| -> MeanSd {

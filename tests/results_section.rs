@@ -150,10 +150,7 @@ fn a_run_writes_a_results_section_and_report_rebuilds_it() {
     let series: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("plots/series.json")).unwrap()).unwrap();
     for name in ["delta_vs_train_count", "confusion_best"] {
-        for ext in ["svg"]
-            .into_iter()
-            .chain(cfg!(feature = "png").then_some("png"))
-        {
+        for ext in ["svg", "png"] {
             let p = dir.join(format!("plots/{name}.{ext}"));
             assert!(
                 std::fs::metadata(&p).unwrap().len() > 1000,
@@ -175,10 +172,18 @@ fn a_run_writes_a_results_section_and_report_rebuilds_it() {
         md.contains("- `macro_f1_vs_k`: the run's synthetic cells use fewer than two values of k."),
         "{md}"
     );
-    if cfg!(feature = "png") {
-        let png = std::fs::read(dir.join("plots/confusion_best.png")).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
-    }
+    // The PNG reads back as a picture of the SVG's size with something drawn on it.
+    let (w, h, rgb) = synthcti::png::decode_rgb(
+        &std::fs::read(dir.join("plots/delta_vs_train_count.png")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((w, h), (960, 600));
+    let ink = rgb.chunks(3).filter(|p| p != &[255, 255, 255]).count();
+    assert!(ink > 960 * 600 / 100, "{ink} pixels drawn");
+    assert!(
+        md.contains("PNG: [`plots/delta_vs_train_count.png`](plots/delta_vs_train_count.png)."),
+        "{md}"
+    );
     settings(&s).bind(|| {
         insta::assert_snapshot!(
             "results_plot_series",
