@@ -557,6 +557,60 @@ mod tests {
         }
     }
 
+    /// Sigmoid head: a sentence of two techniques scores high on both, a sentence of none on
+    /// neither, `none` (never a target) scores low everywhere, and the head survives a reload.
+    #[test]
+    fn a_sigmoid_head_learns_independent_techniques_and_round_trips() {
+        let device = Device::flex();
+        let classes: Vec<String> = ["T1059", "T1105", "none"].map(String::from).to_vec();
+        let rows: Vec<(&str, Vec<usize>)> = vec![
+            ("runs powershell commands", vec![0]),
+            ("executes a powershell script", vec![0]),
+            ("uses the command shell", vec![0]),
+            ("downloads a payload over http", vec![1]),
+            ("fetches additional tools from the server", vec![1]),
+            ("downloads a second stage", vec![1]),
+            ("runs powershell that downloads a payload", vec![0, 1]),
+            ("executes a powershell script to fetch tools", vec![0, 1]),
+            ("the weather was nice today", vec![]),
+            ("the report was published in march", vec![]),
+            ("researchers thank their colleagues", vec![]),
+            ("the company was founded in a garage", vec![]),
+        ];
+        let p = FastTextParams {
+            epochs: 60,
+            class_weight: ClassWeight::None,
+            ..params(Weighting::Idf)
+        };
+        let t = super::train_sigmoid(&p, 5, &classes, &rows, &[], &device, |_, _, _| {}).unwrap();
+        assert_eq!(t.meta.output, Output::Sigmoid);
+        let texts = [
+            "runs powershell that downloads a payload",
+            "the weather was nice",
+            "executes a powershell script",
+        ];
+        let dense: Vec<Vec<f32>> = t
+            .predict(&texts, &device, 3)
+            .iter()
+            .map(|s| s.dense(3))
+            .collect();
+        assert!(dense[0][0] > 0.5 && dense[0][1] > 0.5, "{dense:?}");
+        assert!(dense[1][0] < 0.5 && dense[1][1] < 0.5, "{dense:?}");
+        assert!(dense[2][0] > 0.5 && dense[2][1] < 0.5, "{dense:?}");
+        assert!(
+            dense.iter().all(|r| r[2] < 0.1),
+            "none never a target: {dense:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        t.save(dir.path()).unwrap();
+        let back = Trained::load(dir.path(), &device).unwrap();
+        assert_eq!(back.meta.output, Output::Sigmoid);
+        assert_eq!(
+            back.predict(&texts, &device, 3),
+            t.predict(&texts, &device, 3)
+        );
+    }
+
     #[test]
     fn same_seed_same_model() {
         let device = Device::flex();
