@@ -6,7 +6,10 @@ metrics synthcti writes (src/multilabel.rs): micro, macro (techniques with a tes
 samples (zero_division=1) and per-document F1 (a report's techniques = the union over its test
 sentences). Then prints synthcti's cells of the same run beside it.
 
-Usage: python3 benches/multilabel_peer.py RUN_DIR   → one JSON line per model, then a table.
+Usage: python3 benches/multilabel_peer.py RUN_DIR [RUN_DIR…]   → one JSON line per model, then a
+table. Further run folders (e.g. the same manifest with another `data.multi_label_head`) must hold
+byte-identical split files; their cells are listed too, named with the run's head. The
+`validation_micro_f1` column is the figure to choose between heads by (never the test ones).
 """
 import glob
 import json
@@ -68,6 +71,11 @@ def doc_f1(Y, P, groups):
 
 
 run_dir = sys.argv[1]
+for other in sys.argv[2:]:
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
+        a = open(f"{run_dir}/split/{name}", "rb").read()
+        b = open(f"{other}/split/{name}", "rb").read()
+        assert a == b, f"{other}/split/{name} differs from {run_dir}'s: not the same split"
 xt, yt, _ = read(f"{run_dir}/split/train.jsonl")
 xv, yv, _ = read(f"{run_dir}/split/validation.jsonl")
 xs, ys, gs = read(f"{run_dir}/split/test.jsonl")
@@ -80,7 +88,8 @@ vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
 Xt = vec.fit_transform(xt)
 clf = OneVsRestClassifier(LogisticRegression(solver="liblinear", C=10.0), n_jobs=1).fit(Xt, Yt)
 secs = time.perf_counter() - t0
-t = choose_threshold(clf.predict_proba(vec.transform(xv)), Yv)
+Pv = clf.predict_proba(vec.transform(xv))
+t = choose_threshold(Pv, Yv)
 Ps = (clf.predict_proba(vec.transform(xs)) >= t).astype(int)
 support = Ys.sum(axis=0) > 0
 labels = list(np.flatnonzero(support))
@@ -88,6 +97,7 @@ df, dmean = doc_f1(Ys, Ps, gs)
 peer = {
     "model": "sklearn tfidf-word-1-2 + ovr-logreg",
     "threshold": t,
+    "validation_micro_f1": f1_score(Yv, (Pv >= t).astype(int), average="micro", zero_division=0),
     "micro_f1": f1_score(Ys, Ps, average="micro", zero_division=0),
     "macro_f1": f1_score(Ys, Ps, average="macro", labels=labels, zero_division=0),
     "samples_f1": f1_score(Ys, Ps, average="samples", zero_division=1.0),
@@ -99,14 +109,21 @@ peer = {
 print(json.dumps(peer))
 
 rows = [peer]
-for p in sorted(glob.glob(os.path.join(run_dir, "cells", "*", "metrics.json"))):
+cells = [
+    (d, p)
+    for d in sys.argv[1:]
+    for p in sorted(glob.glob(os.path.join(d, "cells", "*", "metrics.json")))
+]
+for d, p in cells:
     r = json.load(open(p))
     ml = r.get("multi_label")
     if not ml:
         continue
+    head = "sigmoid" if "sigmoid" in ml["rule"] else "none-class"
     row = {
-        "model": r["cell"]["name"],
+        "model": f"{r['cell']['name']} ({head})",
         "threshold": ml["validation"]["threshold"],
+        "validation_micro_f1": ml["validation"]["f1"],
         "micro_f1": ml["micro_f1"],
         "macro_f1": ml["macro_f1"],
         "samples_f1": ml["samples_f1"],
@@ -118,7 +135,7 @@ for p in sorted(glob.glob(os.path.join(run_dir, "cells", "*", "metrics.json"))):
     print(json.dumps(row))
     rows.append(row)
 
-cols = ["micro_f1", "macro_f1", "samples_f1", "document_f1", "document_mean_f1", "threshold"]
+cols = ["validation_micro_f1", "micro_f1", "macro_f1", "samples_f1", "document_f1", "document_mean_f1", "threshold"]
 print()
 print("| model | " + " | ".join(cols) + " | micro / peer | doc / peer |")
 print("|---|" + "---|" * (len(cols) + 2))

@@ -160,10 +160,14 @@ impl Model {
         let n = self.classes().len();
         let scored = match self {
             Model::FastText(t) => t.predict(texts, device, n),
-            Model::Frozen { head, encoder, .. } => {
+            Model::Frozen {
+                head,
+                encoder,
+                meta,
+            } => {
                 let emb = encoder.embed(texts, 32, device)?;
                 let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
-                encoder_cls::predict_head(head, &rows, device, n)
+                encoder_cls::predict_head(head, &rows, device, n, meta.output)
             }
             Model::Seq(t) => t.predict(texts, device, n)?,
             Model::Linear(t) => t.predict(texts, n),
@@ -345,7 +349,8 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
 
     if let Some(ml) = &result.multi_label {
         // Multi-label: the run's evaluate stage chose the threshold on validation over every
-        // technique's softmax score (crate::multilabel); scores stay uncalibrated (T = 1).
+        // technique's score (softmax with `none`, or sigmoids: crate::multilabel); scores stay
+        // uncalibrated (T = 1, and predict does not rescale them).
         let meta = ExportMeta {
             format: FORMAT,
             synthcti_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -520,7 +525,8 @@ pub fn model_card(meta: &ExportMeta, result: &CellResult) -> String {
     let multi = if meta.multi_label {
         format!(
             "\n## Multi-label\n\nThis model is multi-label (TRAM-style, most sentences describe no \
-             technique): a sentence gets **every** technique whose softmax score reaches the \
+             technique): a sentence gets **every** technique whose score (a softmax with a `none` \
+             class, or independent sigmoids: see `threshold.rule` in `metrics.json`) reaches the \
              threshold ({:.4}, chosen on validation for micro-F1), so 0, 1 or several; `none` is \
              never reported. Scores are not temperature-scaled (T = 1), so the calibration \
              sentence above does not apply, and the metrics above are over (sentence, technique) \

@@ -53,7 +53,8 @@ impl UnknownLabels {
 pub struct EvalSetConfig {
     /// Its name in the tables (letters, digits, `-`, `_`, `.`).
     pub name: String,
-    /// The file, relative to the data folder (or absolute).
+    /// The file: relative to the manifest's folder (resolved by [`crate::paths::resolve`]),
+    /// absolute, or `data:PATH` relative to the data folder.
     pub file: String,
     /// Its format, as `data.kind`.
     pub kind: DataKind,
@@ -86,6 +87,7 @@ impl EvalSetConfig {
             conflicts: ConflictPolicy::Keep,
             negatives: NegativePolicy::Drop,
             multi_label: MultiLabelPolicy::Drop,
+            multi_label_head: main.multi_label_head,
             attack: main.attack.clone(),
             deprecated: main.deprecated,
             unknown_techniques: crate::data::config::UnknownTechniquePolicy::Keep,
@@ -95,11 +97,9 @@ impl EvalSetConfig {
 
     /// The file's path.
     pub fn path(&self, data_dir: &Path) -> PathBuf {
-        let p = Path::new(&self.file);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            data_dir.join(p)
+        match self.file.strip_prefix(crate::paths::DATA_PREFIX) {
+            Some(rel) => data_dir.join(rel),
+            None => PathBuf::from(&self.file),
         }
     }
 }
@@ -151,12 +151,30 @@ pub fn validate(
         }
         let p = s.path(data_dir);
         if !p.is_file() {
+            // The old reading (relative to the data folder) finds it: say how to write it.
+            let in_data = (!s.file.starts_with(crate::paths::DATA_PREFIX))
+                .then(|| {
+                    let parts: Vec<_> = p.components().collect();
+                    (1..=parts.len()).find_map(|k| {
+                        let rel: PathBuf = parts[parts.len() - k..].iter().collect();
+                        data_dir.join(&rel).is_file().then_some(rel)
+                    })
+                })
+                .flatten();
             return Err(Error::data(format!(
-                "[[evaluate]] `{}` (key `{}`): file {} not found; give a path relative to the data folder {} or an absolute one",
+                "[[evaluate]] `{}` (key `{}`): file {} not found: a relative `file` resolves against the manifest's folder, `data:PATH` against the data folder {}{}",
                 s.name,
                 key("file"),
                 p.display(),
-                data_dir.display()
+                data_dir.display(),
+                match in_data {
+                    Some(rel) => format!(
+                        "; there is a file at {}: write `file = \"data:{}\"` (or its path, absolute or relative to the manifest)",
+                        data_dir.join(&rel).display(),
+                        rel.display()
+                    ),
+                    None => "; check the path, or give an absolute one".to_string(),
+                }
             )));
         }
     }

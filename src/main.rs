@@ -587,7 +587,10 @@ fn pipeline_table(plan: &pipeline::Plan) -> synthcti::output::Table {
                     .as_ref()
                     .map(pipeline::spec_label)
                     .unwrap_or_default(),
-                st.stage.clone(),
+                match &st.set {
+                    Some(n) => format!("{} ({n})", st.stage),
+                    None => st.stage.clone(),
+                },
                 st.key.clone(),
                 st.cached.to_string(),
             ]);

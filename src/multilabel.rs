@@ -1,7 +1,13 @@
 //! Multi-label classification with negatives (`data.multi_label = "keep"`, e.g. `tram-multi`:
 //! TRAM's sentences, most with no technique, some with several).
 //!
-//! **Method: a `none` class and a threshold on the softmax.** Every classifier kind trains as it
+//! Two heads (`data.multi_label_head`): a `none` class with a softmax (below), or independent
+//! sigmoids trained with binary cross-entropy on multi-hot targets ([`crate::ml::sigmoid`],
+//! `fasttext`, `encoder-frozen`, `linear`). Either way a sentence gets every technique whose score
+//! reaches one global threshold chosen on validation ([`choose_threshold`]), and the metrics
+//! below are the same.
+//!
+//! **The none-class head: a `none` class and a threshold on the softmax.** Every classifier kind trains as it
 //! does for one label, over the techniques plus `none` (the negatives): a row with labels
 //! {A, B} becomes the pairs (text, A) and (text, B), which in expectation is a softmax trained
 //! on the target distribution ½A + ½B — what fastText's own softmax does with several labels
@@ -32,8 +38,19 @@ use crate::data::Dataset;
 use crate::data::NEGATIVE_LABEL as NONE;
 use crate::metrics::{ClassMetrics, Metrics};
 
-/// How the threshold is chosen, as the records say it.
+/// How the threshold is chosen with a `none` class, as the records say it.
 pub const THRESHOLD_RULE: &str = "one global threshold on the softmax score of each technique, maximising micro-F1 on validation";
+
+/// How the threshold is chosen with sigmoid heads, as the records say it.
+pub const SIGMOID_THRESHOLD_RULE: &str = "one global threshold on the sigmoid score of each technique (independent outputs, binary cross-entropy), maximising micro-F1 on validation";
+
+/// The records' threshold rule of a head.
+pub fn threshold_rule(head: crate::data::config::MultiLabelHead) -> &'static str {
+    match head {
+        crate::data::config::MultiLabelHead::NoneClass => THRESHOLD_RULE,
+        crate::data::config::MultiLabelHead::Sigmoid => SIGMOID_THRESHOLD_RULE,
+    }
+}
 
 /// The multi-label figures of a cell (`metrics.json` → `multi_label`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,11 +2,13 @@
 //!
 //! A manifest is read as the file it is, wherever the command runs: `data.file`, `data.dir`,
 //! every `[[classifier]]` `model`, a local `[[generator]]` `model`, `augment.encoder`,
-//! `augment.templates_dir` and a template given as a path (`augment.template = "my.j2"`) are
-//! joined to the manifest's folder before anything else reads them (as Cargo reads `path =` in a
+//! `augment.templates_dir`, a template given as a path (`augment.template = "my.j2"`) and each
+//! `[[evaluate]]` `file` are joined to the manifest's folder before anything else reads them (as Cargo reads `path =` in a
 //! `Cargo.toml`). Values given by `--set` or a `SYNTHCTI_*` variable are not: they resolve
 //! against the current folder, as any path on a command line does. `data.attack` stays relative
-//! to the data folder, where the publishers' files live.
+//! to the data folder, where the publishers' files live; an `[[evaluate]]` `file` written
+//! `data:PATH` does too ([`DATA_PREFIX`]), so a manifest can name a publisher's file wherever the
+//! data folder is.
 //!
 //! A model the manifest leaves out (the default `models/all-MiniLM-L6-v2`, or the default
 //! SmolLM2 GGUF) is looked for in `models/` of the manifest's folder and then of each folder
@@ -19,6 +21,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::ml::config::{ClassifierConfig, KINDS};
+
+/// The prefix of an `[[evaluate]]` `file` relative to the data folder (`data:cti-to-mitre/x.csv`);
+/// left as written by [`resolve`] and joined to the data folder by
+/// [`crate::external::EvalSetConfig::path`].
+pub const DATA_PREFIX: &str = "data:";
 
 /// `rel` joined to `base` (unchanged when absolute), canonical when it exists.
 pub fn against(base: &Path, rel: &str) -> PathBuf {
@@ -119,6 +126,17 @@ pub fn resolve(table: &mut toml::Table, base: &Path) {
             );
         }
     }
+    if let Some(toml::Value::Array(sets)) = table.get_mut("evaluate") {
+        for e in sets.iter_mut() {
+            let toml::Value::Table(e) = e else { continue };
+            if e.get("file")
+                .and_then(|f| f.as_str())
+                .is_some_and(|f| !f.starts_with(DATA_PREFIX))
+            {
+                set_str(e, "file", base);
+            }
+        }
+    }
     if let Some(toml::Value::Array(cs)) = table.get_mut("classifier") {
         for c in cs.iter_mut() {
             let toml::Value::Table(c) = c else { continue };
@@ -203,6 +221,15 @@ mod tests {
             [[generator]]
             name = "mine"
             model = "sub/x.gguf"
+            [[evaluate]]
+            name = "here"
+            file = "mine.csv"
+            [[evaluate]]
+            name = "publisher"
+            file = "data:cti-to-mitre/dataset_tram.csv"
+            [[evaluate]]
+            name = "abs"
+            file = "/abs/set.csv"
         "#
         .parse()
         .unwrap();
@@ -235,5 +262,15 @@ mod tests {
             s(&t["generator"][1]["model"]),
             base.join("sub/x.gguf").display().to_string()
         );
+        assert_eq!(
+            s(&t["evaluate"][0]["file"]),
+            root.join("exp/mine.csv").display().to_string()
+        );
+        assert_eq!(
+            s(&t["evaluate"][1]["file"]),
+            "data:cti-to-mitre/dataset_tram.csv",
+            "left for the data folder"
+        );
+        assert_eq!(s(&t["evaluate"][2]["file"]), "/abs/set.csv");
     }
 }

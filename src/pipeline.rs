@@ -37,6 +37,9 @@ pub struct Shared {
     pub split: StageId,
     /// Where models train; part of the train key when not the CPU.
     pub backend: crate::manifest::Backend,
+    /// On a multi-label task (`data.multi_label = "keep"`), how classifiers output techniques
+    /// (`data.multi_label_head`); `None` on a single-label task.
+    pub multi_label_head: Option<crate::data::config::MultiLabelHead>,
 }
 
 /// The stage ids of one synthetic-data chain.
@@ -85,6 +88,8 @@ pub fn shared_stages(m: &Manifest) -> Result<Shared> {
         load,
         split,
         backend: m.experiment.backend,
+        multi_label_head: (cfg.multi_label == crate::data::config::MultiLabelPolicy::Keep)
+            .then_some(cfg.multi_label_head),
     })
 }
 
@@ -255,6 +260,11 @@ struct TrainParams {
     /// (absent on real-only cells, whose keys are unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     weights_over: Option<&'static str>,
+    /// `"sigmoid"` on a multi-label task trained with independent sigmoids
+    /// (`data.multi_label_head`); absent with a `none` class and on single-label tasks, whose
+    /// keys are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_label_head: Option<crate::data::config::MultiLabelHead>,
 }
 
 impl crate::cache::StageParams for TrainParams {
@@ -307,6 +317,9 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
         augment: cell.augment,
         backend: (!shared.backend.is_cpu()).then(|| shared.backend.as_str()),
         weights_over: (cell.augment != AugmentKind::None).then_some("real"),
+        multi_label_head: shared
+            .multi_label_head
+            .filter(|h| *h == crate::data::config::MultiLabelHead::Sigmoid),
     };
     let train = StageId::of(&params, &inputs);
     let evaluate = StageId::of(
@@ -321,6 +334,9 @@ pub struct PlanStage {
     pub stage: String,
     pub key: String,
     pub cached: bool,
+    /// The `[[evaluate]]` set's name, on an `external` stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,10 +410,14 @@ impl Plan {
             for s in &c.stages {
                 let _ = writeln!(
                     out,
-                    "  {:<9} {}  {}",
+                    "  {:<9} {}  {}{}",
                     s.stage,
                     &s.key[..16],
-                    if s.cached { "cached" } else { "to run" }
+                    if s.cached { "cached" } else { "to run" },
+                    s.set
+                        .as_ref()
+                        .map(|n| format!("  [{n}]"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -410,7 +430,9 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
         stage: id.stage.to_string(),
         key: id.key.clone(),
         cached: cache.contains(id),
+        set: None,
     };
+    let externals = external_sets(m)?;
     let mut cells = Vec::new();
     for r in 0..m.replicates() {
         let mr = m.replicate(r);
@@ -440,6 +462,12 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
             let cs = cell_stages(c, shared, added);
             stages.push(st(&cs.train));
             stages.push(st(&cs.evaluate));
+            for x in &externals {
+                stages.push(PlanStage {
+                    set: Some(x.set.name.clone()),
+                    ..st(&x.stage(shared, &cs.train.key))
+                });
+            }
             cells.push(PlanCell {
                 cell: c.name.clone(),
                 classifier: c.classifier.as_str().into(),
@@ -818,22 +846,36 @@ fn train_model(
     let trainer = crate::ml::trainer(cell.classifier, &cell.params);
     let mut trained_now = None;
     let (entry, outcome) = cx.cache.get_or_compute(id, |w| {
-        let val: Vec<(&str, usize)> = cx.pairs(&cx.split.validation);
         let pb = cx.progress.bar(0, &format!("train {what}"));
         let mut tick = |step: usize, total: usize, loss: f64| {
             pb.set_length(total as u64);
             pb.set_position(step as u64);
             pb.set_message(format!("loss {loss:.3}"));
         };
-        let model = trainer.train(
-            &cx.tcx(),
-            cell.seed,
-            cx.classes,
-            train,
-            real,
-            &val,
-            &mut tick,
-        )?;
+        let model =
+            if cx.shared.multi_label_head == Some(crate::data::config::MultiLabelHead::Sigmoid) {
+                // One row per sentence with its technique set (multi-label tasks refuse
+                // augmentation, so `train` holds the real split only).
+                trainer.train_sigmoid(
+                    &cx.tcx(),
+                    cell.seed,
+                    cx.classes,
+                    &cx.sets(&cx.split.train),
+                    &cx.sets(&cx.split.validation),
+                    &mut tick,
+                )?
+            } else {
+                let val: Vec<(&str, usize)> = cx.pairs(&cx.split.validation);
+                trainer.train(
+                    &cx.tcx(),
+                    cell.seed,
+                    cx.classes,
+                    train,
+                    real,
+                    &val,
+                    &mut tick,
+                )?
+            };
         model.save(&w.path(""))?;
         pb.finish_and_clear();
         trained_now = Some(model);
@@ -850,6 +892,15 @@ impl CellCtx<'_> {
             embedder: self.embedder,
             progress: self.progress,
         }
+    }
+
+    /// Rows as (text, technique indices without `none`), for sigmoid heads.
+    fn sets(&self, idx: &[usize]) -> Vec<(&str, Vec<usize>)> {
+        crate::multilabel::gold_sets(self.ds, idx, self.index)
+            .into_iter()
+            .zip(idx)
+            .map(|(s, &i)| (self.ds.examples[i].text.as_str(), s))
+            .collect()
     }
 
     /// Examples as (text, class index); on a multi-label task a pair per label of a row (see
@@ -1012,6 +1063,47 @@ fn run_cell(
     Ok((result, eval_entry, trained))
 }
 
+/// An `[[evaluate]]` set with what its `external` stage key reads besides the train key: how it
+/// is loaded, its file and the file's content hash.
+struct ExternalSet<'a> {
+    set: &'a crate::external::EvalSetConfig,
+    cfg: crate::data::config::DataConfig,
+    path: PathBuf,
+    hash: String,
+}
+
+impl ExternalSet<'_> {
+    /// The `external` stage of scoring the model `train_key` on this set.
+    fn stage(&self, shared: &Shared, train_key: &str) -> StageId {
+        crate::external::stage_id(
+            &self.cfg,
+            self.set.unknown_labels,
+            &self.hash,
+            shared.attack_hash.as_deref(),
+            train_key,
+        )
+    }
+}
+
+/// The manifest's `[[evaluate]]` sets, each file hashed once.
+fn external_sets(m: &Manifest) -> Result<Vec<ExternalSet<'_>>> {
+    m.evaluate
+        .iter()
+        .map(|set| {
+            let path = set.path(&m.data_dir);
+            let hash = crate::hash::file_hash(&path).io_ctx(ErrorKind::Data, || {
+                format!("cannot read {}", path.display())
+            })?;
+            Ok(ExternalSet {
+                set,
+                cfg: set.data_config(&m.data),
+                path,
+                hash,
+            })
+        })
+        .collect()
+}
+
 /// Score a trained cell on every `[[evaluate]]` set, each through its own `external` stage
 /// ([`crate::external`]); the model is loaded only when some set is not in the cache.
 fn evaluate_external(
@@ -1023,19 +1115,9 @@ fn evaluate_external(
     let mut out = Vec::new();
     let mut model: Option<TrainedNow> = None;
     let mut catalog: Option<Option<Catalog>> = None;
-    for set in &cx.m.evaluate {
-        let cfg = set.data_config(&cx.m.data);
-        let path = set.path(&cx.m.data_dir);
-        let hash = crate::hash::file_hash(&path).io_ctx(ErrorKind::Data, || {
-            format!("cannot read {}", path.display())
-        })?;
-        let id = crate::external::stage_id(
-            &cfg,
-            set.unknown_labels,
-            &hash,
-            cx.shared.attack_hash.as_deref(),
-            train_key,
-        );
+    for x in external_sets(cx.m)? {
+        let (set, cfg, path) = (x.set, &x.cfg, &x.path);
+        let id = x.stage(cx.shared, train_key);
         let (entry, _) = cx.cache.get_or_compute(&id, |w| {
             if catalog.is_none() {
                 catalog = Some(match &cx.shared.attack_path {
@@ -1043,7 +1125,7 @@ fn evaluate_external(
                     None => None,
                 });
             }
-            let ds = data::load(&cfg, &path, catalog.as_ref().and_then(Option::as_ref))?;
+            let ds = data::load(cfg, path, catalog.as_ref().and_then(Option::as_ref))?;
             if model.is_none() {
                 model = Some(
                     crate::ml::trainer(cell.classifier, &cell.params).load(&cx.tcx(), train_dir)?,
@@ -1137,7 +1219,8 @@ fn evaluate_multi_label(
         .iter()
         .map(|&i| cx.ds.examples[i].group.as_deref())
         .collect();
-    let (metrics, figures) = ml::evaluate(&gold, &pred, &groups, cx.classes, none, chosen);
+    let (metrics, mut figures) = ml::evaluate(&gold, &pred, &groups, cx.classes, none, chosen);
+    figures.rule = ml::threshold_rule(cx.shared.multi_label_head.unwrap_or_default()).to_string();
     let mut lines = String::new();
     for (((&i, g), p), row) in test.iter().zip(&gold).zip(&pred).zip(&test_probs) {
         let ex = &cx.ds.examples[i];

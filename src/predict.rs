@@ -108,10 +108,14 @@ pub fn predict(
         let mut sentences = Vec::with_capacity(sents.len());
         let mut found: BTreeMap<usize, Vec<Evidence>> = BTreeMap::new();
         for (index, text) in sents.into_iter().enumerate() {
-            let q = calibrate::scale(
-                &rows.next().expect("a row per sentence"),
-                model.meta.temperature,
-            );
+            let row = rows.next().expect("a row per sentence");
+            // A multi-label model's scores are used as they are: sigmoid scores are not a
+            // distribution, and a softmax with `none` has T = 1.
+            let q = if model.meta.multi_label {
+                row
+            } else {
+                calibrate::scale(&row, model.meta.temperature)
+            };
             let mut order: Vec<usize> = (0..q.len()).collect();
             order.sort_by(|&a, &b| q[b].total_cmp(&q[a]).then(a.cmp(&b)));
             order.truncate(top_k.max(1));

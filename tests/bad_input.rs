@@ -624,12 +624,31 @@ fn external_set_with_a_missing_file_names_it() {
     );
 }
 
+/// The file sits in the data folder but the manifest names it as if relative to it (the old
+/// reading): the error says how to write it.
+#[test]
+fn external_set_relative_to_the_data_folder_is_told_to_use_the_data_prefix() {
+    let s = tram_sandbox();
+    let m = with_evaluate(&s, "name = \"ext\"\nfile = \"ext.csv\"\nkind = \"csv\"");
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        3,
+        &[
+            "evaluate.0.file",
+            "resolves against the manifest's folder",
+            "file = \"data:ext.csv\"",
+        ],
+    );
+}
+
 #[test]
 fn external_set_with_an_unknown_field_lists_the_valid_ones() {
     let s = tram_sandbox();
     let m = with_evaluate(
         &s,
-        "name = \"ext\"\nfile = \"ext.csv\"\nkind = \"csv\"\nlabel_field = \"label\"",
+        "name = \"ext\"\nfile = \"data:ext.csv\"\nkind = \"csv\"\nlabel_field = \"label\"",
     );
     assert_rejected(&s, &m, &[], 2, &["label_field", "`unknown_labels`"]);
 }
@@ -639,7 +658,7 @@ fn external_set_with_an_unknown_policy_lists_the_valid_ones() {
     let s = tram_sandbox();
     let m = with_evaluate(
         &s,
-        "name = \"ext\"\nfile = \"ext.csv\"\nkind = \"csv\"\nunknown_labels = \"ignore\"",
+        "name = \"ext\"\nfile = \"data:ext.csv\"\nkind = \"csv\"\nunknown_labels = \"ignore\"",
     );
     assert_rejected(&s, &m, &[], 2, &["ignore", "`skip`", "`error`"]);
 }
@@ -695,4 +714,45 @@ fn encoder_frozen_reference_without_its_encoder_folder_is_named() {
             "\"fasttext\"",
         ],
     );
+}
+
+#[test]
+fn sigmoid_heads_refuse_a_classifier_kind_without_one() {
+    let s = Sandbox::new();
+    s.write(
+        "data/tram/multi_label_reconstructed.jsonl",
+        "{\"text\":\"a\",\"labels_tram50\":[\"T1059\"],\"doc_title\":\"d\"}\n",
+    );
+    let m = s.manifest(
+        "kind = \"tram-multi\"\nmulti_label = \"keep\"\nmulti_label_head = \"sigmoid\"",
+        &format!(
+            "[[classifier]]\nkind = \"fasttext\"\n[[classifier]]\nkind = \"encoder-finetune\"\nmodel = \"{}\"\n",
+            minilm().display()
+        ),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "data.multi_label_head",
+            "`encoder-finetune`",
+            "multi_label_head = \"none-class\"",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_multi_label_head_lists_the_heads() {
+    let s = Sandbox::new();
+    s.write(
+        "data/tram/multi_label_reconstructed.jsonl",
+        "{\"text\":\"a\",\"labels_tram50\":[\"T1059\"],\"doc_title\":\"d\"}\n",
+    );
+    let m = s.manifest(
+        "kind = \"tram-multi\"\nmulti_label = \"keep\"\nmulti_label_head = \"softmax\"",
+        "",
+    );
+    assert_rejected(&s, &m, &[], 2, &["softmax", "`none-class`", "`sigmoid`"]);
 }

@@ -2,7 +2,8 @@
 //! 1,500 sentences of `tram/multi_label_reconstructed.jsonl` (8 reports, 261 with a technique,
 //! 40 with several), a grouped split, a small fastText: `metrics.json` carries the multi-label
 //! figures at the validation threshold, `predictions.jsonl` sets of techniques, the summary its
-//! columns, and an exported model gives a sentence 0..n techniques.
+//! columns, and an exported model gives a sentence 0..n techniques — with either head
+//! (`data.multi_label_head`: a `none` class, or independent sigmoids).
 
 mod common;
 use common::*;
@@ -11,18 +12,45 @@ use serde_json::Value;
 
 #[test]
 fn a_multi_label_run_reports_micro_samples_and_per_document_f1_and_predicts_sets() {
+    multi_label_run("none-class");
+}
+
+/// The sigmoid head: the same figures; the model's scores are independent sigmoids (a row's
+/// scores need not sum to 1), `predict` reports them unchanged, and the train key differs from
+/// the none-class head's.
+#[test]
+fn sigmoid_heads_train_with_binary_cross_entropy_and_report_the_same_figures() {
+    let (none_key, _) = multi_label_run("none-class");
+    let (sigmoid_key, preds) = multi_label_run("sigmoid");
+    assert_ne!(none_key, sigmoid_key);
+    // Some test row's scores (top 5 of the 20-odd outputs) sum above 1: not a softmax.
+    assert!(
+        preds.iter().any(|p| p["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[1].as_f64().unwrap())
+            .sum::<f64>()
+            > 1.0 + 1e-3),
+        "every row's scores sum to at most 1"
+    );
+}
+
+/// Run the 1,500-sentence task with `head`; checks every figure and export/predict, returns the
+/// cell's train key and its prediction lines.
+fn multi_label_run(head: &str) -> (String, Vec<Value>) {
     let s = Sandbox::new();
-    let head: String =
+    let rows: String =
         std::fs::read_to_string(shared_data().join("tram/multi_label_reconstructed.jsonl"))
             .unwrap()
             .lines()
             .take(1500)
             .map(|l| format!("{l}\n"))
             .collect();
-    s.write("data/tram/multi_label_reconstructed.jsonl", &head);
+    s.write("data/tram/multi_label_reconstructed.jsonl", &rows);
     let m = s.manifest(
         &format!(
-            "kind = \"tram-multi\"\nmulti_label = \"keep\"\nnegatives = \"keep\"\nattack = \"{}\"",
+            "kind = \"tram-multi\"\nmulti_label = \"keep\"\nnegatives = \"keep\"\nmulti_label_head = \"{head}\"\nattack = \"{}\"",
             attack_bundle().display()
         ),
         "[split]\nmethod = \"grouped\"\ntest_fraction = 0.3\nvalidation_fraction = 0.2\nseed = 1\n[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 5\nbatch_size = 32\n",
@@ -38,6 +66,16 @@ fn a_multi_label_run_reports_micro_samples_and_per_document_f1_and_predicts_sets
     let r: Value =
         serde_json::from_slice(&std::fs::read(cell.join("metrics.json")).unwrap()).unwrap();
     let ml = &r["multi_label"];
+    let word = if head == "sigmoid" {
+        "sigmoid score"
+    } else {
+        "softmax score"
+    };
+    assert!(
+        ml["rule"].as_str().unwrap().contains(word),
+        "{}",
+        ml["rule"]
+    );
     for k in [
         "micro_f1",
         "macro_f1",
@@ -60,6 +98,10 @@ fn a_multi_label_run_reports_micro_samples_and_per_document_f1_and_predicts_sets
             .contains(&Value::from("none"))
     );
     let preds = std::fs::read_to_string(cell.join("predictions.jsonl")).unwrap();
+    let lines: Vec<Value> = preds
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let mut negatives = 0;
     for l in preds.lines() {
         let p: Value = serde_json::from_str(l).unwrap();
@@ -127,4 +169,33 @@ fn a_multi_label_run_reports_micro_samples_and_per_document_f1_and_predicts_sets
             assert_ne!(tech, "none");
         }
     }
+    // `predict` scores a test sentence as the run did: the same top technique and score (a
+    // sigmoid model's scores are not renormalized into a distribution).
+    let probe = lines
+        .iter()
+        .find(|p| {
+            let t = p["text"].as_str().unwrap();
+            t.len() > 40 && !t.contains(['.', '!', '?', '\n', '"'])
+        })
+        .expect("a test sentence without inner punctuation");
+    s.write("probe.txt", probe["text"].as_str().unwrap());
+    let o = s.cmd(&[
+        "predict",
+        model.to_str().unwrap(),
+        s.path("probe.txt").to_str().unwrap(),
+        "--format",
+        "json",
+        "--top-k",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top = &out["documents"][0]["sentences"][0]["top"][0];
+    assert_eq!(top["technique"], probe["top"][0][0], "{out}");
+    let (a, b) = (
+        top["score"].as_f64().unwrap(),
+        probe["top"][0][1].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "predict {a} vs the run {b}");
+    (r["train_key"].as_str().unwrap().to_string(), lines)
 }

@@ -66,3 +66,31 @@ fn summary_md_of_a_small_run() {
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     settings(&s).bind(|| insta::assert_snapshot!("summary_md", md));
 }
+
+/// `[[evaluate]]` sets: each cell lists an `external` stage per set (its key, cached or not),
+/// after its train and evaluate stages; after a run all of them are cached.
+#[test]
+fn plan_lists_the_external_stage_of_each_cell_and_set() {
+    let s = Sandbox::new();
+    s.write("data/tram/single_label.json", &small_tram_rows(40));
+    s.write(
+        "data/ext.csv",
+        "label,text\nT1059,uses a shell to run commands\nT1105,downloads a tool\n",
+    );
+    s.write(
+        "ext2.csv",
+        "label,text\nT1059,runs a script\nT1105,fetches a payload\n",
+    );
+    let m = s.manifest(
+        "kind = \"tram-single\"\nattack = \"none\"",
+        "[split]\nseed = 7\n[[classifier]]\nkind = \"fasttext\"\ndim = [8, 16]\nbuckets = 65536\nepochs = 4\nbatch_size = 16\nlr = 0.05\n\n[[evaluate]]\nname = \"in_data\"\nfile = \"data:ext.csv\"\nkind = \"csv\"\n\n[[evaluate]]\nname = \"beside\"\nfile = \"ext2.csv\"\nkind = \"csv\"\n",
+    );
+    let before = s.cmd(&["plan", m.to_str().unwrap()]);
+    assert!(before.status.success(), "{}", stderr(&before));
+    settings(&s).bind(|| insta::assert_snapshot!("plan_external", stdout(&before)));
+    s.run_ok(&m, &s.path("results/r"), &["-q"]);
+    let after = stdout(&s.cmd(&["plan", m.to_str().unwrap()]));
+    let external: Vec<&str> = after.lines().filter(|l| l.contains("external")).collect();
+    assert_eq!(external.len(), 4, "{after}");
+    assert!(external.iter().all(|l| l.contains("cached")), "{after}");
+}

@@ -99,6 +99,32 @@ pub enum MultiLabelPolicy {
     Keep,
 }
 
+/// How classifiers of a multi-label task (`data.multi_label = "keep"`) output a sentence's
+/// techniques (`data.multi_label_head`; read only on such a task). Both choose one global
+/// threshold on validation (see [`crate::multilabel`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiLabelHead {
+    /// One softmax over the techniques plus a `none` class; a row with several labels trains
+    /// once per label.
+    #[default]
+    NoneClass,
+    /// An independent sigmoid per technique, binary cross-entropy on multi-hot targets (a
+    /// sentence with no technique: all zeros); `fasttext`, `encoder-frozen` and `linear`
+    /// ([`crate::ml::sigmoid`]).
+    Sigmoid,
+}
+
+impl MultiLabelHead {
+    /// The manifest's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MultiLabelHead::NoneClass => "none-class",
+            MultiLabelHead::Sigmoid => "sigmoid",
+        }
+    }
+}
+
 /// What becomes of rows whose technique the ATT&CK catalog marks deprecated, or revoked with no
 /// successor to map it to.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -144,6 +170,8 @@ pub struct DataConfig {
     pub conflicts: ConflictPolicy,
     pub negatives: NegativePolicy,
     pub multi_label: MultiLabelPolicy,
+    /// On a multi-label task: a `none` class and a softmax, or independent sigmoids.
+    pub multi_label_head: MultiLabelHead,
     /// ATT&CK STIX bundle for revoked-ID mapping: a path in the data folder, `auto` or `none`.
     pub attack: AttackSource,
     /// Techniques the catalog marks deprecated or revoked without successor: `drop` or `keep`.
@@ -168,6 +196,7 @@ impl Default for DataConfig {
             conflicts: ConflictPolicy::Drop,
             negatives: NegativePolicy::Drop,
             multi_label: MultiLabelPolicy::Drop,
+            multi_label_head: MultiLabelHead::default(),
             attack: AttackSource::Auto,
             deprecated: DeprecatedPolicy::Drop,
             unknown_techniques: UnknownTechniquePolicy::Keep,

@@ -638,6 +638,7 @@ impl<'a> LoadParams<'a> {
             conflicts,
             negatives,
             multi_label,
+            multi_label_head: _, // how classifiers train: the train stage's key
             deprecated,
             unknown_techniques,
             exclude,

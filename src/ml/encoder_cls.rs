@@ -17,6 +17,7 @@ use burn::tensor::activation::{gelu, log_softmax, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::sigmoid::{Output, Targets};
 use super::{EpochLog, Epochs, Scored, TrainLog, class_weights, length_bucketed_batches};
 use crate::error::{Error, Result};
 use crate::hash::SplitMix64;
@@ -109,15 +110,23 @@ fn matrix(rows: &[&[f32]], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(flat, [rows.len(), d]), device)
 }
 
-/// Train the head on (embedding, class) pairs.
+/// Train the head on embeddings and their targets.
+///
+/// `targets` are the rows' classes (softmax cross-entropy, early stopping on validation
+/// macro-F1) or their technique sets (independent sigmoids, binary cross-entropy, early stopping
+/// on validation micro-F1 at its best threshold; [`crate::ml::sigmoid`]); `none` is the index of
+/// the `none` class, never counted in the latter. `train` and `validation` are the embeddings,
+/// in the order of the targets.
 #[allow(clippy::too_many_arguments)]
 pub fn train_head(
     p: &EncoderParams,
     seed: u64,
     n_classes: usize,
-    train: &[(&[f32], usize)],
+    none: Option<usize>,
+    train: &[&[f32]],
     real: usize,
-    validation: &[(&[f32], usize)],
+    validation: &[&[f32]],
+    targets: Targets,
     device: &Device,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<(Head, TrainLog)> {
@@ -125,12 +134,18 @@ pub fn train_head(
     if train.is_empty() {
         return Err(Error::data("no training examples"));
     }
-    let dim = train[0].0.len();
-    let weights = class_weights(
-        p.class_weight,
-        train[..real.min(train.len())].iter().map(|x| x.1),
-        n_classes,
-    );
+    let output = targets.output();
+    let dim = train[0].len();
+    let weights = match &targets {
+        Targets::Class { train: ys, .. } => class_weights(
+            p.class_weight,
+            ys[..real.min(ys.len())].iter().copied(),
+            n_classes,
+        ),
+        Targets::Sets { train: sets, .. } => {
+            super::sigmoid::pos_weights(p.class_weight, sets, n_classes)
+        }
+    };
     let ad = device.clone().autodiff();
     let mut model = crate::ml::init_seeded(&ad, seed, || {
         Head::new(dim, p.head_hidden.unwrap_or(0), n_classes, p.dropout, &ad)
@@ -138,8 +153,7 @@ pub fn train_head(
     let mut optim = AdamConfig::new().init();
     let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let val_x = matrix(&validation.iter().map(|x| x.0).collect::<Vec<_>>(), device);
-    let val_y: Vec<usize> = validation.iter().map(|x| x.1).collect();
+    let val_x = matrix(validation, device);
     let mut epochs = Epochs::new(p.patience, p.min_delta);
     let steps = train.len().div_ceil(p.batch_size) * p.epochs;
     let mut step = 0;
@@ -148,11 +162,23 @@ pub fn train_head(
         rng.shuffle(&mut order);
         let mut loss_sum = 0.0;
         for chunk in order.chunks(p.batch_size) {
-            let x = matrix(&chunk.iter().map(|&i| train[i].0).collect::<Vec<_>>(), &ad);
-            let ys: Vec<usize> = chunk.iter().map(|&i| train[i].1).collect();
+            let x = matrix(&chunk.iter().map(|&i| train[i]).collect::<Vec<_>>(), &ad);
             let logits =
                 crate::ml::seeded(&ad, crate::ml::step_seed(seed, step), || model.forward(x));
-            let loss = weighted_ce(logits, &ys, &weights, &ad);
+            let loss = match &targets {
+                Targets::Class { train: ys, .. } => {
+                    let ys: Vec<usize> = chunk.iter().map(|&i| ys[i]).collect();
+                    weighted_ce(logits, &ys, &weights, &ad)
+                }
+                Targets::Sets { train: sets, .. } => {
+                    let y = super::sigmoid::target_tensor(
+                        chunk.iter().map(|&i| sets[i].as_slice()),
+                        n_classes,
+                        &ad,
+                    );
+                    super::sigmoid::bce_with_logits(logits, y, &weights)
+                }
+            };
             loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(p.lr, model, grads);
@@ -160,11 +186,22 @@ pub fn train_head(
             progress(step, steps, loss_sum / train.len() as f64);
         }
         let f1 = (!validation.is_empty()).then(|| {
-            let preds: Vec<usize> = score_rows(softmax(model.valid().forward(val_x.clone()), 1), 1)
-                .iter()
-                .map(|s| s.pred)
-                .collect();
-            metrics::macro_f1(&val_y, &preds, n_classes)
+            let scores = output.scores(model.valid().forward(val_x.clone()));
+            match &targets {
+                Targets::Class { validation: ys, .. } => {
+                    let preds: Vec<usize> = score_rows(scores, 1).iter().map(|s| s.pred).collect();
+                    metrics::macro_f1(ys, &preds, n_classes)
+                }
+                Targets::Sets {
+                    validation: sets, ..
+                } => {
+                    let probs: Vec<Vec<f32>> = score_rows(scores, n_classes)
+                        .iter()
+                        .map(|s| s.dense(n_classes))
+                        .collect();
+                    super::sigmoid::validation_score(&probs, sets, none)
+                }
+            }
         });
         let entry = EpochLog {
             epoch,
@@ -192,15 +229,18 @@ pub fn train_head(
     ))
 }
 
+/// The top `top_k` classes of each embedding, scored by `output` (the head's
+/// [`HeadMeta::output`]).
 pub fn predict_head(
     head: &Head,
     embeddings: &[&[f32]],
     device: &Device,
     top_k: usize,
+    output: Output,
 ) -> Vec<Scored> {
     let mut out = Vec::with_capacity(embeddings.len());
     for chunk in embeddings.chunks(512) {
-        let probs = softmax(head.forward(matrix(chunk, device)), 1);
+        let probs = output.scores(head.forward(matrix(chunk, device)));
         out.extend(score_rows(probs, top_k));
     }
     out
@@ -479,6 +519,9 @@ pub struct HeadMeta {
     pub params: EncoderParams,
     pub classes: Vec<String>,
     pub dim: usize,
+    /// Softmax, or independent sigmoids (`data.multi_label_head = "sigmoid"`).
+    #[serde(default)]
+    pub output: Output,
 }
 
 pub fn save_head(head: &Head, meta: &HeadMeta, log: &TrainLog, dir: &Path) -> Result<()> {

@@ -1,6 +1,8 @@
 //! The fastText-style classifier in burn: hashed word and character n-grams → embedding bag
 //! (mean) → linear layer, softmax cross-entropy (optionally class-balanced), Adam, early stopping
-//! on the validation split's macro-F1, seeded.
+//! on the validation split's macro-F1, seeded. On a multi-label task with
+//! `data.multi_label_head = "sigmoid"` ([`train_sigmoid`]) the same network has independent
+//! sigmoid outputs trained with binary cross-entropy ([`crate::ml::sigmoid`]).
 //!
 //! Only buckets that occur in the training texts get an embedding row: a bucket never seen in
 //! training would keep its random initial vector, so it is dropped at prediction time instead.
@@ -14,10 +16,11 @@ use burn::module::{Initializer, Module};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::sigmoid::{self, Output, Targets};
 use super::{Epochs, Scored, length_bucketed_batches};
 use crate::error::{Error, Result};
 use crate::features::Featurizer;
@@ -85,6 +88,10 @@ pub struct ModelMeta {
     /// IDF per row, when `weighting = "idf"`.
     #[serde(default)]
     pub idf: Option<Vec<f32>>,
+    /// Softmax (one label, or multi-label with a `none` class) or independent sigmoids
+    /// (`data.multi_label_head = "sigmoid"`, [`crate::ml::sigmoid`]).
+    #[serde(default)]
+    pub output: Output,
 }
 
 pub struct Trained {
@@ -176,7 +183,13 @@ fn batch_tensors(docs: &[&Doc], device: &Device) -> (Tensor<2, Int>, Tensor<2>) 
 }
 
 /// Class scores for encoded docs, in batches, on a plain (non-autodiff) model.
-fn predict_encoded(model: &FastText, docs: &[Doc], device: &Device, top_k: usize) -> Vec<Scored> {
+fn predict_encoded(
+    model: &FastText,
+    docs: &[Doc],
+    device: &Device,
+    top_k: usize,
+    output: Output,
+) -> Vec<Scored> {
     let mut out = Vec::with_capacity(docs.len());
     // Sort by length so padding stays small; restore order after.
     let mut order: Vec<usize> = (0..docs.len()).collect();
@@ -185,7 +198,7 @@ fn predict_encoded(model: &FastText, docs: &[Doc], device: &Device, top_k: usize
     for chunk in order.chunks(256) {
         let refs: Vec<&Doc> = chunk.iter().map(|&i| &docs[i]).collect();
         let (ids, mask) = batch_tensors(&refs, device);
-        let probs = softmax(model.forward(ids, mask), 1);
+        let probs = output.scores(model.forward(ids, mask));
         let [b, c] = probs.dims();
         let v: Vec<f32> = probs.into_data().try_to_vec::<f32>().expect("f32 scores");
         for (row, &i) in chunk.iter().enumerate().take(b) {
@@ -213,14 +226,71 @@ pub fn train(
     real: usize,
     validation: &[(&str, usize)],
     device: &Device,
+    progress: impl FnMut(usize, usize, f64),
+) -> Result<Trained> {
+    let texts: Vec<&str> = train.iter().map(|x| x.0).collect();
+    let val_texts: Vec<&str> = validation.iter().map(|x| x.0).collect();
+    let targets = Targets::Class {
+        train: train.iter().map(|x| x.1).collect(),
+        validation: validation.iter().map(|x| x.1).collect(),
+    };
+    fit(
+        params, seed, classes, &texts, real, &val_texts, targets, device, progress,
+    )
+}
+
+/// Train independent sigmoid outputs with binary cross-entropy on (text, technique set) rows
+/// (an empty set: a sentence with no technique; `none` is never in a set), early stopping on the
+/// validation micro-F1 at its best threshold ([`crate::ml::sigmoid`]).
+pub fn train_sigmoid(
+    params: &FastTextParams,
+    seed: u64,
+    classes: &[String],
+    train: &[(&str, Vec<usize>)],
+    validation: &[(&str, Vec<usize>)],
+    device: &Device,
+    progress: impl FnMut(usize, usize, f64),
+) -> Result<Trained> {
+    let texts: Vec<&str> = train.iter().map(|x| x.0).collect();
+    let val_texts: Vec<&str> = validation.iter().map(|x| x.0).collect();
+    let sets: Vec<Vec<usize>> = train.iter().map(|x| x.1.clone()).collect();
+    let val_sets: Vec<Vec<usize>> = validation.iter().map(|x| x.1.clone()).collect();
+    let targets = Targets::Sets {
+        train: &sets,
+        validation: &val_sets,
+    };
+    fit(
+        params,
+        seed,
+        classes,
+        &texts,
+        texts.len(),
+        &val_texts,
+        targets,
+        device,
+        progress,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    params: &FastTextParams,
+    seed: u64,
+    classes: &[String],
+    texts: &[&str],
+    real: usize,
+    val_texts: &[&str],
+    targets: Targets,
+    device: &Device,
     mut progress: impl FnMut(usize, usize, f64),
 ) -> Result<Trained> {
     let started = Instant::now();
-    if train.is_empty() {
+    if texts.is_empty() {
         return Err(Error::data("no training examples"));
     }
+    let output = targets.output();
     let feat = featurizer(params);
-    let train_feats: Vec<Vec<u32>> = train.iter().map(|(t, _)| feat.features(t)).collect();
+    let train_feats: Vec<Vec<u32>> = texts.iter().map(|t| feat.features(t)).collect();
     let mut vocab: Vec<u32> = train_feats.iter().flatten().copied().collect();
     vocab.sort_unstable();
     vocab.dedup();
@@ -247,15 +317,18 @@ pub fn train(
             enc.weigh(d);
         }
     }
-    let val_docs: Vec<Doc> = validation.iter().map(|(t, _)| enc.encode(t)).collect();
-    let val_gold: Vec<usize> = validation.iter().map(|(_, y)| *y).collect();
+    let val_docs: Vec<Doc> = val_texts.iter().map(|t| enc.encode(t)).collect();
 
     let n_classes = classes.len();
-    let weights = super::class_weights(
-        params.class_weight,
-        train[..real.min(train.len())].iter().map(|x| x.1),
-        n_classes,
-    );
+    let none = crate::multilabel::none_index(classes);
+    let weights = match &targets {
+        Targets::Class { train, .. } => super::class_weights(
+            params.class_weight,
+            train[..real.min(train.len())].iter().copied(),
+            n_classes,
+        ),
+        Targets::Sets { train, .. } => sigmoid::pos_weights(params.class_weight, train, n_classes),
+    };
 
     let ad = device.clone().autodiff();
     let mut model = super::init_seeded(&ad, seed, || {
@@ -283,14 +356,26 @@ pub fn train(
         for chunk in &batches {
             let refs: Vec<&Doc> = chunk.iter().map(|&i| &train_docs[i]).collect();
             let (ids, mask) = batch_tensors(&refs, &ad);
-            let ys: Vec<i64> = chunk.iter().map(|&i| train[i].1 as i64).collect();
-            let ws: Vec<f32> = chunk.iter().map(|&i| weights[train[i].1]).collect();
-            let ys = Tensor::<1, Int>::from_data(TensorData::new(ys, [chunk.len()]), &ad);
-            let ws = Tensor::<1>::from_data(TensorData::new(ws, [chunk.len()]), &ad);
             let logits = model.forward(ids, mask);
-            let logp = log_softmax(logits, 1);
-            let picked: Tensor<1> = logp.gather(1, ys.unsqueeze_dim(1)).squeeze_dim(1);
-            let loss = -(picked * ws.clone()).sum() / ws.sum().clamp_min(1e-12);
+            let loss = match &targets {
+                Targets::Class { train, .. } => {
+                    let ys: Vec<i64> = chunk.iter().map(|&i| train[i] as i64).collect();
+                    let ws: Vec<f32> = chunk.iter().map(|&i| weights[train[i]]).collect();
+                    let ys = Tensor::<1, Int>::from_data(TensorData::new(ys, [chunk.len()]), &ad);
+                    let ws = Tensor::<1>::from_data(TensorData::new(ws, [chunk.len()]), &ad);
+                    let logp = log_softmax(logits, 1);
+                    let picked: Tensor<1> = logp.gather(1, ys.unsqueeze_dim(1)).squeeze_dim(1);
+                    -(picked * ws.clone()).sum() / ws.sum().clamp_min(1e-12)
+                }
+                Targets::Sets { train, .. } => {
+                    let y = sigmoid::target_tensor(
+                        chunk.iter().map(|&i| train[i].as_slice()),
+                        n_classes,
+                        &ad,
+                    );
+                    sigmoid::bce_with_logits(logits, y, &weights)
+                }
+            };
             loss_sum += loss.clone().into_scalar::<f32>() as f64 * chunk.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             // Linear decay to 10% of the rate over the planned steps, as fastText does.
@@ -307,11 +392,23 @@ pub fn train(
             None
         } else {
             let valid = model.valid();
-            let preds: Vec<usize> = predict_encoded(&valid, &val_docs, device, 1)
-                .into_iter()
-                .map(|s| s.pred)
-                .collect();
-            Some(metrics::macro_f1(&val_gold, &preds, n_classes))
+            Some(match &targets {
+                Targets::Class { validation, .. } => {
+                    let preds: Vec<usize> = predict_encoded(&valid, &val_docs, device, 1, output)
+                        .into_iter()
+                        .map(|s| s.pred)
+                        .collect();
+                    metrics::macro_f1(validation, &preds, n_classes)
+                }
+                Targets::Sets { validation, .. } => {
+                    let probs: Vec<Vec<f32>> =
+                        predict_encoded(&valid, &val_docs, device, n_classes, output)
+                            .iter()
+                            .map(|s| s.dense(n_classes))
+                            .collect();
+                    sigmoid::validation_score(&probs, validation, none)
+                }
+            })
         };
         let entry = EpochLog {
             epoch,
@@ -331,6 +428,7 @@ pub fn train(
             classes: classes.to_vec(),
             vocab,
             idf: enc.idf.clone(),
+            output,
         },
         log: TrainLog {
             epochs: log,
@@ -347,7 +445,7 @@ impl Trained {
     pub fn predict(&self, texts: &[&str], device: &Device, top_k: usize) -> Vec<Scored> {
         let enc = Encoder::new(&self.meta.params, &self.meta.vocab, self.meta.idf.clone());
         let docs: Vec<Doc> = texts.iter().map(|t| enc.encode(t)).collect();
-        predict_encoded(&self.model, &docs, device, top_k)
+        predict_encoded(&self.model, &docs, device, top_k, self.meta.output)
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -457,6 +555,60 @@ mod tests {
                 assert!((a.top[0].1 - b.top[0].1).abs() < 1e-6);
             }
         }
+    }
+
+    /// Sigmoid head: a sentence of two techniques scores high on both, a sentence of none on
+    /// neither, `none` (never a target) scores low everywhere, and the head survives a reload.
+    #[test]
+    fn a_sigmoid_head_learns_independent_techniques_and_round_trips() {
+        let device = Device::flex();
+        let classes: Vec<String> = ["T1059", "T1105", "none"].map(String::from).to_vec();
+        let rows: Vec<(&str, Vec<usize>)> = vec![
+            ("runs powershell commands", vec![0]),
+            ("executes a powershell script", vec![0]),
+            ("uses the command shell", vec![0]),
+            ("downloads a payload over http", vec![1]),
+            ("fetches additional tools from the server", vec![1]),
+            ("downloads a second stage", vec![1]),
+            ("runs powershell that downloads a payload", vec![0, 1]),
+            ("executes a powershell script to fetch tools", vec![0, 1]),
+            ("the weather was nice today", vec![]),
+            ("the report was published in march", vec![]),
+            ("researchers thank their colleagues", vec![]),
+            ("the company was founded in a garage", vec![]),
+        ];
+        let p = FastTextParams {
+            epochs: 60,
+            class_weight: ClassWeight::None,
+            ..params(Weighting::Idf)
+        };
+        let t = super::train_sigmoid(&p, 5, &classes, &rows, &[], &device, |_, _, _| {}).unwrap();
+        assert_eq!(t.meta.output, Output::Sigmoid);
+        let texts = [
+            "runs powershell that downloads a payload",
+            "the weather was nice",
+            "executes a powershell script",
+        ];
+        let dense: Vec<Vec<f32>> = t
+            .predict(&texts, &device, 3)
+            .iter()
+            .map(|s| s.dense(3))
+            .collect();
+        assert!(dense[0][0] > 0.5 && dense[0][1] > 0.5, "{dense:?}");
+        assert!(dense[1][0] < 0.5 && dense[1][1] < 0.5, "{dense:?}");
+        assert!(dense[2][0] > 0.5 && dense[2][1] < 0.5, "{dense:?}");
+        assert!(
+            dense.iter().all(|r| r[2] < 0.1),
+            "none never a target: {dense:?}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        t.save(dir.path()).unwrap();
+        let back = Trained::load(dir.path(), &device).unwrap();
+        assert_eq!(back.meta.output, Output::Sigmoid);
+        assert_eq!(
+            back.predict(&texts, &device, 3),
+            t.predict(&texts, &device, 3)
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::sigmoid::Output;
 use super::tfidf::{Analyzer, Csr, FitOptions, Vectorizer};
 use super::{EpochLog, Scored, TrainLog};
 use crate::error::{Error, Result};
@@ -56,6 +57,10 @@ pub struct LinearMeta {
     pub classes: Vec<String>,
     /// Passes over the data each one-vs-rest problem took.
     pub passes: Vec<usize>,
+    /// How decision values become scores: a softmax over the classes, or a sigmoid each
+    /// ([`train_sigmoid`]).
+    #[serde(default)]
+    pub output: Output,
 }
 
 /// The analyzers a configuration asks for.
@@ -163,25 +168,8 @@ pub fn train(
     validation: &[(&str, usize)],
     progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<LinearModel> {
-    let start = Instant::now();
     let all: Vec<(&str, usize)> = train.iter().chain(validation).copied().collect();
-    if all.is_empty() {
-        return Err(Error::data("the linear classifier got no training example"));
-    }
     let texts: Vec<&str> = all.iter().map(|x| x.0).collect();
-    let vectorizer = Vectorizer::fit(
-        &texts,
-        &analyzers(p),
-        FitOptions {
-            min_df: p.min_df,
-            max_features: p.max_features,
-            sublinear_tf: p.sublinear_tf,
-        },
-    );
-    let x = vectorizer.transform(&texts);
-    let sq_norm: Vec<f64> = (0..x.rows())
-        .map(|i| x.row(i).1.iter().map(|&v| (v as f64) * (v as f64)).sum())
-        .collect();
     // Balanced weights over the real sentences (train's first `real`, and validation) only.
     let weights = super::class_weights(
         p.class_weight,
@@ -191,19 +179,95 @@ pub fn train(
             .map(|x| x.1),
         classes.len(),
     );
+    let ys: Vec<usize> = all.iter().map(|x| x.1).collect();
+    fit(
+        p,
+        seed,
+        classes,
+        &texts,
+        &|i, c| ys[i] == c,
+        &weights,
+        Output::Softmax,
+        progress,
+    )
+}
+
+/// The one-vs-rest problems on (text, technique set) rows of a multi-label task
+/// (`data.multi_label_head = "sigmoid"`): class `c`'s positives are the rows whose set holds it
+/// (an empty set: a sentence with no technique, negative for every class), with `class_weight =
+/// "balanced"` costed `C × negatives_c / positives_c` ([`crate::ml::sigmoid::pos_weights`]).
+/// A row's scores are the sigmoids of its decision values (monotone in them; not calibrated
+/// probabilities). Train and validation rows are trained on together, as [`train`] does.
+pub fn train_sigmoid(
+    p: &LinearParams,
+    seed: u64,
+    classes: &[String],
+    train: &[(&str, Vec<usize>)],
+    validation: &[(&str, Vec<usize>)],
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<LinearModel> {
+    let sets: Vec<Vec<usize>> = train
+        .iter()
+        .chain(validation)
+        .map(|x| x.1.clone())
+        .collect();
+    let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
+    let weights = super::sigmoid::pos_weights(p.class_weight, &sets, classes.len());
+    fit(
+        p,
+        seed,
+        classes,
+        &texts,
+        &|i, c| sets[i].contains(&c),
+        &weights,
+        Output::Sigmoid,
+        progress,
+    )
+}
+
+/// Fit the one-vs-rest problems: row `i` is a positive of class `c` when `positive(i, c)`, whose
+/// positives cost `C × weights[c]`.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    p: &LinearParams,
+    seed: u64,
+    classes: &[String],
+    texts: &[&str],
+    positive: &(dyn Fn(usize, usize) -> bool + Sync),
+    weights: &[f32],
+    output: Output,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<LinearModel> {
+    let start = Instant::now();
+    if texts.is_empty() {
+        return Err(Error::data("the linear classifier got no training example"));
+    }
+    let n = texts.len();
+    let vectorizer = Vectorizer::fit(
+        texts,
+        &analyzers(p),
+        FitOptions {
+            min_df: p.min_df,
+            max_features: p.max_features,
+            sublinear_tf: p.sublinear_tf,
+        },
+    );
+    let x = vectorizer.transform(texts);
+    let sq_norm: Vec<f64> = (0..x.rows())
+        .map(|i| x.row(i).1.iter().map(|&v| (v as f64) * (v as f64)).sum())
+        .collect();
     let k = classes.len();
     // Per class: its nonzero (feature, weight) pairs, its bias, its passes, its summed squared
     // hinge loss over the examples.
     type Solved = (Vec<(u32, f32)>, f32, usize, f64);
     let solve = |c: usize| -> Solved {
-        let y: Vec<f64> = all
-            .iter()
-            .map(|e| if e.1 == c { 1.0 } else { -1.0 })
+        let y: Vec<f64> = (0..n)
+            .map(|i| if positive(i, c) { 1.0 } else { -1.0 })
             .collect();
-        let cost: Vec<f64> = all
+        let cost: Vec<f64> = y
             .iter()
-            .map(|e| {
-                if e.1 == c {
+            .map(|&v| {
+                if v > 0.0 {
                     p.c * weights[c] as f64
                 } else {
                     p.c
@@ -291,14 +355,14 @@ pub fn train(
         epochs: vec![EpochLog {
             epoch: max_passes,
             // Mean squared hinge loss over examples and one-vs-rest problems.
-            train_loss: solved.iter().map(|s| s.3).sum::<f64>() / (all.len() * k) as f64,
+            train_loss: solved.iter().map(|s| s.3).sum::<f64>() / (n * k) as f64,
             validation_macro_f1: None,
             seconds,
         }],
         best_epoch: max_passes,
         stopped_early: false,
         train_seconds: seconds,
-        rows: all.len(),
+        rows: n,
         parameters: nnz + k,
     };
     Ok(LinearModel {
@@ -306,6 +370,7 @@ pub fn train(
             params: p.clone(),
             classes: classes.to_vec(),
             passes,
+            output,
         },
         vectorizer,
         w_ptr,
@@ -344,9 +409,17 @@ impl LinearModel {
         d.chunks(k.max(1))
             .take(texts.len())
             .map(|row| {
-                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
-                let z: f32 = e.iter().sum();
+                let (e, z): (Vec<f32>, f32) = match self.meta.output {
+                    Output::Softmax => {
+                        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
+                        let z = e.iter().sum();
+                        (e, z)
+                    }
+                    Output::Sigmoid => {
+                        (row.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(), 1.0)
+                    }
+                };
                 let mut idx: Vec<usize> = (0..k).collect();
                 idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
                 Scored {

@@ -11,6 +11,7 @@ pub mod encoder_cls;
 pub mod fasttext;
 pub mod linear;
 pub mod params;
+pub mod sigmoid;
 pub mod tfidf;
 pub mod trainer;
 
@@ -93,6 +94,18 @@ pub fn step_seed(seed: u64, step: usize) -> u64 {
 pub struct Scored {
     pub pred: usize,
     pub top: Vec<(usize, f32)>,
+}
+
+impl Scored {
+    /// The scores as a dense row of `classes` values in class order (0 for a class outside
+    /// the top k).
+    pub fn dense(&self, classes: usize) -> Vec<f32> {
+        let mut row = vec![0f32; classes];
+        for &(k, v) in &self.top {
+            row[k] = v;
+        }
+        row
+    }
 }
 
 /// Per-class loss weights: 1 each, or `n / (classes × count)` when balanced (0 for a class with no

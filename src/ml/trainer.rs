@@ -10,6 +10,7 @@ use super::encoder::Embedder;
 use super::encoder_cls::{self, Head, HeadMeta, SeqTrained};
 use super::fasttext::{self, Trained};
 use super::linear::{self, LinearModel};
+use super::sigmoid::Targets;
 use super::{Scored, TrainLog};
 use crate::error::Result;
 use crate::ml::params::{ClassifierKind, EncoderParams, FastTextParams, LinearParams, ModelParams};
@@ -52,6 +53,24 @@ pub trait Trainer {
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>>;
+    /// Train independent sigmoid outputs on (text, technique set) rows with binary
+    /// cross-entropy (a multi-label task with `data.multi_label_head = "sigmoid"`,
+    /// [`crate::ml::sigmoid`]); an empty set is a sentence with no technique, and `none` (in
+    /// `classes`) is never in a set. The classifier's scores are then the sigmoids. Kinds
+    /// without a sigmoid head answer a config error (the manifest check refuses them first).
+    fn train_sigmoid(
+        &self,
+        _cx: &TrainContext,
+        _seed: u64,
+        _classes: &[String],
+        _train: &[(&str, Vec<usize>)],
+        _validation: &[(&str, Vec<usize>)],
+        _progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        Err(crate::error::Error::config(
+            "this classifier kind has no sigmoid head; set `data.multi_label_head = \"none-class\"`",
+        ))
+    }
     /// Load a classifier that [`Classifier::save`] wrote into `dir`.
     fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>>;
     /// Whether `train` fits the model on the validation sentences too (no early stopping to
@@ -90,6 +109,20 @@ impl Trainer for FastTextTrainer<'_> {
     ) -> Result<Box<dyn Classifier>> {
         let t = fasttext::train(
             self.0, seed, classes, train, real, validation, cx.device, progress,
+        )?;
+        Ok(Box::new(t))
+    }
+    fn train_sigmoid(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, Vec<usize>)],
+        validation: &[(&str, Vec<usize>)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let t = fasttext::train_sigmoid(
+            self.0, seed, classes, train, validation, cx.device, progress,
         )?;
         Ok(Box::new(t))
     }
@@ -134,32 +167,40 @@ impl Trainer for HeadTrainer<'_> {
         validation: &[(&str, usize)],
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
-        let p = self.0;
-        let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
-        let emb = cx.embedder.embed(
-            &crate::hub::model_dir(p)?,
-            p.max_length,
-            &texts,
-            cx.device,
-            cx.progress,
-        )?;
-        let (tr, va) = emb.split_at(train.len());
-        let (head, log) = encoder_cls::train_head(
-            p,
-            seed,
-            classes.len(),
-            &rows(tr, train),
-            real,
-            &rows(va, validation),
-            cx.device,
-            progress,
-        )?;
-        let meta = HeadMeta {
-            params: p.clone(),
-            classes: classes.to_vec(),
-            dim: emb.first().map(Vec::len).unwrap_or(0),
+        let targets = Targets::Class {
+            train: train.iter().map(|x| x.1).collect(),
+            validation: validation.iter().map(|x| x.1).collect(),
         };
-        Ok(Box::new(FrozenHead { head, meta, log }))
+        let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
+        self.fit(
+            cx,
+            seed,
+            classes,
+            &texts,
+            train.len(),
+            real,
+            targets,
+            progress,
+        )
+    }
+    fn train_sigmoid(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, Vec<usize>)],
+        validation: &[(&str, Vec<usize>)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let sets: Vec<Vec<usize>> = train.iter().map(|x| x.1.clone()).collect();
+        let val_sets: Vec<Vec<usize>> = validation.iter().map(|x| x.1.clone()).collect();
+        let targets = Targets::Sets {
+            train: &sets,
+            validation: &val_sets,
+        };
+        let texts: Vec<&str> = train.iter().chain(validation).map(|x| x.0).collect();
+        let n = train.len();
+        self.fit(cx, seed, classes, &texts, n, n, targets, progress)
     }
     fn load(&self, cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
         let (head, meta, log) = encoder_cls::load_head(dir, cx.device)?;
@@ -167,12 +208,52 @@ impl Trainer for HeadTrainer<'_> {
     }
 }
 
-/// Embeddings paired with the classes of their texts.
-fn rows<'e>(emb: &'e [Vec<f32>], xs: &[(&str, usize)]) -> Vec<(&'e [f32], usize)> {
-    emb.iter()
-        .zip(xs)
-        .map(|(e, x)| (e.as_slice(), x.1))
-        .collect()
+impl HeadTrainer<'_> {
+    /// Embed `texts` (the train rows, then the validation rows; `n_train` of the former) and
+    /// train the head on `targets`.
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        &self,
+        cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        texts: &[&str],
+        n_train: usize,
+        real: usize,
+        targets: Targets,
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let p = self.0;
+        let output = targets.output();
+        let emb = cx.embedder.embed(
+            &crate::hub::model_dir(p)?,
+            p.max_length,
+            texts,
+            cx.device,
+            cx.progress,
+        )?;
+        let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
+        let (tr, va) = rows.split_at(n_train);
+        let (head, log) = encoder_cls::train_head(
+            p,
+            seed,
+            classes.len(),
+            crate::multilabel::none_index(classes),
+            tr,
+            real,
+            va,
+            targets,
+            cx.device,
+            progress,
+        )?;
+        let meta = HeadMeta {
+            params: p.clone(),
+            classes: classes.to_vec(),
+            dim: emb.first().map(Vec::len).unwrap_or(0),
+            output,
+        };
+        Ok(Box::new(FrozenHead { head, meta, log }))
+    }
 }
 
 impl Classifier for FrozenHead {
@@ -187,7 +268,11 @@ impl Classifier for FrozenHead {
         )?;
         let rows: Vec<&[f32]> = emb.iter().map(Vec::as_slice).collect();
         Ok(encoder_cls::predict_head(
-            &self.head, &rows, cx.device, top_k,
+            &self.head,
+            &rows,
+            cx.device,
+            top_k,
+            self.meta.output,
         ))
     }
     fn save(&self, dir: &Path) -> Result<()> {
@@ -263,6 +348,18 @@ impl Trainer for LinearTrainer<'_> {
         progress: &mut dyn FnMut(usize, usize, f64),
     ) -> Result<Box<dyn Classifier>> {
         let m = linear::train(self.0, seed, classes, train, real, validation, progress)?;
+        Ok(Box::new(m))
+    }
+    fn train_sigmoid(
+        &self,
+        _cx: &TrainContext,
+        seed: u64,
+        classes: &[String],
+        train: &[(&str, Vec<usize>)],
+        validation: &[(&str, Vec<usize>)],
+        progress: &mut dyn FnMut(usize, usize, f64),
+    ) -> Result<Box<dyn Classifier>> {
+        let m = linear::train_sigmoid(self.0, seed, classes, train, validation, progress)?;
         Ok(Box::new(m))
     }
     fn load(&self, _cx: &TrainContext, dir: &Path) -> Result<Box<dyn Classifier>> {
