@@ -265,6 +265,17 @@ struct TrainParams {
     /// keys are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     multi_label_head: Option<crate::data::config::MultiLabelHead>,
+    /// `"train"` for a model that otherwise fits on train + validation (linear) on a multi-label
+    /// task: the validation split stays held out for choosing the threshold. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fit_on: Option<&'static str>,
+}
+
+/// Whether a cell's model trains without the validation split although its kind usually fits
+/// on it: on a multi-label task, whose threshold is chosen on validation.
+fn holds_out_validation(cell: &CellSpec, shared: &Shared) -> bool {
+    shared.multi_label_head.is_some()
+        && crate::ml::trainer(cell.classifier, &cell.params).fits_validation()
 }
 
 impl crate::cache::StageParams for TrainParams {
@@ -320,6 +331,7 @@ pub fn cell_stages(cell: &CellSpec, shared: &Shared, synthetic: Option<&str>) ->
         multi_label_head: shared
             .multi_label_head
             .filter(|h| *h == crate::data::config::MultiLabelHead::Sigmoid),
+        fit_on: holds_out_validation(cell, shared).then_some("train"),
     };
     let train = StageId::of(&params, &inputs);
     let evaluate = StageId::of(
@@ -852,6 +864,13 @@ fn train_model(
             pb.set_position(step as u64);
             pb.set_message(format!("loss {loss:.3}"));
         };
+        // A kind that fits on validation too (linear) leaves it out on a multi-label task, so
+        // the threshold is chosen on sentences the model has not seen.
+        let validation: &[usize] = if holds_out_validation(cell, cx.shared) {
+            &[]
+        } else {
+            &cx.split.validation
+        };
         let model =
             if cx.shared.multi_label_head == Some(crate::data::config::MultiLabelHead::Sigmoid) {
                 // One row per sentence with its technique set (multi-label tasks refuse
@@ -861,11 +880,11 @@ fn train_model(
                     cell.seed,
                     cx.classes,
                     &cx.sets(&cx.split.train),
-                    &cx.sets(&cx.split.validation),
+                    &cx.sets(validation),
                     &mut tick,
                 )?
             } else {
-                let val: Vec<(&str, usize)> = cx.pairs(&cx.split.validation);
+                let val: Vec<(&str, usize)> = cx.pairs(validation);
                 trainer.train(
                     &cx.tcx(),
                     cell.seed,

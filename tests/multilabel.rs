@@ -199,3 +199,49 @@ fn multi_label_run(head: &str) -> (String, Vec<Value>) {
     assert!((a - b).abs() < 1e-5, "predict {a} vs the run {b}");
     (r["train_key"].as_str().unwrap().to_string(), lines)
 }
+
+/// The linear model fits on train + validation on a single-label task; on a multi-label task it
+/// leaves validation out, so the threshold is chosen on sentences it has not seen: the train
+/// stage says `fit_on = "train"` in its key (absent on single-label tasks, whose keys are unchanged).
+#[test]
+fn a_linear_model_on_a_multi_label_task_holds_out_validation_for_the_threshold() {
+    let s = Sandbox::new();
+    let rows: String =
+        std::fs::read_to_string(shared_data().join("tram/multi_label_reconstructed.jsonl"))
+            .unwrap()
+            .lines()
+            .take(1500)
+            .map(|l| format!("{l}\n"))
+            .collect();
+    s.write("data/tram/multi_label_reconstructed.jsonl", &rows);
+    let m = s.manifest(
+        &format!(
+            "kind = \"tram-multi\"\nmulti_label = \"keep\"\nnegatives = \"keep\"\nattack = \"{}\"",
+            attack_bundle().display()
+        ),
+        "[split]\nmethod = \"grouped\"\ntest_fraction = 0.3\nvalidation_fraction = 0.2\nseed = 1\n[[classifier]]\nkind = \"linear\"\n",
+    );
+    let run = s.path("results/r");
+    s.run_ok(&m, &run, &["-q"]);
+    let entries: Vec<Value> = std::fs::read_dir(s.path("cache/entries/train"))
+        .unwrap()
+        .map(|e| {
+            serde_json::from_slice(&std::fs::read(e.unwrap().path().join("entry.json")).unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["params"]["fit_on"], "train", "{}", entries[0]);
+    let cell = std::fs::read_dir(run.join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(cell.join("metrics.json")).unwrap()).unwrap();
+    let t = r["multi_label"]["validation"]["threshold"]
+        .as_f64()
+        .unwrap();
+    assert!(t > 0.0 && t < 1.0, "{t}");
+}
