@@ -245,15 +245,6 @@ pub fn fetch(env: &HubEnv, id: &str, revision: &str, need: Need) -> Result<PathB
             .get(f)
             .map_err(|e| hub_error(env, &what, id, Some(f), &e))?;
     }
-    if need == Need::Model {
-        let snap = env.repo_dir(id).join("snapshots").join(&info.sha);
-        crate::ml::encoder::read_config(&snap).map_err(|e| {
-            Error::config(format!(
-                "{what} (commit {}): {}; synthcti runs BERT, RoBERTa, XLM-RoBERTa and ALBERT encoders",
-                info.sha, e.message
-            ))
-        })?;
-    }
     hf_hub::Cache::new(env.cache.clone())
         .repo(repo)
         .create_ref(&info.sha)
@@ -263,6 +254,17 @@ pub fn fetch(env: &HubEnv, id: &str, revision: &str, need: Need) -> Result<PathB
                 env.repo_dir(id).display()
             ))
         })?;
+    // Checked once recorded, so the cache keeps what was downloaded and `plan` names the fault
+    // from then on, offline too.
+    if need == Need::Model {
+        let snap = env.repo_dir(id).join("snapshots").join(&info.sha);
+        crate::ml::encoder::read_config(&snap).map_err(|e| {
+            Error::config(format!(
+                "{what} (commit {}): {}; synthcti runs BERT, RoBERTa, XLM-RoBERTa and ALBERT encoders",
+                info.sha, e.message
+            ))
+        })?;
+    }
     cached(env, id, revision, need).ok_or_else(|| {
         Error::new(
             ErrorKind::Download,
