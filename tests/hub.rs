@@ -556,7 +556,7 @@ fn plan_rejects_a_folder_whose_config_lacks_a_size() {
         c.as_object_mut().unwrap().remove("intermediate_size");
     });
     assert!(
-        e.contains("`intermediate_size` is missing; a roberta config.json gives it"),
+        e.contains("`intermediate_size` is missing; every roberta config.json has it"),
         "{e}"
     );
 }

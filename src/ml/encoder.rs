@@ -221,7 +221,7 @@ pub fn check_config(mut v: serde_json::Value) -> std::result::Result<EncoderConf
         match obj.get(key) {
             None => {
                 return Err(format!(
-                    "`{key}` is missing; a {model_type} config.json gives it"
+                    "`{key}` is missing; every {model_type} config.json has it"
                 ));
             }
             Some(x) if x.as_u64().is_some_and(|n| n > 0) => {}
@@ -953,6 +953,165 @@ mod tests {
         assert_ne!(model_hash(tmp.path()).unwrap(), model_hash(&sb).unwrap());
         // From scratch, only the tokenizer's files count.
         assert_eq!(identity(&sb, true).unwrap(), hash_of(&sb, &files[1..5]));
+    }
+
+    /// The roberta-securebert fixture's config.json, edited.
+    fn config_with(
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/roberta-securebert/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap());
+        v
+    }
+
+    fn rejected(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> String {
+        check_config(config_with(edit)).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_config_without_model_type_takes_its_architecture() {
+        let c = check_config(config_with(|c| {
+            c.remove("model_type");
+        }))
+        .unwrap();
+        assert_eq!(c.model_type(), "roberta");
+        let EncoderConfig::Bert(b) = c else {
+            unreachable!()
+        };
+        assert_eq!(
+            b.position_offset(),
+            2,
+            "RoBERTa's positions start at pad + 1"
+        );
+        let c = check_config(config_with(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["AlbertForMaskedLM"]),
+            );
+            c.insert("embedding_size".into(), 16.into());
+        }))
+        .unwrap();
+        assert_eq!(c.model_type(), "albert");
+    }
+
+    #[test]
+    fn a_config_of_no_known_architecture_is_rejected() {
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["GPT2LMHeadModel"]),
+            );
+        });
+        assert_eq!(
+            e,
+            "no model_type, and no architecture synthcti runs in `architectures` (GPT2LMHeadModel); set model_type to bert, roberta, xlm-roberta or albert"
+        );
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.remove("architectures");
+        });
+        assert!(e.contains("(none given)"), "{e}");
+    }
+
+    #[test]
+    fn an_unsupported_model_type_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("model_type".into(), "deberta-v2".into());
+        });
+        assert!(
+            e.starts_with("model_type `deberta-v2` is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_size_is_named() {
+        let e = rejected(|c| {
+            c.remove("num_hidden_layers");
+        });
+        assert_eq!(
+            e,
+            "`num_hidden_layers` is missing; every roberta config.json has it"
+        );
+    }
+
+    #[test]
+    fn a_zero_or_non_integer_size_is_named() {
+        let e = rejected(|c| {
+            c.insert("vocab_size".into(), 0.into());
+        });
+        assert_eq!(e, "`vocab_size` is 0; it must be a positive integer");
+        let e = rejected(|c| {
+            c.insert("hidden_size".into(), "32".into());
+        });
+        assert_eq!(e, "`hidden_size` is \"32\"; it must be a positive integer");
+    }
+
+    #[test]
+    fn an_albert_config_needs_its_embedding_size() {
+        let e = rejected(|c| {
+            c.insert("model_type".into(), "albert".into());
+        });
+        assert_eq!(
+            e,
+            "`embedding_size` is missing; every albert config.json has it"
+        );
+    }
+
+    #[test]
+    fn a_hidden_size_not_divisible_by_the_heads_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("num_attention_heads".into(), 3.into());
+        });
+        assert_eq!(
+            e,
+            "hidden_size 32 is not a multiple of num_attention_heads 3"
+        );
+    }
+
+    #[test]
+    fn a_pad_id_outside_the_vocabulary_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("pad_token_id".into(), 500.into());
+        });
+        assert_eq!(
+            e,
+            "pad_token_id 500 is outside the vocabulary (vocab_size 500)"
+        );
+    }
+
+    #[test]
+    fn roberta_positions_that_leave_no_room_are_rejected() {
+        let e = rejected(|c| {
+            c.insert("max_position_embeddings".into(), 2.into());
+        });
+        assert!(
+            e.starts_with("max_position_embeddings 2 leaves no position"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_position_embeddings_are_rejected() {
+        let e = rejected(|c| {
+            c.insert("position_embedding_type".into(), "relative_key".into());
+        });
+        assert_eq!(
+            e,
+            "position_embedding_type `relative_key` is not supported; only `absolute` is"
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_rejected() {
+        assert_eq!(
+            check_config(serde_json::json!([1, 2])).unwrap_err(),
+            "config.json is not a JSON object"
+        );
     }
 
     #[test]

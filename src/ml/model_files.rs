@@ -18,7 +18,7 @@
 //! tokenizers (`convert_slow_tokenizer.py`: `RobertaConverter`, `BertConverter`), so the token
 //! ids are the same (tests/encoder_parity.rs checks them against transformers' own).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::models::bpe::BPE;
@@ -405,11 +405,6 @@ fn add_specials(tok: &mut Tokenizer, specials: &[AddedToken]) -> std::result::Re
     Ok(())
 }
 
-/// The files of a model folder, for hashing and copying.
-pub fn paths(dir: &Path, layout: &Layout) -> Vec<PathBuf> {
-    layout.files().iter().map(|f| dir.join(f)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +484,64 @@ mod tests {
         assert_eq!(
             layout(Need::Tokenizer, &[CONFIG, SAFETENSORS]).unwrap_err(),
             vec!["tokenizer.json or vocab.json + merges.txt or vocab.txt".to_string()]
+        );
+    }
+
+    /// A copy of a fixture's tokenizer files with `tokenizer_config.json` replaced.
+    fn with_tokenizer_config(fixture: &str, files: &[&str], config: &str) -> tempfile::TempDir {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders")
+            .join(fixture);
+        let tmp = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
+        }
+        std::fs::write(tmp.path().join(TOKENIZER_CONFIG), config).unwrap();
+        tmp
+    }
+
+    fn tokens(dir: &Path, text: &str) -> Vec<String> {
+        tokenizer(dir)
+            .unwrap()
+            .encode(text, true)
+            .unwrap()
+            .get_tokens()
+            .to_vec()
+    }
+
+    #[test]
+    fn add_prefix_space_from_tokenizer_config_marks_the_first_word() {
+        let files = [BPE_VOCAB, BPE_MERGES];
+        let off = with_tokenizer_config("roberta-securebert", &files, "{}");
+        let on = with_tokenizer_config(
+            "roberta-securebert",
+            &files,
+            r#"{"add_prefix_space": true}"#,
+        );
+        assert_eq!(tokens(off.path(), "the")[..2], ["<s>", "the"]);
+        assert_eq!(tokens(on.path(), "the")[..2], ["<s>", "Ġthe"]);
+    }
+
+    #[test]
+    fn do_lower_case_from_tokenizer_config_lowercases_wordpiece() {
+        let files = [WORDPIECE_VOCAB];
+        let cased = with_tokenizer_config("bert-vocab", &files, r#"{"do_lower_case": false}"#);
+        // BertTokenizer's default is uncased.
+        let uncased = with_tokenizer_config("bert-vocab", &files, "{}");
+        assert_eq!(tokens(cased.path(), "The"), ["[CLS]", "The", "[SEP]"]);
+        assert_eq!(tokens(uncased.path(), "The"), ["[CLS]", "the", "[SEP]"]);
+    }
+
+    #[test]
+    fn a_special_token_missing_from_the_vocabulary_is_named() {
+        let files = [BPE_VOCAB, BPE_MERGES];
+        let dir = with_tokenizer_config("roberta-securebert", &files, r#"{"cls_token": "<cls>"}"#);
+        let e = tokenizer(dir.path()).unwrap_err();
+        assert!(
+            e.message
+                .contains("vocab.json: the special token `<cls>` is not in the vocabulary"),
+            "{}",
+            e.message
         );
     }
 }
