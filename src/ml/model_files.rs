@@ -11,7 +11,8 @@
 //! and weights, `model.safetensors`, else `pytorch_model.bin` (read with burn-store's PyTorch
 //! reader, see [`crate::ml::encoder::load_weights`]). `tokenizer_config.json` and
 //! `special_tokens_map.json` are read too when the tokenizer is built from a vocabulary (special
-//! tokens, `do_lower_case`, `add_prefix_space`). A model trained from scratch needs only the
+//! tokens, WordPiece's `do_lower_case` / `strip_accents` / `tokenize_chinese_chars`, BPE's
+//! `add_prefix_space` / `trim_offsets`). A model trained from scratch needs only the
 //! tokenizer's files.
 //!
 //! The tokenizers built from a vocabulary are those transformers' converters build for its fast
@@ -23,7 +24,7 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::models::bpe::BPE;
 use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::{BertNormalizer, Lowercase};
+use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
@@ -296,7 +297,8 @@ fn special_id(tok: &Tokenizer, t: &AddedToken) -> std::result::Result<u32, Strin
 /// RoBERTa's tokenizer from `vocab.json` + `merges.txt`, as transformers' `RobertaConverter`
 /// builds it: byte-level BPE, the ByteLevel pre-tokenizer and decoder (`add_prefix_space` from
 /// `tokenizer_config.json`, default false), `<s> $A </s>` (`<s> $A </s> </s> $B </s>` for pairs),
-/// `<mask>` stripping the space before it. `do_lower_case: true` adds a lowercasing normalizer.
+/// `<mask>` stripping the space before it. `do_lower_case` is ignored, as transformers' fast
+/// `RobertaTokenizer` ignores it (5.24 checked: "The" stays "The").
 fn byte_level_bpe(
     vocab: &Path,
     merges: &Path,
@@ -308,10 +310,6 @@ fn byte_level_bpe(
     let mut tok = Tokenizer::new(bpe);
     let add_prefix_space = s.flag("add_prefix_space", false);
     let trim_offsets = s.flag("trim_offsets", true);
-    if s.flag("do_lower_case", false) {
-        tok.with_normalizer(Some(Lowercase))
-            .map_err(|e| e.to_string())?;
-    }
     tok.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, trim_offsets, true)));
     tok.with_decoder(Some(ByteLevel::default()));
     let mask = {
@@ -509,6 +507,8 @@ mod tests {
             .to_vec()
     }
 
+    // The expected tokens below are transformers 5.24's (AutoTokenizer on the same files).
+
     #[test]
     fn add_prefix_space_from_tokenizer_config_marks_the_first_word() {
         let files = [BPE_VOCAB, BPE_MERGES];
@@ -518,18 +518,37 @@ mod tests {
             &files,
             r#"{"add_prefix_space": true}"#,
         );
-        assert_eq!(tokens(off.path(), "the")[..2], ["<s>", "the"]);
-        assert_eq!(tokens(on.path(), "the")[..2], ["<s>", "Ġthe"]);
+        assert_eq!(
+            tokens(off.path(), "the APT"),
+            ["<s>", "the", "ĠA", "P", "T", "</s>"]
+        );
+        assert_eq!(
+            tokens(on.path(), "the APT"),
+            ["<s>", "Ġthe", "ĠA", "P", "T", "</s>"]
+        );
+    }
+
+    #[test]
+    fn do_lower_case_does_not_lowercase_byte_level_bpe_as_in_transformers() {
+        let files = [BPE_VOCAB, BPE_MERGES];
+        let dir = with_tokenizer_config("roberta-securebert", &files, r#"{"do_lower_case": true}"#);
+        assert_eq!(
+            tokens(dir.path(), "The APT"),
+            ["<s>", "The", "ĠA", "P", "T", "</s>"]
+        );
     }
 
     #[test]
     fn do_lower_case_from_tokenizer_config_lowercases_wordpiece() {
         let files = [WORDPIECE_VOCAB];
         let cased = with_tokenizer_config("bert-vocab", &files, r#"{"do_lower_case": false}"#);
-        // BertTokenizer's default is uncased.
+        // BertTokenizer's default is uncased, and uncased strips accents.
         let uncased = with_tokenizer_config("bert-vocab", &files, "{}");
         assert_eq!(tokens(cased.path(), "The"), ["[CLS]", "The", "[SEP]"]);
-        assert_eq!(tokens(uncased.path(), "The"), ["[CLS]", "the", "[SEP]"]);
+        assert_eq!(
+            tokens(uncased.path(), "The café"),
+            ["[CLS]", "the", "c", "##a", "##f", "##e", "[SEP]"]
+        );
     }
 
     #[test]
