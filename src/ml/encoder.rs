@@ -140,7 +140,7 @@ pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
 }
 
 /// The architectures synthcti runs, by `architectures` prefix → `model_type` (longest prefix
-/// first).
+/// first); the name goes on with `Model` or `For…`.
 const ARCHITECTURES: &[(&str, &str)] = &[
     ("XLMRoberta", "xlm-roberta"),
     ("Roberta", "roberta"),
@@ -178,7 +178,11 @@ pub fn check_config(mut v: serde_json::Value) -> std::result::Result<EncoderConf
             let found = archs.iter().find_map(|a| {
                 ARCHITECTURES
                     .iter()
-                    .find(|(prefix, _)| a.starts_with(prefix))
+                    .find(|(prefix, _)| {
+                        // `RobertaModel`, `RobertaForMaskedLM`; not `RobertaPreLayerNorm…`.
+                        a.strip_prefix(prefix)
+                            .is_some_and(|rest| rest == "Model" || rest.starts_with("For"))
+                    })
                     .map(|(_, t)| t.to_string())
             });
             match found {
@@ -1010,6 +1014,15 @@ mod tests {
             e,
             "no model_type, and no architecture synthcti runs in `architectures` (GPT2LMHeadModel); set model_type to bert, roberta, xlm-roberta or albert"
         );
+        // A variant of a supported architecture is another architecture.
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["RobertaPreLayerNormForMaskedLM"]),
+            );
+        });
+        assert!(e.contains("(RobertaPreLayerNormForMaskedLM)"), "{e}");
         let e = rejected(|c| {
             c.remove("model_type");
             c.remove("architectures");
