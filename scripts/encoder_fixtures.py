@@ -13,10 +13,22 @@ albert-base-sized model of benches/albert.sh.
           roberta-tiny   RobertaForMaskedLM (keys `roberta.*`, SecureBERT's layout), positions
                          from pad_token_id + 1, type_vocab_size 1, a byte-level BPE tokenizer
           bert-tiny      BertModel (no prefix), a WordPiece tokenizer
+        and two in the layouts of older Hub repositories, with no tokenizer.json: their
+        expected token ids come from transformers' own tokenizer (AutoTokenizer) loaded from the
+        folder, on CTI_TEXTS (IPs, hashes, file names, unicode, literal special tokens):
+          roberta-securebert  ehsanaghaei/SecureBERT's layout: RobertaForMaskedLM saved with
+                         torch.save as pytorch_model.bin (with the old `position_ids` buffer),
+                         vocab.json + merges.txt (byte-level BPE), tokenizer_config.json,
+                         special_tokens_map.json
+          bert-vocab     BertModel in model.safetensors, WordPiece vocab.txt only, a cased
+                         tokenizer (tokenizer_config.json: do_lower_case false)
         The tokenizers are trained on DATA_DIR/tram/single_label.json (default
         $SYNTHCTI_DATA_DIR or ../shared/data), vocabularies of a few hundred tokens so each
         folder stays small. Weights are drawn from a fixed seed with scales large enough that
         attention is far from uniform and every bias and LayerNorm parameter matters.
+
+    python3 scripts/encoder_fixtures.py vocab-fixtures [DATA_DIR]
+        Only roberta-securebert and bert-vocab (the others unchanged).
 
     python3 scripts/encoder_fixtures.py albert-base OUT_DIR [TOKENIZER_JSON]
         A random ALBERT with albert-base-v2's config.json (hidden 768, 12 passes through one
@@ -43,6 +55,16 @@ TEXTS = [
     "APT29 used PowerShell to download a second-stage payload.",
     "The malware encrypts files with AES.",
     "Credentials were dumped from LSASS memory, then exfiltrated over HTTPS to a C2 server.",
+]
+
+
+CTI_TEXTS = [
+    "The dropper beaconed to 185.220.101.47:443 and hxxp://update-check[.]example.com/gate.php?id=42.",
+    "SHA-256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 matched svchost.exe in C:\\Windows\\Temp\\a.dll.",
+    "APT28 (Fancy Bear) exploited CVE-2017-11882; the mutex was Global\\{8F6F0AC4-B9A1-45fd-A8CF-72F04E6BDE8F}.",
+    "Die Malware verschlüsselt Dateien — naïve café, 日本語, Ünïcödé, emoji 🔒 and ½.",
+    "  Leading spaces,\ttabs and\nnewlines   around T1059.001 PowerShell -EncodedCommand JABzAD0A  ",
+    "A literal <mask> and [MASK] and </s> in a report, MD5 d41d8cd98f00b204e9800998ecf8427e.",
 ]
 
 
@@ -198,6 +220,120 @@ def fixtures(data_dir):
                   wp, lambda m: m, gen)
 
 
+def run_batches(encoder, config, text_ids, gen):
+    """transformers' outputs on the texts' ids and on a random batch (see write_fixture)."""
+    pad = config.pad_token_id
+    rand = torch.randint(5, config.vocab_size, (2, 20), generator=gen).tolist()
+    batches = []
+    for seqs in (text_ids, [rand[0], rand[1][:9]]):
+        ids, mask = padded(seqs, pad)
+        with torch.no_grad():
+            o = encoder(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+        pooler = getattr(o, "pooler_output", None)
+        batches.append({
+            "ids": ids, "mask": mask,
+            "last_hidden_state": rounded(o.last_hidden_state),
+            "pooler_output": rounded(pooler) if pooler is not None else None,
+        })
+    h = torch.tensor(batches[0]["last_hidden_state"])
+    m = torch.tensor(batches[0]["mask"]).unsqueeze(-1).float()
+    v = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=1)
+    return batches, rounded(v)
+
+
+def write_vocab_fixture(name, cls, config, write_tokenizer, core, weights, gen):
+    """A model folder without tokenizer.json: `write_tokenizer(out)` writes the vocabulary
+    files, transformers' AutoTokenizer reads them back for the expected ids."""
+    out = os.path.join(FIXTURES, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    torch.manual_seed(SEED)
+    model = cls(config).eval()
+    randomize(model, gen)
+    config.save_pretrained(out)
+    if weights == "pytorch":
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        # Checkpoints of transformers < 4.31 (SecureBERT's among them) carry this buffer.
+        state["roberta.embeddings.position_ids"] = torch.arange(config.max_position_embeddings).unsqueeze(0)
+        torch.save(state, os.path.join(out, "pytorch_model.bin"))
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+    write_tokenizer(out)
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert tok.is_fast, type(tok)
+    assert not os.path.exists(os.path.join(out, "tokenizer.json"))
+    text_ids = tok(CTI_TEXTS)["input_ids"]
+    batches, embeddings = run_batches(core(model), config, text_ids, gen)
+    expected = {
+        "generated_by": "scripts/encoder_fixtures.py",
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "architecture": cls.__name__, "seed": SEED, "tokenizer": type(tok).__name__,
+        "texts": CTI_TEXTS, "text_ids": text_ids,
+        "tokens": [tok.convert_ids_to_tokens(i) for i in text_ids],
+        "batches": batches, "sentence_embeddings": embeddings,
+    }
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f)
+    sizes = {f: os.path.getsize(os.path.join(out, f)) for f in sorted(os.listdir(out))}
+    print(name, sizes)
+
+
+def securebert_tokenizer(texts):
+    """vocab.json + merges.txt of a byte-level BPE, and SecureBERT's tokenizer_config.json and
+    special_tokens_map.json (RobertaTokenizer, `<mask>` stripping the space before it)."""
+    bpe = bpe_tokenizer(texts, 500)
+
+    def write(out):
+        bpe.model.save(out)
+        specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                    "pad_token": "<pad>", "cls_token": "<s>",
+                    "mask_token": {"content": "<mask>", "single_word": False, "lstrip": True,
+                                   "rstrip": False, "normalized": False}}
+        config = {"errors": "replace", "add_prefix_space": False, "trim_offsets": True,
+                  "model_max_length": 512, "tokenizer_class": "RobertaTokenizer", **specials}
+        json.dump(specials, open(os.path.join(out, "special_tokens_map.json"), "w"))
+        json.dump(config, open(os.path.join(out, "tokenizer_config.json"), "w"))
+    return bpe, write
+
+
+def cased_vocab_txt(texts):
+    """A cased WordPiece vocab.txt (tokenizer_config.json: BertTokenizer, do_lower_case false)."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=500, special_tokens=specials,
+                                                             show_progress=False))
+
+    def write(out):
+        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        with open(os.path.join(out, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t, _ in vocab))
+        json.dump({"do_lower_case": False, "tokenizer_class": "BertTokenizer", "model_max_length": 512},
+                  open(os.path.join(out, "tokenizer_config.json"), "w"))
+    return tok, write
+
+
+def vocab_fixtures(data_dir):
+    texts = corpus(data_dir)
+    gen = torch.Generator().manual_seed(SEED + 1)
+    small = dict(hidden_size=32, num_attention_heads=4, intermediate_size=37, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0)
+    from transformers import BertConfig, BertModel, RobertaConfig, RobertaForMaskedLM
+    bpe, write_bpe = securebert_tokenizer(texts)
+    write_vocab_fixture("roberta-securebert", RobertaForMaskedLM,
+                        RobertaConfig(vocab_size=bpe.get_vocab_size(), num_hidden_layers=2,
+                                      max_position_embeddings=258, type_vocab_size=1, pad_token_id=1,
+                                      bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5,
+                                      architectures=["RobertaForMaskedLM"], **small),
+                        write_bpe, lambda m: m.roberta, "pytorch", gen)
+    wp, write_wp = cased_vocab_txt(texts)
+    write_vocab_fixture("bert-vocab", BertModel,
+                        BertConfig(vocab_size=wp.get_vocab_size(), num_hidden_layers=2, max_position_embeddings=256,
+                                   pad_token_id=0, **small),
+                        write_wp, lambda m: m, "safetensors", gen)
+
+
 def albert_base(out, tokenizer_json):
     from transformers import AlbertConfig, AlbertModel
     tok = Tokenizer.from_file(tokenizer_json)
@@ -220,6 +356,11 @@ if __name__ == "__main__":
         data = sys.argv[2] if len(sys.argv) > 2 else os.environ.get(
             "SYNTHCTI_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
         fixtures(data)
+        vocab_fixtures(data)
+    elif len(sys.argv) >= 2 and sys.argv[1] == "vocab-fixtures":
+        data = sys.argv[2] if len(sys.argv) > 2 else os.environ.get(
+            "SYNTHCTI_DATA_DIR", os.path.join(ROOT, "..", "shared", "data"))
+        vocab_fixtures(data)
     elif len(sys.argv) >= 3 and sys.argv[1] == "albert-base":
         albert_base(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else
                     os.path.join(ROOT, "models", "all-MiniLM-L6-v2", "tokenizer.json"))

@@ -304,7 +304,9 @@ pub fn export(run_dir: &Path, cell: &str, opts: &ExportOptions) -> Result<Export
         let (_, meta, _) = encoder_cls::load_head(&entry.dir, &Device::flex())?;
         let src = crate::hub::model_dir(&meta.params)?;
         std::fs::create_dir_all(to.join("encoder")).io_ctx(ErrorKind::Internal, || io(to))?;
-        for f in crate::ml::encoder::MODEL_FILES {
+        let layout =
+            crate::ml::model_files::Layout::of_dir(&src, crate::ml::model_files::Need::Model)?;
+        for f in layout.files() {
             std::fs::copy(src.join(f), to.join("encoder").join(f)).io_ctx(
                 ErrorKind::Data,
                 || {

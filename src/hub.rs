@@ -16,7 +16,9 @@
 //! token; `HF_HUB_OFFLINE=1` forbids any request: ids must then be in the cache.
 //!
 //! **Resolution.** [`fetch`] asks the Hub for the revision's commit and file list
-//! (`/api/models/<id>/revision/<revision>`), checks that the needed files are there, then
+//! (`/api/models/<id>/revision/<revision>`), chooses the files by what the repository has
+//! ([`crate::ml::model_files::Layout`]: `config.json`; `tokenizer.json`, else `vocab.json` +
+//! `merges.txt`, else `vocab.txt`; `model.safetensors`, else `pytorch_model.bin`), then
 //! downloads each one at that commit (so the files of one resolution come from one commit) and
 //! records `refs/<revision>`. [`cached`] reads the cache only. Either returns the snapshot folder,
 //! which is then an ordinary model folder: cache keys hash its files' content
@@ -27,6 +29,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::ml::model_files::{Layout, Need, wanted};
 
 /// The revision used when the manifest names none: the default branch. Pin a commit sha for
 /// results that can be reproduced.
@@ -138,16 +141,25 @@ impl HubEnv {
     }
 }
 
-/// The snapshot folder holding `files` of `id` at `revision`, when all of them are in the cache.
+/// The snapshot folder of `id` at `revision` when the cache has one (whatever files it holds).
 /// A revision is a branch or tag (through `refs/<revision>`) or a full commit sha.
-pub fn cached(env: &HubEnv, id: &str, revision: &str, files: &[&str]) -> Option<PathBuf> {
+pub fn snapshot(env: &HubEnv, id: &str, revision: &str) -> Option<PathBuf> {
     let repo = env.repo_dir(id);
     let commit = std::fs::read_to_string(repo.join("refs").join(revision))
         .ok()
         .map(|c| c.trim().to_string())
         .or_else(|| is_commit(revision).then(|| revision.to_string()))?;
     let snap = repo.join("snapshots").join(commit);
-    files.iter().all(|f| snap.join(f).is_file()).then_some(snap)
+    snap.is_dir().then_some(snap)
+}
+
+/// The snapshot folder of `id` at `revision` when it holds the files of `need` in one of the
+/// layouts [`Layout`] reads.
+pub fn cached(env: &HubEnv, id: &str, revision: &str, need: Need) -> Option<PathBuf> {
+    let snap = snapshot(env, id, revision)?;
+    Layout::resolve(need, |f| snap.join(f).is_file())
+        .ok()
+        .map(|_| snap)
 }
 
 /// Whether a revision is a full commit sha (40 hex digits).
@@ -167,32 +179,32 @@ fn folder_hint(id: &str) -> String {
     )
 }
 
-/// The snapshot folder of `id` at `revision` with `files`, downloaded into the cache when it is
-/// not there yet (unless `HF_HUB_OFFLINE` is set).
+/// The snapshot folder of `id` at `revision` with the files of `need`, downloaded into the cache
+/// when it is not there yet (unless `HF_HUB_OFFLINE` is set). The files are chosen by what the
+/// repository has ([`Layout`]); a whole model's `config.json` is checked once downloaded
+/// ([`crate::ml::encoder::check_config`]).
 ///
 /// # Errors
-/// Config (exit 2) when the repository or revision does not exist or lacks one of `files`, or
-/// when offline and not cached; Download (exit 6) when the Hub cannot be reached, refuses access
+/// Config (exit 2) when the repository or revision does not exist or lacks files of `need`, when
+/// its config.json is not one synthcti runs, or when offline and not cached; Download (exit 6) when the Hub cannot be reached, refuses access
 /// (private or gated: set `HF_TOKEN`), or a download fails. Each names the id, the revision and
 /// the file where one is at fault, and what to do.
-pub fn fetch(env: &HubEnv, id: &str, revision: &str, files: &[&str]) -> Result<PathBuf> {
-    if let Some(dir) = cached(env, id, revision, files) {
+pub fn fetch(env: &HubEnv, id: &str, revision: &str, need: Need) -> Result<PathBuf> {
+    let what = named(id, revision);
+    if let Some(dir) = cached(env, id, revision, need) {
         return Ok(dir);
     }
-    let what = named(id, revision);
     if env.offline {
-        let missing: Vec<&str> = match cached(env, id, revision, &[]) {
-            Some(snap) => files
-                .iter()
-                .copied()
-                .filter(|f| !snap.join(f).is_file())
-                .collect(),
-            None => files.to_vec(),
+        let missing: Vec<String> = match snapshot(env, id, revision) {
+            Some(snap) => Layout::resolve(need, |f| snap.join(f).is_file())
+                .err()
+                .unwrap_or_default(),
+            None => vec![wanted(need).to_string()],
         };
         return Err(Error::config(format!(
             "{what} is not in the Hugging Face cache {} ({} missing) and HF_HUB_OFFLINE is set; download it once with network access (unset HF_HUB_OFFLINE), point HF_HOME at a cache that has it, or give a local model folder{}",
             env.cache.display(),
-            missing.join(", "),
+            missing.join("; "),
             folder_hint(id)
         )));
     }
@@ -218,22 +230,17 @@ pub fn fetch(env: &HubEnv, id: &str, revision: &str, files: &[&str]) -> Result<P
         .info()
         .map_err(|e| hub_error(env, &what, id, None, &e))?;
     let have: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    let missing: Vec<&str> = files
-        .iter()
-        .copied()
-        .filter(|f| !have.contains(f))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::config(format!(
+    let layout = Layout::resolve(need, |f| have.contains(&f)).map_err(|missing| {
+        Error::config(format!(
             "{what} (commit {}) has no {}; synthcti reads {} from a model repository. Choose a revision that has them (e.g. a `refs/pr/N` conversion branch), or convert the model and give its local folder",
             info.sha,
-            missing.join(", "),
-            files.join(", ")
-        )));
-    }
+            missing.join("; "),
+            wanted(need)
+        ))
+    })?;
     let at_commit =
         hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, info.sha.clone());
-    for f in files {
+    for f in layout.files() {
         api.repo(at_commit.clone())
             .get(f)
             .map_err(|e| hub_error(env, &what, id, Some(f), &e))?;
@@ -247,7 +254,18 @@ pub fn fetch(env: &HubEnv, id: &str, revision: &str, files: &[&str]) -> Result<P
                 env.repo_dir(id).display()
             ))
         })?;
-    cached(env, id, revision, files).ok_or_else(|| {
+    // Checked once recorded, so the cache keeps what was downloaded and `plan` names the fault
+    // from then on, offline too.
+    if need == Need::Model {
+        let snap = env.repo_dir(id).join("snapshots").join(&info.sha);
+        crate::ml::encoder::read_config(&snap).map_err(|e| {
+            Error::config(format!(
+                "{what} (commit {}): {}; synthcti runs BERT, RoBERTa, XLM-RoBERTa and ALBERT encoders",
+                info.sha, e.message
+            ))
+        })?;
+    }
+    cached(env, id, revision, need).ok_or_else(|| {
         Error::new(
             ErrorKind::Download,
             format!(
@@ -318,13 +336,13 @@ fn hub_error(
     }
 }
 
-/// The files a classifier kind reads from its model: the whole model, or (trained from scratch)
-/// the tokenizer only.
-pub fn files_for(kind: crate::ml::params::ClassifierKind) -> &'static [&'static str] {
+/// What a classifier kind reads from its model: the whole model, or (trained from scratch) the
+/// tokenizer only.
+pub fn need_for(kind: crate::ml::params::ClassifierKind) -> Need {
     if kind == crate::ml::params::ClassifierKind::Transformer {
-        &["tokenizer.json"]
+        Need::Tokenizer
     } else {
-        crate::ml::encoder::MODEL_FILES
+        Need::Model
     }
 }
 
@@ -339,7 +357,7 @@ pub fn model_dir(p: &crate::ml::params::EncoderParams) -> Result<PathBuf> {
         ModelRef::Hub(id) => {
             let revision = p.revision.as_deref().unwrap_or(DEFAULT_REVISION);
             let env = HubEnv::from_env();
-            cached(&env, &id, revision, &[]).ok_or_else(|| {
+            snapshot(&env, &id, revision).ok_or_else(|| {
                 Error::data(format!(
                     "{} is not downloaded into {}; `synthcti run` downloads it before any work",
                     named(&id, revision),
@@ -355,8 +373,8 @@ pub fn model_dir(p: &crate::ml::params::EncoderParams) -> Result<PathBuf> {
 pub struct HubModel {
     pub id: String,
     pub revision: String,
-    /// What the cells read from it (every kind's files, merged).
-    pub files: Vec<&'static str>,
+    /// What the cells read from it (the most any of them reads).
+    pub need: Need,
 }
 
 /// The Hub models of `cells`, each (id, revision) once, in order.
@@ -373,23 +391,13 @@ pub fn models_of(cells: &[crate::manifest::CellSpec]) -> Vec<HubModel> {
             .revision
             .clone()
             .unwrap_or_else(|| DEFAULT_REVISION.into());
-        let files = files_for(c.classifier);
+        let need = need_for(c.classifier);
         match out
             .iter_mut()
             .find(|m| m.id == id && m.revision == revision)
         {
-            Some(m) => {
-                for f in files {
-                    if !m.files.contains(f) {
-                        m.files.push(f);
-                    }
-                }
-            }
-            None => out.push(HubModel {
-                id,
-                revision,
-                files: files.to_vec(),
-            }),
+            Some(m) => m.need = m.need.max(need),
+            None => out.push(HubModel { id, revision, need }),
         }
     }
     out
@@ -403,7 +411,7 @@ pub fn models_of(cells: &[crate::manifest::CellSpec]) -> Vec<HubModel> {
 pub fn fetch_all(cells: &[crate::manifest::CellSpec]) -> Result<()> {
     let env = HubEnv::from_env();
     for m in models_of(cells) {
-        fetch(&env, &m.id, &m.revision, &m.files)?;
+        fetch(&env, &m.id, &m.revision, m.need)?;
     }
     Ok(())
 }
@@ -415,7 +423,7 @@ pub fn plan_notes(cells: &[crate::manifest::CellSpec]) -> Vec<String> {
     let mut notes = Vec::new();
     for m in models_of(cells) {
         let what = named(&m.id, &m.revision);
-        match cached(&env, &m.id, &m.revision, &m.files) {
+        match cached(&env, &m.id, &m.revision, m.need) {
             None => notes.push(format!(
                 "model not downloaded: {what} is not in {}; `synthcti run` downloads it{} (the train keys of its cells are computed from its files once it is)",
                 env.cache.display(),
@@ -504,16 +512,20 @@ mod tests {
         let sha = "0123456789abcdef0123456789abcdef01234567";
         let snap = d.path().join("models--o--n/snapshots").join(sha);
         std::fs::create_dir_all(&snap).unwrap();
-        std::fs::write(snap.join("config.json"), "{}").unwrap();
-        assert_eq!(cached(&e, "o/n", sha, &["config.json"]), Some(snap.clone()));
-        assert_eq!(cached(&e, "o/n", "main", &["config.json"]), None);
+        std::fs::write(snap.join("vocab.txt"), "[PAD]").unwrap();
+        assert_eq!(cached(&e, "o/n", sha, Need::Tokenizer), Some(snap.clone()));
+        assert_eq!(cached(&e, "o/n", "main", Need::Tokenizer), None);
         std::fs::create_dir_all(d.path().join("models--o--n/refs")).unwrap();
         std::fs::write(d.path().join("models--o--n/refs/main"), sha).unwrap();
         assert_eq!(
-            cached(&e, "o/n", "main", &["config.json"]),
+            cached(&e, "o/n", "main", Need::Tokenizer),
             Some(snap.clone())
         );
-        assert_eq!(cached(&e, "o/n", "main", &["config.json", "x"]), None);
+        // A whole model needs config.json and weights too; either weights file will do.
+        assert_eq!(cached(&e, "o/n", "main", Need::Model), None);
+        std::fs::write(snap.join("config.json"), "{}").unwrap();
+        std::fs::write(snap.join("pytorch_model.bin"), "").unwrap();
+        assert_eq!(cached(&e, "o/n", "main", Need::Model), Some(snap.clone()));
     }
 
     #[test]
@@ -523,7 +535,7 @@ mod tests {
             ("HF_HUB_CACHE", d.path().to_str().unwrap()),
             ("HF_HUB_OFFLINE", "1"),
         ]);
-        let err = fetch(&e, "o/n", "v1", &["config.json", "model.safetensors"]).unwrap_err();
+        let err = fetch(&e, "o/n", "v1", Need::Model).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Config);
         assert!(
             err.message
@@ -533,7 +545,7 @@ mod tests {
         );
         assert!(
             err.message
-                .contains("(config.json, model.safetensors missing) and HF_HUB_OFFLINE is set"),
+                .contains("(config.json, a tokenizer (tokenizer.json, or vocab.json + merges.txt, or vocab.txt) and weights (model.safetensors or pytorch_model.bin) missing) and HF_HUB_OFFLINE is set"),
             "{}",
             err.message
         );

@@ -880,7 +880,7 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         if let Err((field, msg)) = c.check() {
             return Err(e(&k(&field), msg));
         }
-        let files = crate::hub::files_for(c.kind());
+        let need = crate::hub::need_for(c.kind());
         let revisions = c.revisions();
         if let Some(r) = revisions
             .iter()
@@ -896,8 +896,26 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
         }
         for m in c.models() {
             let dir = match crate::hub::ModelRef::parse(&m) {
-                // A Hub id is resolved by `run` before any work (`plan` only reads the cache).
-                crate::hub::ModelRef::Hub(_) => continue,
+                // A Hub id is resolved by `run` before any work (`plan` only reads the cache):
+                // its config.json is checked here when the cache has it, else when downloaded.
+                crate::hub::ModelRef::Hub(id) => {
+                    let env = crate::hub::HubEnv::from_env();
+                    for r in &revisions {
+                        if need == crate::ml::model_files::Need::Model
+                            && let Some(snap) = crate::hub::cached(&env, &id, r, need)
+                            && let Err(err) = crate::ml::encoder::read_config(&snap)
+                        {
+                            return Err(e(
+                                &k("model"),
+                                format!(
+                                    "the Hugging Face model `{id}` at revision `{r}` (in the cache): {}; synthcti runs BERT, RoBERTa, XLM-RoBERTa and ALBERT encoders",
+                                    err.message
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
                 crate::hub::ModelRef::Folder(dir) => dir,
             };
             if let Some(r) = revisions
@@ -911,18 +929,26 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
                     ),
                 ));
             }
-            let missing: Vec<&str> = files
-                .iter()
-                .copied()
-                .filter(|f| !dir.join(f).is_file())
-                .collect();
-            if !missing.is_empty() {
+            if let Err(missing) =
+                crate::ml::model_files::Layout::resolve(need, |f| dir.join(f).is_file())
+            {
                 return Err(e(
                     &k("model"),
                     format!(
                         "the model folder {m} lacks {}; run `just models` (or scripts/fetch-models.sh) for {DEFAULT_ENCODER}, give a Hugging Face model folder with {}, or a Hugging Face id (`owner/name`, e.g. `albert/albert-base-v2`)",
-                        missing.join(", "),
-                        files.join(", ")
+                        missing.join("; "),
+                        crate::ml::model_files::wanted(need)
+                    ),
+                ));
+            }
+            if need == crate::ml::model_files::Need::Model
+                && let Err(err) = crate::ml::encoder::read_config(&dir)
+            {
+                return Err(e(
+                    &k("model"),
+                    format!(
+                        "{}; synthcti runs BERT, RoBERTa, XLM-RoBERTa and ALBERT encoders",
+                        err.message
                     ),
                 ));
             }

@@ -158,7 +158,10 @@ fn a_model_folder_without_weights_is_rejected_before_any_work() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("classifier.0.model"), "{e}");
-    assert!(e.contains("lacks tokenizer.json, model.safetensors"), "{e}");
+    assert!(
+        e.contains("lacks tokenizer.json or vocab.json + merges.txt or vocab.txt; model.safetensors or pytorch_model.bin"),
+        "{e}"
+    );
     s.assert_nothing_written();
 }
 

@@ -121,6 +121,25 @@ fn bert_matches_transformers() {
 }
 
 #[test]
+fn securebert_s_layout_pytorch_bin_and_bpe_vocab_match_transformers() {
+    // vocab.json + merges.txt + tokenizer_config.json + special_tokens_map.json and
+    // pytorch_model.bin, no tokenizer.json and no model.safetensors: ids from transformers'
+    // RobertaTokenizer on CTI text (IPs, hashes, paths, unicode, a literal `<mask>` and `</s>`).
+    let dir = fixture("roberta-securebert");
+    for absent in ["tokenizer.json", "model.safetensors"] {
+        assert!(!dir.join(absent).exists(), "{absent}");
+    }
+    matches_transformers("roberta-securebert", "roberta");
+}
+
+#[test]
+fn bert_with_a_vocab_txt_only_matches_transformers() {
+    // vocab.txt and a cased tokenizer_config.json (do_lower_case false): BertTokenizer's ids.
+    assert!(!fixture("bert-vocab").join("tokenizer.json").exists());
+    matches_transformers("bert-vocab", "bert");
+}
+
+#[test]
 fn albert_pooler_matches_transformers() {
     let dir = fixture("albert-tiny");
     let exp = expected(&dir);

@@ -209,7 +209,7 @@ fn a_hub_id_is_downloaded_once_then_used_offline_with_the_keys_of_the_same_folde
     );
     assert!(
         e.contains(
-            "(config.json, tokenizer.json, model.safetensors missing) and HF_HUB_OFFLINE is set"
+            "(config.json, a tokenizer (tokenizer.json, or vocab.json + merges.txt, or vocab.txt) and weights (model.safetensors or pytorch_model.bin) missing) and HF_HUB_OFFLINE is set"
         ),
         "{e}"
     );
@@ -234,7 +234,7 @@ fn a_repository_without_weights_is_named_with_the_missing_file_before_any_work()
     let e = stderr(&o);
     assert!(
         e.contains(&format!(
-            "Hugging Face model `tiny/no-weights` at revision `main` (commit {SHA}) has no model.safetensors"
+            "Hugging Face model `tiny/no-weights` at revision `main` (commit {SHA}) has no model.safetensors or pytorch_model.bin;"
         )),
         "{e}"
     );
@@ -312,5 +312,263 @@ fn a_revision_on_a_folder_is_rejected() {
         stderr(&o).contains("applies to a Hugging Face id, but"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// SecureBERT's files on the Hub: no tokenizer.json, no model.safetensors.
+const SECUREBERT_FILES: &[&str] = &[
+    "config.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "pytorch_model.bin",
+];
+
+fn securebert() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/roberta-securebert")
+}
+
+#[test]
+fn a_repo_in_securebert_s_layout_is_downloaded_once_then_used_offline() {
+    let id = "ehsanaghaei/SecureBERT";
+    let mut listed = SECUREBERT_FILES.to_vec();
+    listed.push("expected.json"); // a file synthcti does not read, as real repos have (README.md)
+    let server = HubServer::start(vec![HubRepo::new(id, SHA, &securebert(), &listed)]);
+    let (s, m) = sandbox(id, "max_length = 64\n");
+    let online = [("HF_ENDPOINT", server.url.as_str())];
+    let out = s.path("results/first");
+    let o = hub_cmd(
+        &s,
+        &["run", m.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &online,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reqs = server.requests();
+    assert_eq!(reqs[0], format!("GET /api/models/{id}/revision/main"));
+    let mut fetched: Vec<&str> = reqs
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("GET /{id}/resolve/{SHA}/")))
+        .collect();
+    fetched.dedup(); // hf-hub asks for each file twice (metadata, then the bytes)
+    assert_eq!(fetched, SECUREBERT_FILES, "{reqs:?}");
+    let snap = s
+        .path("hf/hub/models--ehsanaghaei--SecureBERT/snapshots")
+        .join(SHA);
+    for f in SECUREBERT_FILES {
+        assert_eq!(
+            std::fs::read(snap.join(f)).unwrap(),
+            std::fs::read(securebert().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(!snap.join("expected.json").exists());
+    let rows = read_csv_rows(&out.join("summary.csv"));
+    assert_eq!(rows[0]["status"], "ok", "{rows:?}");
+
+    // The keys are those of the same files in a folder.
+    let hub_keys = train_keys(&plan_json(&s, &m, &online));
+    let folder = s.write(
+        "folder.toml",
+        &std::fs::read_to_string(&m).unwrap().replace(
+            &format!("model = \"{id}\""),
+            &format!("model = \"{}\"", securebert().display()),
+        ),
+    );
+    assert_eq!(hub_keys, train_keys(&plan_json(&s, &folder, &online)));
+
+    // Offline, with the server gone: the cache answers and the trained cell is reused.
+    server.stop();
+    let before = server.requests().len();
+    let o = hub_cmd(
+        &s,
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            s.path("results/offline").to_str().unwrap(),
+        ],
+        &[
+            ("HF_ENDPOINT", server.url.as_str()),
+            ("HF_HUB_OFFLINE", "1"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 trained, 1 from cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(server.requests().len(), before);
+}
+
+#[test]
+fn a_transformer_from_scratch_downloads_only_the_tokenizer_files() {
+    let id = "tiny/bert-vocab";
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/bert-vocab");
+    let files = [
+        "config.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ];
+    let server = HubServer::start(vec![HubRepo::new(id, SHA, &dir, &files)]);
+    let s = Sandbox::new();
+    s.write("data/tram/single_label.json", &small_tram_rows(20));
+    let m = s.manifest(
+        "kind = \"tram-single\"\nattack = \"none\"",
+        &format!(
+            "[split]\nseed = 7\n\n[[classifier]]\nkind = \"transformer\"\nmodel = \"{id}\"\nlayers = 1\nhidden = 16\nheads = 2\nintermediate = 32\nmax_length = 32\nepochs = 1\n"
+        ),
+    );
+    let o = hub_cmd(
+        &s,
+        &["run", m.to_str().unwrap()],
+        &[("HF_ENDPOINT", server.url.as_str())],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut fetched: Vec<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("GET /{id}/resolve/{SHA}/")))
+        .map(str::to_string)
+        .collect();
+    fetched.dedup();
+    assert_eq!(fetched, ["vocab.txt", "tokenizer_config.json"]);
+}
+
+#[test]
+fn a_repo_with_neither_tokenizer_is_named_with_every_layout_read() {
+    let server = HubServer::start(vec![HubRepo::new(
+        "tiny/no-tokenizer",
+        SHA,
+        &securebert(),
+        &["config.json", "pytorch_model.bin", "vocab.json"],
+    )]);
+    let (s, m) = sandbox("tiny/no-tokenizer", "");
+    let o = hub_cmd(
+        &s,
+        &["run", m.to_str().unwrap()],
+        &[("HF_ENDPOINT", server.url.as_str())],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "Hugging Face model `tiny/no-tokenizer` at revision `main` (commit {SHA}) has no merges.txt (beside vocab.json); synthcti reads config.json, a tokenizer (tokenizer.json, or vocab.json + merges.txt, or vocab.txt) and weights (model.safetensors or pytorch_model.bin)"
+        )),
+        "{e}"
+    );
+    s.assert_nothing_written();
+}
+
+/// A copy of the SecureBERT-layout fixture whose config.json `edit` changes.
+fn bad_config_repo(s: &Sandbox, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let dir = s.path("bad-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in SECUREBERT_FILES {
+        std::fs::copy(securebert().join(f), dir.join(f)).unwrap();
+    }
+    let p = dir.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(&p, serde_json::to_vec(&c).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn a_bad_config_of_a_hub_id_stops_run_when_fetched_and_plan_once_cached() {
+    let id = "tiny/bad-heads";
+    let (s, m) = sandbox(id, "");
+    let dir = bad_config_repo(&s, |c| c["num_attention_heads"] = 5.into());
+    let server = HubServer::start(vec![HubRepo::new(id, SHA, &dir, SECUREBERT_FILES)]);
+    let online = [("HF_ENDPOINT", server.url.as_str())];
+    // Not downloaded: `plan` cannot know, `run` checks it once fetched, before any work.
+    let o = hub_cmd(&s, &["plan", m.to_str().unwrap()], &online);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = hub_cmd(&s, &["run", m.to_str().unwrap()], &online);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "Hugging Face model `{id}` at revision `main` (commit {SHA}): "
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("config.json: hidden_size 32 is not a multiple of num_attention_heads 5"),
+        "{e}"
+    );
+    s.assert_nothing_written();
+    // Now in the cache: `plan` itself rejects the manifest, offline.
+    let o = hub_cmd(
+        &s,
+        &["plan", m.to_str().unwrap()],
+        &[("HF_HUB_OFFLINE", "1")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("classifier.0.model"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "the Hugging Face model `{id}` at revision `main` (in the cache): "
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("hidden_size 32 is not a multiple of num_attention_heads 5"),
+        "{e}"
+    );
+}
+
+/// `synthcti plan` on a folder model whose config.json `edit` changes: exit 2, stderr.
+fn plan_rejects_folder_config(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let s = Sandbox::new();
+    let dir = bad_config_repo(&s, edit);
+    let (s2, m) = sandbox(&dir.display().to_string(), "");
+    let o = hub_cmd(
+        &s2,
+        &["plan", m.to_str().unwrap()],
+        &[("HF_HUB_OFFLINE", "1")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("classifier.0.model"), "{e}");
+    assert!(
+        e.contains(&format!("{}: ", dir.join("config.json").display())),
+        "{e}"
+    );
+    e
+}
+
+#[test]
+fn plan_rejects_a_folder_whose_hidden_size_is_not_a_multiple_of_the_heads() {
+    let e = plan_rejects_folder_config(|c| c["num_attention_heads"] = 5.into());
+    assert!(
+        e.contains("hidden_size 32 is not a multiple of num_attention_heads 5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn plan_rejects_a_folder_whose_config_lacks_a_size() {
+    let e = plan_rejects_folder_config(|c| {
+        c.as_object_mut().unwrap().remove("intermediate_size");
+    });
+    assert!(
+        e.contains("`intermediate_size` is missing; every roberta config.json has it"),
+        "{e}"
+    );
+}
+
+#[test]
+fn plan_rejects_a_folder_of_an_unsupported_architecture() {
+    let e = plan_rejects_folder_config(|c| {
+        c.as_object_mut().unwrap().remove("model_type");
+        c["architectures"] = serde_json::json!(["DebertaV2ForMaskedLM"]);
+    });
+    assert!(
+        e.contains("no model_type, and no architecture synthcti runs in `architectures` (DebertaV2ForMaskedLM)"),
+        "{e}"
     );
 }

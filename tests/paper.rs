@@ -8,16 +8,28 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The tiny stand-ins served for the paper's Hub models: (id in paper.toml, fixture folder).
-/// ALBERT is the parity fixture `scripts/encoder_fixtures.py` writes; the RoBERTa one (SecureBERT's
-/// architecture) comes from `scripts/tiny-hub-models.py`, whose `tiny-bert` is no longer served.
-const TINY: &[(&str, &str)] = &[
-    // A tiny random ALBERT (the parity fixture: factorized embeddings, shared layers).
+/// The tiny stand-ins served for the paper's Hub models: (id in paper.toml, fixture folder, the
+/// files its repository lists). Both are parity fixtures `scripts/encoder_fixtures.py` writes:
+/// a tiny random ALBERT (factorized embeddings, shared layers) and a tiny random RoBERTa in
+/// SecureBERT's own layout (vocab.json + merges.txt, pytorch_model.bin, no tokenizer.json).
+const TINY: &[(&str, &str, &[&str])] = &[
     (
         "albert/albert-base-v2",
         "tests/fixtures/encoders/albert-tiny",
+        MODEL_FILES,
     ),
-    ("ehsanaghaei/SecureBERT", "tests/fixtures/hub/tiny-roberta"),
+    (
+        "ehsanaghaei/SecureBERT",
+        "tests/fixtures/encoders/roberta-securebert",
+        &[
+            "config.json",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "pytorch_model.bin",
+        ],
+    ),
 ];
 
 const SHA: &str = "0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5";
@@ -196,7 +208,7 @@ fn tiny_paper(s: &Sandbox, llm: &str) -> PathBuf {
 fn a_ci_sized_paper_runs_end_to_end_through_the_hub() {
     let repos: Vec<HubRepo> = TINY
         .iter()
-        .map(|(id, dir)| HubRepo::new(id, SHA, &repo_root().join(dir), MODEL_FILES))
+        .map(|(id, dir, files)| HubRepo::new(id, SHA, &repo_root().join(dir), files))
         .collect();
     let hub = HubServer::start(repos);
     let llm = llm_server::start(|n, _| Reply::sentences(3, n));
@@ -248,9 +260,10 @@ fn a_ci_sized_paper_runs_end_to_end_through_the_hub() {
     assert_eq!(read_csv_rows(&out.join("intervals.csv")).len(), 5);
     // Both paper models came from the Hub, at the served commit.
     let reqs = hub.requests();
-    for (id, _) in TINY {
+    for (id, _, files) in TINY {
+        let weights = files.last().unwrap();
         assert!(
-            reqs.contains(&format!("GET /{id}/resolve/{SHA}/model.safetensors")),
+            reqs.contains(&format!("GET /{id}/resolve/{SHA}/{weights}")),
             "{id}: {reqs:?}"
         );
     }

@@ -1,7 +1,8 @@
-//! Pretrained BERT-family sentence encoders: a Hugging Face model folder (`config.json`,
-//! `tokenizer.json`, `model.safetensors`) loaded into the burn [`Bert`] (BERT, RoBERTa,
-//! XLM-RoBERTa) or [`Albert`] module, as `config.json`'s `model_type` says, through
-//! burn's `SafetensorsStore` with the PyTorch adapter, tokenized with the `tokenizers` crate
+//! Pretrained BERT-family sentence encoders: a Hugging Face model folder (`config.json`, a
+//! tokenizer and weights, in any layout [`super::model_files`] reads) loaded into the burn
+//! [`Bert`] (BERT, RoBERTa, XLM-RoBERTa) or [`Albert`] module, as `config.json`'s `model_type`
+//! says, through burn's `SafetensorsStore` or `PytorchStore` with the PyTorch adapter, tokenized
+//! with the `tokenizers` crate
 //! (padding to the longest text of each batch, truncation at a configured length), and
 //! mean-pooled, L2-normalized sentence embeddings.
 
@@ -9,16 +10,17 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 pub use super::albert::{Albert, AlbertConfig};
 pub use super::bert::{Bert, BertConfig, l2_normalize, mean_pool};
 
+use super::model_files::{Layout, Need, WeightsFormat};
 use crate::error::{Error, Result};
 
-/// The files a model folder must have.
+/// The files of the standard model folder layout (other layouts: [`super::model_files`]).
 pub const MODEL_FILES: &[&str] = &["config.json", "tokenizer.json", "model.safetensors"];
 
 /// An encoder's architecture: `config.json` read by its `model_type`. Serializes as the config
@@ -121,29 +123,137 @@ pub struct SentenceEncoder {
 }
 
 /// Read `config.json` of a model folder: BERT, RoBERTa, XLM-RoBERTa or ALBERT by its
-/// `model_type`; a config the modules cannot run is an error naming the key.
+/// `model_type` (else by its first `architectures` entry, `BertModel`, `RobertaForMaskedLM`, …);
+/// a config the modules cannot run is an error naming the key ([`check_config`]).
+///
+/// # Errors
+/// Data (exit 3): the folder lacks a file, or config.json is unreadable or not one synthcti can
+/// run (the message names the file and the key).
 pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
     check_folder(dir)?;
     let p = dir.join("config.json");
     let text = std::fs::read_to_string(&p)
         .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
-    let c: EncoderConfig = serde_json::from_str(&text).map_err(|e| {
-        Error::data(format!(
-            "{} is not a BERT, RoBERTa or ALBERT config.json: {e}",
-            p.display()
-        ))
-    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::data(format!("{} is not JSON: {e}", p.display())))?;
+    check_config(v).map_err(|why| Error::data(format!("{}: {why}", p.display())))
+}
+
+/// The architectures synthcti runs, by `architectures` prefix → `model_type` (longest prefix
+/// first); the name goes on with `Model` or `For…`.
+const ARCHITECTURES: &[(&str, &str)] = &[
+    ("XLMRoberta", "xlm-roberta"),
+    ("Roberta", "roberta"),
+    ("Albert", "albert"),
+    ("Bert", "bert"),
+];
+
+/// A `config.json` checked and read: the architecture (`model_type` bert, roberta, xlm-roberta
+/// or albert, else the first `architectures` entry naming one of them), the sizes present as
+/// positive integers (`vocab_size`, `hidden_size`, `num_hidden_layers`, `num_attention_heads`,
+/// `intermediate_size`, `max_position_embeddings`, and ALBERT's `embedding_size`), and
+/// consistent: `hidden_size` a multiple of `num_attention_heads`, `pad_token_id` inside the
+/// vocabulary, RoBERTa's positions (from `pad_token_id + 1`) leaving room for a token,
+/// absolute position embeddings, a supported `hidden_act`, ALBERT's groups within its layers.
+///
+/// # Errors
+/// What is wrong, naming the key and what is valid (no file name: callers add it).
+pub fn check_config(mut v: serde_json::Value) -> std::result::Result<EncoderConfig, String> {
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| "config.json is not a JSON object".to_string())?;
+    let model_type = match obj.get("model_type") {
+        Some(serde_json::Value::String(t)) => t.clone(),
+        Some(other) => return Err(format!("model_type {other} is not a string")),
+        None => {
+            let archs: Vec<String> = obj
+                .get("architectures")
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let found = archs.iter().find_map(|a| {
+                ARCHITECTURES
+                    .iter()
+                    .find(|(prefix, _)| {
+                        // `RobertaModel`, `RobertaForMaskedLM`; not `RobertaPreLayerNorm…`.
+                        a.strip_prefix(prefix)
+                            .is_some_and(|rest| rest == "Model" || rest.starts_with("For"))
+                    })
+                    .map(|(_, t)| t.to_string())
+            });
+            match found {
+                Some(t) => t,
+                None => {
+                    return Err(format!(
+                        "no model_type, and no architecture synthcti runs in `architectures` ({}); set model_type to bert, roberta, xlm-roberta or albert",
+                        if archs.is_empty() {
+                            "none given".to_string()
+                        } else {
+                            archs.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+    };
+    if !matches!(
+        model_type.as_str(),
+        "bert" | "roberta" | "xlm-roberta" | "albert"
+    ) {
+        return Err(format!(
+            "model_type `{model_type}` is not supported; use a BERT, RoBERTa, XLM-RoBERTa or ALBERT model"
+        ));
+    }
+    obj.insert("model_type".into(), model_type.clone().into());
+    let albert = model_type == "albert";
+    let mut sizes = vec![
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ];
+    if albert {
+        sizes.push("embedding_size");
+    }
+    for key in sizes {
+        match obj.get(key) {
+            None => {
+                return Err(format!(
+                    "`{key}` is missing; every {model_type} config.json has it"
+                ));
+            }
+            Some(x) if x.as_u64().is_some_and(|n| n > 0) => {}
+            Some(x) => return Err(format!("`{key}` is {x}; it must be a positive integer")),
+        }
+    }
+    if let Some(t) = obj.get("position_embedding_type").and_then(|t| t.as_str())
+        && t != "absolute"
+    {
+        return Err(format!(
+            "position_embedding_type `{t}` is not supported; only `absolute` is"
+        ));
+    }
+    let c: EncoderConfig =
+        serde_json::from_value(v).map_err(|e| format!("not a {model_type} config: {e}"))?;
+    let (vocab, pad) = match &c {
+        EncoderConfig::Bert(b) => (b.vocab_size, b.pad_token_id),
+        EncoderConfig::Albert(a) => (a.vocab_size, a.pad_token_id),
+    };
+    if pad >= vocab {
+        return Err(format!(
+            "pad_token_id {pad} is outside the vocabulary (vocab_size {vocab})"
+        ));
+    }
     let bad = match &c {
         EncoderConfig::Albert(a) => a.unsupported(),
         EncoderConfig::Bert(b) => {
-            if !matches!(b.model_type.as_str(), "bert" | "roberta" | "xlm-roberta") {
-                return Err(Error::data(format!(
-                    "{}: model_type `{}` is not supported; use a BERT, RoBERTa or ALBERT model",
-                    p.display(),
-                    b.model_type
-                )));
-            }
-            if !b.hidden_size.is_multiple_of(b.num_attention_heads.max(1)) {
+            if !b.hidden_size.is_multiple_of(b.num_attention_heads) {
                 Some(format!(
                     "hidden_size {} is not a multiple of num_attention_heads {}",
                     b.hidden_size, b.num_attention_heads
@@ -154,45 +264,42 @@ pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
                     b.hidden_act,
                     super::bert::Activation::NAMES
                 ))
+            } else if b.max_position_embeddings <= b.position_offset() {
+                Some(format!(
+                    "max_position_embeddings {} leaves no position: {} numbers positions from pad_token_id + 1 = {}",
+                    b.max_position_embeddings,
+                    b.model_type,
+                    b.position_offset()
+                ))
             } else {
                 None
             }
         }
     };
-    if let Some(why) = bad {
-        return Err(Error::data(format!("{}: {why}", p.display())));
+    match bad {
+        Some(why) => Err(why),
+        None => Ok(c),
     }
-    Ok(c)
 }
 
 fn check_folder(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(Error::data(format!(
-            "model folder {} does not exist; run scripts/fetch-models.sh (all-MiniLM-L6-v2 lands in models/all-MiniLM-L6-v2) or give the path of a Hugging Face model folder",
-            dir.display()
-        )));
-    }
-    let missing: Vec<&str> = MODEL_FILES
-        .iter()
-        .copied()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::data(format!(
-            "model folder {} lacks {}; a model folder needs {}",
-            dir.display(),
-            missing.join(", "),
-            MODEL_FILES.join(", ")
-        )));
-    }
-    Ok(())
+    Layout::of_dir(dir, Need::Model).map(|_| ())
+}
+
+/// The weights file of a model folder: `model.safetensors`, else `pytorch_model.bin`.
+///
+/// # Errors
+/// Data (exit 3): the folder lacks a file it needs (named).
+pub fn weights_path(dir: &Path) -> Result<PathBuf> {
+    let layout = Layout::of_dir(dir, Need::Model)?;
+    Ok(dir.join(layout.weights_file().expect("a model layout has weights")))
 }
 
 /// Load the tokenizer with padding to the longest text of a batch and truncation at `max_length`.
+/// The tokenizer comes from `tokenizer.json`, else is built from `vocab.json` + `merges.txt` or
+/// `vocab.txt` ([`super::model_files::tokenizer`]).
 pub fn load_tokenizer(dir: &Path, max_length: usize, pad_id: u32) -> Result<Tokenizer> {
-    let p = dir.join("tokenizer.json");
-    let mut tok = Tokenizer::from_file(&p)
-        .map_err(|e| Error::data(format!("cannot read tokenizer {}: {e}", p.display())))?;
+    let mut tok = super::model_files::tokenizer(dir)?;
     let pad_token = tok
         .id_to_token(pad_id)
         .unwrap_or_else(|| "[PAD]".to_string());
@@ -210,9 +317,11 @@ pub fn load_tokenizer(dir: &Path, max_length: usize, pad_id: u32) -> Result<Toke
     Ok(tok)
 }
 
-/// Load pretrained weights into `model`; a missing tensor or one whose shape differs from the
-/// config is an error naming it. Tensors the model lacks (an MLM head, a pooler the model was
-/// built without) are ignored.
+/// Load pretrained weights into `model` from `path`: a safetensors file, or a PyTorch
+/// `torch.save` file when its name ends in `.bin`, `.pt` or `.pth` (burn-store's
+/// `PytorchStore`); both go through the same key renames and the PyTorch adapter. A missing
+/// tensor or one whose shape differs from the config is an error naming it. Tensors the model
+/// lacks (an MLM head, a pooler the model was built without) are ignored.
 pub fn load_weights(model: &mut EncoderModel, path: &Path) -> Result<()> {
     match model {
         EncoderModel::Bert(m) => load_bert_weights(m, path),
@@ -223,11 +332,12 @@ pub fn load_weights(model: &mut EncoderModel, path: &Path) -> Result<()> {
 /// BERT / RoBERTa names: `LayerNorm` → `layer_norm`, `self` → `self_attn`, the `bert.` /
 /// `roberta.` prefix dropped.
 pub fn load_bert_weights(model: &mut Bert, path: &Path) -> Result<()> {
-    let store = SafetensorsStore::from_file(path)
-        .with_key_remapping(r"^(bert|roberta)\.", "")
-        .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
-        .with_key_remapping(r"\.self\.", ".self_attn.");
-    load_store(model, store, path, "BERT/RoBERTa")
+    const RENAMES: &[(&str, &str)] = &[
+        (r"^(bert|roberta)\.", ""),
+        (r"\.LayerNorm\.", ".layer_norm."),
+        (r"\.self\.", ".self_attn."),
+    ];
+    load_store(model, RENAMES, path, "BERT/RoBERTa")
 }
 
 /// transformers' `AlbertModel` names onto [`Albert`]'s, whose layers are BERT's: the attention's
@@ -235,37 +345,67 @@ pub fn load_bert_weights(model: &mut Bert, path: &Path) -> Result<()> {
 /// `intermediate.dense`, `ffn_output` → `output.dense`, `full_layer_layer_norm` →
 /// `output.layer_norm`; the `albert.` prefix of a pre-training checkpoint dropped.
 pub fn load_albert_weights(model: &mut Albert, path: &Path) -> Result<()> {
-    let store = SafetensorsStore::from_file(path)
-        .with_key_remapping(r"^albert\.", "")
-        .with_key_remapping(
+    const RENAMES: &[(&str, &str)] = &[
+        (r"^albert\.", ""),
+        (
             r"\.attention\.(query|key|value)\.",
             ".attention.self_attn.$1.",
-        )
-        .with_key_remapping(r"\.attention\.dense\.", ".attention.output.dense.")
-        .with_key_remapping(r"\.attention\.LayerNorm\.", ".attention.output.layer_norm.")
-        .with_key_remapping(r"\.ffn\.", ".intermediate.dense.")
-        .with_key_remapping(r"\.ffn_output\.", ".output.dense.")
-        .with_key_remapping(r"\.full_layer_layer_norm\.", ".output.layer_norm.")
-        .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.");
-    load_store(model, store, path, "ALBERT")
+        ),
+        (r"\.attention\.dense\.", ".attention.output.dense."),
+        (r"\.attention\.LayerNorm\.", ".attention.output.layer_norm."),
+        (r"\.ffn\.", ".intermediate.dense."),
+        (r"\.ffn_output\.", ".output.dense."),
+        (r"\.full_layer_layer_norm\.", ".output.layer_norm."),
+        (r"\.LayerNorm\.", ".layer_norm."),
+    ];
+    load_store(model, RENAMES, path, "ALBERT")
 }
 
+/// The format of a weights file, by its name.
+fn weights_format(path: &Path) -> WeightsFormat {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("bin" | "pt" | "pth") => WeightsFormat::PyTorch,
+        _ => WeightsFormat::Safetensors,
+    }
+}
+
+/// `renames` (regex, replacement; applied in order) and the PyTorch adapter over the store of
+/// `path`'s format, then the result checked: an error, then a missing tensor, is named.
 fn load_store<M: ModuleSnapshot>(
     model: &mut M,
-    store: SafetensorsStore,
+    renames: &[(&str, &str)],
     path: &Path,
     what: &str,
 ) -> Result<()> {
-    let mut store = store
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .allow_partial(true)
-        .validate(true);
-    let res = model.load_from(&mut store).map_err(|e| {
+    let cannot = |e: &dyn std::fmt::Display| {
         Error::data(format!(
             "cannot load the weights {}: {e}; does config.json describe these weights?",
             path.display()
         ))
-    })?;
+    };
+    let res = match weights_format(path) {
+        WeightsFormat::Safetensors => {
+            let mut store = SafetensorsStore::from_file(path);
+            for &(from, to) in renames {
+                store = store.with_key_remapping(from, to);
+            }
+            let mut store = store
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .allow_partial(true)
+                .validate(true);
+            model.load_from(&mut store).map_err(|e| cannot(&e))?
+        }
+        WeightsFormat::PyTorch => {
+            // The adapter is built in; layer indices are transformers' own (0..n), kept as
+            // they are.
+            let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+            for &(from, to) in renames {
+                store = store.with_key_remapping(from, to);
+            }
+            let mut store = store.allow_partial(true).validate(true);
+            model.load_from(&mut store).map_err(|e| cannot(&e))?
+        }
+    };
     if let Some(e) = res.errors.first() {
         return Err(Error::data(format!(
             "{}: {e}; the tensors do not match config.json (is it the config of these weights?)",
@@ -288,7 +428,7 @@ impl SentenceEncoder {
         let max_length = max_length.min(config.max_tokens()).max(2);
         let tokenizer = load_tokenizer(dir, max_length, config.pad_token_id() as u32)?;
         let mut model = config.init(device);
-        load_weights(&mut model, &dir.join("model.safetensors"))?;
+        load_weights(&mut model, &weights_path(dir)?)?;
         Ok(Self {
             config,
             model,
@@ -375,25 +515,27 @@ pub fn pad_batch(seqs: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>,
     )
 }
 
-/// The identity of a model folder: BLAKE3 over its config, tokenizer and weights.
+/// The identity of a model folder: BLAKE3 over the files its [`Layout`] reads (config,
+/// tokenizer, weights), each by name, length and bytes.
 pub fn model_hash(dir: &Path) -> Result<String> {
-    check_folder(dir)?;
-    let files: Vec<PathBuf> = MODEL_FILES.iter().map(|f| dir.join(f)).collect();
-    crate::hash::hash_by_stat("encoder-model", &files, || model_hash_now(dir))
+    files_hash(dir, Need::Model)
 }
 
-/// [`model_hash`] read from the files themselves.
-fn model_hash_now(dir: &Path) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    for f in MODEL_FILES {
-        let p = dir.join(f);
-        let bytes = std::fs::read(&p)
-            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
-        h.update(f.as_bytes());
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
-    }
-    Ok(h.finalize().to_hex().to_string())
+/// BLAKE3 over the files of `need` in `dir` (name, length, bytes each), memoized by their stat.
+fn files_hash(dir: &Path, need: Need) -> Result<String> {
+    let files = Layout::of_dir(dir, need)?.files();
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+    crate::hash::hash_by_stat("encoder-model", &paths, || {
+        let mut h = blake3::Hasher::new();
+        for (f, p) in files.iter().zip(&paths) {
+            let bytes = std::fs::read(p)
+                .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?;
+            h.update(f.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        Ok(h.finalize().to_hex().to_string())
+    })
 }
 
 /// Sentence embeddings on disk, one file per (model, max length, pooling, text), shared by every
@@ -520,16 +662,22 @@ fn hash_memo() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, S
     MEMO.get_or_init(Default::default)
 }
 
-/// [`model_hash`], memoized; for a model trained from scratch only the tokenizer counts.
+/// [`model_hash`], memoized; for a model trained from scratch only the tokenizer's files count.
 pub fn identity(dir: &Path, tokenizer_only: bool) -> Result<String> {
     let key = dir.join(if tokenizer_only { "tokenizer.json" } else { "" });
     if let Some(h) = hash_memo().lock().expect("memo").get(&key) {
         return Ok(h.clone());
     }
     let h = if tokenizer_only {
-        let p = dir.join("tokenizer.json");
-        crate::hash::input_hash(&p)
-            .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
+        let layout = Layout::of_dir(dir, Need::Tokenizer)?;
+        if layout.tokenizer == super::model_files::TokenizerFormat::Json {
+            // `tokenizer.json` alone is hashed as a file, as before other layouts were read.
+            let p = dir.join(super::model_files::TOKENIZER_JSON);
+            crate::hash::input_hash(&p)
+                .map_err(|e| Error::data(format!("cannot read {}: {e}", p.display())))?
+        } else {
+            files_hash(dir, Need::Tokenizer)?
+        }
     } else {
         model_hash(dir)?
     };
@@ -720,7 +868,9 @@ mod tests {
             panic!("a folder without weights must not load");
         };
         assert!(
-            e.message.contains("tokenizer.json, model.safetensors"),
+            e.message.contains(
+                "lacks tokenizer.json or vocab.json + merges.txt or vocab.txt; model.safetensors or pytorch_model.bin"
+            ),
             "{}",
             e.message
         );
@@ -760,6 +910,220 @@ mod tests {
         assert_eq!(
             (a.num_hidden_layers, a.num_hidden_groups, a.inner_group_num),
             (4, 2, 2)
+        );
+    }
+
+    /// BLAKE3 over (name, length, bytes) of `files`, the identity formula written out.
+    fn hash_of(dir: &Path, files: &[&str]) -> String {
+        let mut h = blake3::Hasher::new();
+        for f in files {
+            let bytes = std::fs::read(dir.join(f)).unwrap();
+            h.update(f.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    #[test]
+    fn the_standard_layout_keeps_its_identity_and_other_layouts_hash_what_they_read() {
+        // config.json, tokenizer.json, model.safetensors: the same hash as before other layouts.
+        assert_eq!(
+            model_hash(&minilm()).unwrap(),
+            hash_of(&minilm(), MODEL_FILES)
+        );
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders");
+        let sb = fixtures.join("roberta-securebert");
+        let files = [
+            "config.json",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "pytorch_model.bin",
+        ];
+        assert_eq!(model_hash(&sb).unwrap(), hash_of(&sb, &files));
+        // A tokenizer setting is part of the identity: a copy that differs there differs.
+        let tmp = tempfile::tempdir().unwrap();
+        for f in files {
+            std::fs::copy(sb.join(f), tmp.path().join(f)).unwrap();
+        }
+        assert_eq!(model_hash(tmp.path()).unwrap(), model_hash(&sb).unwrap());
+        std::fs::write(
+            tmp.path().join("tokenizer_config.json"),
+            r#"{"add_prefix_space": true}"#,
+        )
+        .unwrap();
+        assert_ne!(model_hash(tmp.path()).unwrap(), model_hash(&sb).unwrap());
+        // From scratch, only the tokenizer's files count.
+        assert_eq!(identity(&sb, true).unwrap(), hash_of(&sb, &files[1..5]));
+    }
+
+    /// The roberta-securebert fixture's config.json, edited.
+    fn config_with(
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/roberta-securebert/config.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        edit(v.as_object_mut().unwrap());
+        v
+    }
+
+    fn rejected(edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> String {
+        check_config(config_with(edit)).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn a_config_without_model_type_takes_its_architecture() {
+        let c = check_config(config_with(|c| {
+            c.remove("model_type");
+        }))
+        .unwrap();
+        assert_eq!(c.model_type(), "roberta");
+        let EncoderConfig::Bert(b) = c else {
+            unreachable!()
+        };
+        assert_eq!(
+            b.position_offset(),
+            2,
+            "RoBERTa's positions start at pad + 1"
+        );
+        let c = check_config(config_with(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["AlbertForMaskedLM"]),
+            );
+            c.insert("embedding_size".into(), 16.into());
+        }))
+        .unwrap();
+        assert_eq!(c.model_type(), "albert");
+    }
+
+    #[test]
+    fn a_config_of_no_known_architecture_is_rejected() {
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["GPT2LMHeadModel"]),
+            );
+        });
+        assert_eq!(
+            e,
+            "no model_type, and no architecture synthcti runs in `architectures` (GPT2LMHeadModel); set model_type to bert, roberta, xlm-roberta or albert"
+        );
+        // A variant of a supported architecture is another architecture.
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.insert(
+                "architectures".into(),
+                serde_json::json!(["RobertaPreLayerNormForMaskedLM"]),
+            );
+        });
+        assert!(e.contains("(RobertaPreLayerNormForMaskedLM)"), "{e}");
+        let e = rejected(|c| {
+            c.remove("model_type");
+            c.remove("architectures");
+        });
+        assert!(e.contains("(none given)"), "{e}");
+    }
+
+    #[test]
+    fn an_unsupported_model_type_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("model_type".into(), "deberta-v2".into());
+        });
+        assert!(
+            e.starts_with("model_type `deberta-v2` is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_size_is_named() {
+        let e = rejected(|c| {
+            c.remove("num_hidden_layers");
+        });
+        assert_eq!(
+            e,
+            "`num_hidden_layers` is missing; every roberta config.json has it"
+        );
+    }
+
+    #[test]
+    fn a_zero_or_non_integer_size_is_named() {
+        let e = rejected(|c| {
+            c.insert("vocab_size".into(), 0.into());
+        });
+        assert_eq!(e, "`vocab_size` is 0; it must be a positive integer");
+        let e = rejected(|c| {
+            c.insert("hidden_size".into(), "32".into());
+        });
+        assert_eq!(e, "`hidden_size` is \"32\"; it must be a positive integer");
+    }
+
+    #[test]
+    fn an_albert_config_needs_its_embedding_size() {
+        let e = rejected(|c| {
+            c.insert("model_type".into(), "albert".into());
+        });
+        assert_eq!(
+            e,
+            "`embedding_size` is missing; every albert config.json has it"
+        );
+    }
+
+    #[test]
+    fn a_hidden_size_not_divisible_by_the_heads_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("num_attention_heads".into(), 3.into());
+        });
+        assert_eq!(
+            e,
+            "hidden_size 32 is not a multiple of num_attention_heads 3"
+        );
+    }
+
+    #[test]
+    fn a_pad_id_outside_the_vocabulary_is_rejected() {
+        let e = rejected(|c| {
+            c.insert("pad_token_id".into(), 500.into());
+        });
+        assert_eq!(
+            e,
+            "pad_token_id 500 is outside the vocabulary (vocab_size 500)"
+        );
+    }
+
+    #[test]
+    fn roberta_positions_that_leave_no_room_are_rejected() {
+        let e = rejected(|c| {
+            c.insert("max_position_embeddings".into(), 2.into());
+        });
+        assert!(
+            e.starts_with("max_position_embeddings 2 leaves no position"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relative_position_embeddings_are_rejected() {
+        let e = rejected(|c| {
+            c.insert("position_embedding_type".into(), "relative_key".into());
+        });
+        assert_eq!(
+            e,
+            "position_embedding_type `relative_key` is not supported; only `absolute` is"
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_rejected() {
+        assert_eq!(
+            check_config(serde_json::json!([1, 2])).unwrap_err(),
+            "config.json is not a JSON object"
         );
     }
 

@@ -356,7 +356,7 @@ pub fn train_seq(
         let mut model = crate::ml::init_seeded(&ad, seed, || {
             SeqClassifier::new(&config, classes.len(), p.dropout, &ad)
         });
-        encoder::load_weights(&mut model.encoder, &dir.join("model.safetensors"))?;
+        encoder::load_weights(&mut model.encoder, &encoder::weights_path(&dir)?)?;
         (config, tok, model)
     };
     let tokenize = |texts: &[&str]| token_ids(&tokenizer, texts);
@@ -438,9 +438,9 @@ pub fn train_seq(
     })
 }
 
-/// The `[PAD]` id of a tokenizer folder (0 when unknown).
+/// The `[PAD]` (or `<pad>`) id of a tokenizer folder (0 when unknown).
 fn pad_id(dir: &Path) -> usize {
-    tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
+    crate::ml::model_files::tokenizer(dir)
         .ok()
         .and_then(|t| t.token_to_id("[PAD]").or_else(|| t.token_to_id("<pad>")))
         .unwrap_or(0) as usize

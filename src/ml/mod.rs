@@ -10,6 +10,7 @@ pub mod encoder;
 pub mod encoder_cls;
 pub mod fasttext;
 pub mod linear;
+pub mod model_files;
 pub mod params;
 pub mod sigmoid;
 pub mod tfidf;

@@ -4,7 +4,7 @@
 //! - `GET /api/models/{owner}/{name}/revision/{rev}`: `{"sha", "siblings": [{"rfilename"}]}`, or
 //!   404 (`X-Error-Code: RevisionNotFound` / `RepositoryNotFound`).
 //! - `GET /{owner}/{name}/resolve/{rev}/{file}` with `Range`: 206 with `x-repo-commit`, `etag`
-//!   and `Content-Range`; a `.safetensors` file (LFS on the Hub) is a 302 to `/cdn/{sha256}`
+//!   and `Content-Range`; a `.safetensors` or `.bin` file (LFS on the Hub) is a 302 to `/cdn/{sha256}`
 //!   carrying `x-linked-etag`, `x-linked-size` and `x-repo-commit`, as the Hub redirects to its
 //!   CDN; a file the repository lacks is 404 (`X-Error-Code: EntryNotFound`).
 //!
@@ -199,7 +199,7 @@ fn answer(
     let bytes = std::fs::read(repo.dir.join(file)).unwrap();
     let hash = sha256(&bytes);
     let commit = ("x-repo-commit".to_string(), repo.sha.clone());
-    if file.ends_with(".safetensors") {
+    if file.ends_with(".safetensors") || file.ends_with(".bin") {
         return Answer {
             status: 302,
             headers: vec![
