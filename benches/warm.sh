@@ -38,7 +38,15 @@ done
 for i in $(seq 1 "$runs"); do
   for j in "${!bins[@]}"; do
     load="$(cut -d' ' -f1 /proc/loadavg)"
-    /usr/bin/time -f "%e %U %S" -o "$work/t" "${bins[$j]}" run "$manifest" "${set_args[@]}" --cache-dir "$cache" --out "$work/run-$j-$i" -q > /dev/null
+    if ! /usr/bin/time -f "%e %U %S" -o "$work/t" "${bins[$j]}" run "$manifest" "${set_args[@]}" --cache-dir "$cache" --out "$work/run-$j-$i" -q > /dev/null; then
+      echo "warm.sh: run $i of ${bins[$j]} failed; its figures would not be a warm run's" >&2
+      exit 1
+    fi
+    # A warm run trains nothing: every cell's stages come from the cache.
+    if grep -q '"cached": *false' "$work/run-$j-$i/plan.json"; then
+      echo "warm.sh: run $i of ${bins[$j]} computed stages; fill the cache with a cold run first" >&2
+      exit 1
+    fi
     read -r wall user sys < "$work/t"
     echo "$wall" >> "$work/wall.$j"; echo "$user $sys" | awk '{print $1 + $2}' >> "$work/cpu.$j"
     echo "{\"bench\":\"warm-run-once\",\"binary\":\"${bins[$j]}\",\"run\":$i,\"load1\":$load,\"wall_s\":$wall,\"user_s\":$user,\"sys_s\":$sys}"
@@ -46,5 +54,5 @@ for i in $(seq 1 "$runs"); do
   done
 done
 for j in "${!bins[@]}"; do
-  echo "{\"bench\":\"warm-run\",\"manifest\":\"$manifest\",\"set\":\"${SET//\"/\\\"}\",\"binary\":\"${bins[$j]}\",\"runs\":$runs,\"wall_median_s\":$(median < "$work/wall.$j"),\"cpu_median_s\":$(median < "$work/cpu.$j"),\"target_s\":5}"
+  echo "{\"bench\":\"warm-run\",\"manifest\":\"$manifest\",\"set\":\"${SET:-}\",\"binary\":\"${bins[$j]}\",\"runs\":$runs,\"wall_median_s\":$(median < "$work/wall.$j"),\"cpu_median_s\":$(median < "$work/cpu.$j"),\"target_s\":5}"
 done
