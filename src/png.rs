@@ -16,7 +16,8 @@ pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     enc.set_depth(png::BitDepth::Eight);
     // Writing into memory fails only on a malformed picture, which the assertion rules out.
     let mut w = enc.write_header().expect("PNG header of a valid size");
-    w.write_image_data(rgb).expect("PNG image data of the declared size");
+    w.write_image_data(rgb)
+        .expect("PNG image data of the declared size");
     w.finish().expect("PNG end");
     out
 }

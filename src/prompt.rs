@@ -296,7 +296,16 @@ mod tests {
         let t = PromptTemplate::resolve("cluster-guided", dir.path()).unwrap();
         assert_eq!(t.origin, "shipped");
         let out = t.render(&vars()).unwrap();
-        assert!(out.contains("T1059.001"), "{out}");
+        // The technique by name and description, never by ID or framework: a model shown them
+        // writes them into its sentences.
+        assert!(
+            out.contains(
+                "The behaviour: PowerShell (tactic: execution). Adversaries may abuse PowerShell."
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("T1059"), "{out}");
+        assert!(!out.contains("MITRE"), "{out}");
         assert!(
             out.contains("- APT29 used PowerShell to run code."),
             "{out}"
@@ -305,6 +314,7 @@ mod tests {
         let z = PromptTemplate::resolve("zero-shot", dir.path()).unwrap();
         let out = z.render(&vars()).unwrap();
         assert!(!out.contains("APT29"), "zero-shot shows no examples: {out}");
+        assert!(!out.contains("T1059") && !out.contains("MITRE"), "{out}");
     }
 
     #[test]
