@@ -984,22 +984,21 @@ pub fn validate(path: &Path, fig: &Figment, mut raw: RawManifest) -> Result<Mani
     }
     if raw.data.multi_label == MultiLabelPolicy::Keep
         && raw.data.multi_label_head == crate::data::config::MultiLabelHead::Sigmoid
-    {
-        if let Some(c) = cells.iter().find(|c| {
+        && let Some(c) = cells.iter().find(|c| {
             !matches!(
                 c.classifier,
                 ClassifierKind::Fasttext | ClassifierKind::EncoderFrozen | ClassifierKind::Linear
             )
-        }) {
-            return Err(e(
-                "data.multi_label_head",
-                format!(
-                    "\"sigmoid\" heads exist for `fasttext`, `encoder-frozen` and `linear`, but cell {} is `{}`; set `data.multi_label_head = \"none-class\"` or drop that [[classifier]]",
-                    c.name,
-                    c.classifier.as_str()
-                ),
-            ));
-        }
+        })
+    {
+        return Err(e(
+            "data.multi_label_head",
+            format!(
+                "\"sigmoid\" heads exist for `fasttext`, `encoder-frozen` and `linear`, but cell {} is `{}`; set `data.multi_label_head = \"none-class\"` or drop that [[classifier]]",
+                c.name,
+                c.classifier.as_str()
+            ),
+        ));
     }
     let (templates, generators) = validate_augment(&raw, &cells, &data_dir, &e)?;
     if let Some(list) = resolve_target_list(&raw, &data_dir, &e)? {
