@@ -36,9 +36,9 @@ fn sigmoid_heads_train_with_binary_cross_entropy_and_report_the_same_figures() {
     );
 }
 
-/// Run the 1,500-sentence task with `head`; checks every figure and export/predict, returns the
-/// cell's train key and its prediction lines.
-fn multi_label_run(head: &str) -> (String, Vec<Value>) {
+/// A sandbox with the first 1,500 sentences of the multi-label task, run (grouped split, seed 1)
+/// with the given head and one `[[classifier]]` table's body; the sandbox and the run folder.
+fn run_first_1500(head: &str, classifier: &str) -> (Sandbox, std::path::PathBuf) {
     let s = Sandbox::new();
     let rows: String =
         std::fs::read_to_string(shared_data().join("tram/multi_label_reconstructed.jsonl"))
@@ -53,10 +53,22 @@ fn multi_label_run(head: &str) -> (String, Vec<Value>) {
             "kind = \"tram-multi\"\nmulti_label = \"keep\"\nnegatives = \"keep\"\nmulti_label_head = \"{head}\"\nattack = \"{}\"",
             attack_bundle().display()
         ),
-        "[split]\nmethod = \"grouped\"\ntest_fraction = 0.3\nvalidation_fraction = 0.2\nseed = 1\n[[classifier]]\nkind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 5\nbatch_size = 32\n",
+        &format!(
+            "[split]\nmethod = \"grouped\"\ntest_fraction = 0.3\nvalidation_fraction = 0.2\nseed = 1\n[[classifier]]\n{classifier}\n"
+        ),
     );
     let run = s.path("results/r");
     s.run_ok(&m, &run, &["-q"]);
+    (s, run)
+}
+
+/// Run the 1,500-sentence task with `head`; checks every figure and export/predict, returns the
+/// cell's train key and its prediction lines.
+fn multi_label_run(head: &str) -> (String, Vec<Value>) {
+    let (s, run) = run_first_1500(
+        head,
+        "kind = \"fasttext\"\ndim = 16\nbuckets = 65536\nepochs = 5\nbatch_size = 32",
+    );
     let cell = std::fs::read_dir(run.join("cells"))
         .unwrap()
         .next()
@@ -205,24 +217,7 @@ fn multi_label_run(head: &str) -> (String, Vec<Value>) {
 /// stage says `fit_on = "train"` in its key (absent on single-label tasks, whose keys are unchanged).
 #[test]
 fn a_linear_model_on_a_multi_label_task_holds_out_validation_for_the_threshold() {
-    let s = Sandbox::new();
-    let rows: String =
-        std::fs::read_to_string(shared_data().join("tram/multi_label_reconstructed.jsonl"))
-            .unwrap()
-            .lines()
-            .take(1500)
-            .map(|l| format!("{l}\n"))
-            .collect();
-    s.write("data/tram/multi_label_reconstructed.jsonl", &rows);
-    let m = s.manifest(
-        &format!(
-            "kind = \"tram-multi\"\nmulti_label = \"keep\"\nnegatives = \"keep\"\nattack = \"{}\"",
-            attack_bundle().display()
-        ),
-        "[split]\nmethod = \"grouped\"\ntest_fraction = 0.3\nvalidation_fraction = 0.2\nseed = 1\n[[classifier]]\nkind = \"linear\"\n",
-    );
-    let run = s.path("results/r");
-    s.run_ok(&m, &run, &["-q"]);
+    let (s, run) = run_first_1500("none-class", "kind = \"linear\"");
     let entries: Vec<Value> = std::fs::read_dir(s.path("cache/entries/train"))
         .unwrap()
         .map(|e| {
