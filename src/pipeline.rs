@@ -1385,6 +1385,7 @@ fn synthesize(
                 generator.describe()
             ));
             let budget = &budgets[&generator.config.name];
+            let started = std::time::Instant::now();
             let outcomes = llm::run_calls(
                 generator,
                 &jobs,
@@ -1414,13 +1415,9 @@ fn synthesize(
                 calls,
             };
             let u = g.usage();
-            let secs: f64 = g
-                .calls
-                .iter()
-                .filter(|c| matches!(c.outcome, llm::Outcome::Done { .. }))
-                .filter_map(|c| c.outcome.answer())
-                .map(|a| a.seconds)
-                .sum();
+            // Wall time of the calls made: an answer's `seconds` is its batch's (parallel
+            // sequences) or overlaps others (concurrent requests), so their sum is not the time.
+            let secs = started.elapsed().as_secs_f64();
             let new_tokens: u64 = g
                 .calls
                 .iter()
@@ -1448,7 +1445,11 @@ fn synthesize(
                     String::new()
                 },
                 if u.made > 0 && secs > 0.0 && u.estimated_answers == 0 {
-                    format!(" ({:.1} tokens/s over the calls made)", new_tokens as f64 / secs)
+                    format!(
+                        " ({:.1} completion tokens/s over {:.0} s of calls)",
+                        new_tokens as f64 / secs,
+                        secs
+                    )
                 } else {
                     String::new()
                 }
