@@ -91,6 +91,7 @@ fn main() {
         max_tokens: 128,
         seed,
         repeat: None,
+        item_decay: None,
     };
 
     let mut s = model.session().unwrap();

@@ -1,5 +1,5 @@
 //! The filter stage: answers parsed into sentences (numbered lists, bullet lists, JSON arrays,
-//! plain lines), then filtered — empty, malformed, overlong, exact and near duplicates (among the
+//! plain lines), then filtered — empty, malformed, cut off, overlong, exact and near duplicates (among the
 //! synthetic sentences and against the real train sentences), leakage (too similar to a test
 //! sentence), optionally a reference classifier's disagreement, and the per-technique quota — with
 //! counts of what each filter removed and diversity figures of what is kept.
@@ -17,7 +17,7 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// and `repetition` filters.
 /// Version 5: the meta filter also finds the prompt's wording echoed back (sentence counts,
 /// "numbered list", "one per line", the prompt's labels).
-pub const FILTER_VERSION: u32 = 5;
+pub const FILTER_VERSION: u32 = 7;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -38,6 +38,7 @@ impl crate::cache::StageParams for FilterParams<'_> {
 pub const FILTERS: &[&str] = &[
     "empty",
     "malformed",
+    "cut-off",
     "overlong",
     "attack-id",
     "meta",
@@ -264,8 +265,9 @@ pub fn parse_answer(answer: &str) -> Vec<Candidate> {
         .collect()
 }
 
-/// Why a candidate is not a sentence, before any comparison.
-fn shape_problem(c: &Candidate, cfg: &FilterConfig) -> Option<&'static str> {
+/// Why a candidate is not a sentence, before any comparison. `cut_off`: the candidate did not end
+/// where the model ended it ([`cut_off`]).
+fn shape_problem(c: &Candidate, cut_off: bool, cfg: &FilterConfig) -> Option<&'static str> {
     let t = c.text.trim();
     if t.is_empty() {
         return Some("empty");
@@ -278,10 +280,33 @@ fn shape_problem(c: &Candidate, cfg: &FilterConfig) -> Option<&'static str> {
     {
         return Some("malformed");
     }
+    if cut_off {
+        return Some("cut-off");
+    }
     if t.chars().count() > cfg.max_chars {
         return Some("overlong");
     }
     None
+}
+
+/// Which candidates of one answer were cut off rather than ended by the model: under a structured
+/// generator's shape, an item that reached its `item_chars` bound (the grammar or schema ends it
+/// there, mid-word as often as not); and in an answer that stopped at `max_tokens`
+/// (`finish_reason = "length"`), its last item. One flag per candidate, in order.
+fn cut_off(
+    cands: &[Candidate],
+    answer: &crate::llm::Answer,
+    shape: Option<crate::llm::structured::Shape>,
+) -> Vec<bool> {
+    let n = cands.len();
+    cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            shape.is_some_and(|s| c.text.chars().count() >= s.item_chars)
+                || (answer.finish_reason == "length" && i + 1 == n)
+        })
+        .collect()
 }
 
 /// Which junk filter removes a well-shaped sentence: a literal ATT&CK reference, a meta-sentence,
@@ -320,7 +345,7 @@ pub struct FilterInput<'a> {
 /// Parse and filter a generation.
 pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) -> Synthetic {
     // Candidates in call order.
-    let mut cands: Vec<(usize, Candidate)> = Vec::new();
+    let mut cands: Vec<(usize, Candidate, bool)> = Vec::new();
     let mut stats: BTreeMap<String, TechniqueStats> = BTreeMap::new();
     let train_counts = input.train.iter().fold(HashMap::new(), |mut m, (_, l)| {
         *m.entry(l.as_str()).or_insert(0usize) += 1;
@@ -345,11 +370,16 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
             continue;
         };
         let parsed = parse_answer(&answer.text);
-        if parsed.iter().all(|c| shape_problem(c, cfg).is_some()) {
+        let cut = cut_off(&parsed, answer, generation.identity.structured);
+        if parsed
+            .iter()
+            .zip(&cut)
+            .all(|(c, &cut)| shape_problem(c, cut, cfg).is_some())
+        {
             st.empty_answers += 1;
         }
-        for c in parsed {
-            cands.push((ci, c));
+        for (c, cut) in parsed.into_iter().zip(cut) {
+            cands.push((ci, c, cut));
         }
     }
 
@@ -370,7 +400,7 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
     let mut kept_vecs: Vec<SparseVec> = Vec::new();
     let mut kept_texts: Vec<String> = Vec::new();
     let mut out: Vec<SynthSentence> = Vec::new();
-    for (ci, c) in &cands {
+    for (ci, c, cut) in &cands {
         let call = &generation.calls[*ci];
         let mut s = SynthSentence {
             technique: call.technique.clone(),
@@ -385,11 +415,11 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
             similarity: None,
         };
         let reject = (|| {
-            if let Some(p) = shape_problem(c, cfg) {
+            if let Some(p) = shape_problem(c, *cut, cfg) {
                 return Some(p);
             }
             s.filters_passed
-                .extend(["empty", "malformed", "overlong"].map(String::from));
+                .extend(["empty", "malformed", "cut-off", "overlong"].map(String::from));
             if let Some((f, why)) = junk_problem(&c.text, cfg) {
                 s.similar_to = Some(why);
                 return Some(f);
@@ -771,6 +801,8 @@ mod tests {
                 structured: None,
                 parallel: None,
                 grammar_sampling: None,
+                grammar: None,
+                item_decay: None,
                 repeat_penalty: None,
             },
             template: "t".into(),
@@ -899,6 +931,7 @@ mod tests {
             [
                 "empty",
                 "malformed",
+                "cut-off",
                 "overlong",
                 "attack-id",
                 "meta",
@@ -1001,6 +1034,50 @@ mod tests {
         assert!(st.self_bleu.unwrap() < 0.5);
         let kept = s.sentences.iter().find(|x| x.kept).unwrap();
         assert_eq!(kept.filters_passed.len(), FILTERS.len() - 1); // all but `reference`
+    }
+
+    #[test]
+    fn items_cut_at_the_grammar_bound_or_by_max_tokens_are_cut_off() {
+        let cfg = FilterConfig::default();
+        let input = FilterInput {
+            train: &[],
+            test: &[],
+            reference: None,
+        };
+        // Under a structured shape of 60 characters: an item of 60 was cut by the grammar there
+        // (mid-word), one of 59 ended where the model ended it.
+        let at_bound = "The loader copied itself into the startup folder of the vic.";
+        let under = "The loader copied itself into the startup folder of a vict.";
+        assert_eq!((at_bound.len(), under.len()), (60, 59));
+        let mut g = make_generation(&[&format!("1. {at_bound}\n2. {under}")]);
+        g.identity.structured = Some(crate::llm::structured::Shape { item_chars: 60 });
+        let s = filter(&g, &input, &cfg);
+        assert_eq!(s.techniques[0].removed.get("cut-off"), Some(&1));
+        let cut = s.sentences.iter().find(|x| x.text == at_bound).unwrap();
+        assert_eq!(cut.rejected_by.as_deref(), Some("cut-off"));
+        assert!(
+            cut.filters_passed.is_empty(),
+            "a shape filter, as empty and malformed"
+        );
+        assert!(s.sentences.iter().any(|x| x.text == under && x.kept));
+        // The same items, unstructured: nothing bounds them, so nothing is cut off.
+        g.identity.structured = None;
+        let s = filter(&g, &input, &cfg);
+        assert_eq!(s.techniques[0].removed.get("cut-off"), None);
+        assert_eq!(s.kept, 2);
+        // An answer that stopped at max_tokens: its last item is cut off, the others are not.
+        let mut g = make_generation(&[
+            "1. Attackers renamed their loader to look like a Windows update.\n\
+             2. The implant beaconed to its controller every ten minutes over",
+        ]);
+        if let Outcome::Done { answer } = &mut g.calls[0].outcome {
+            answer.finish_reason = "length".into();
+        }
+        let s = filter(&g, &input, &cfg);
+        assert_eq!(s.techniques[0].removed.get("cut-off"), Some(&1));
+        assert_eq!(s.kept, 1);
+        assert!(s.sentences[1].text.ends_with("over"));
+        assert_eq!(s.sentences[1].rejected_by.as_deref(), Some("cut-off"));
     }
 
     #[test]

@@ -109,7 +109,36 @@ const META_PHRASES: &[&str] = &[
     "vary the threat actor",
     "in different words",
     "do not copy",
+    // The prompt's persona and frame, echoed: "In one of the reports, a cyber threat intelligence
+    // analyst identifies…", "This was added to our list…". None occurs in TRAM's or
+    // CTI-to-MITRE's 18,034 real sentences.
+    "threat intelligence analyst",
+    "your report",
+    "report covers",
+    "our list",
+    "new addition",
+    "list below",
+    "refer to the list",
+    "this example",
+    "in an example",
+    // The reader addressed: "If you need more details…", "you should have a list with all 7".
+    "you should",
+    "you added",
+    "if you need",
+    "you can see",
 ];
+
+/// Words about the task a report sentence has no reason to use: the word "sentence" itself, the
+/// report as a frame ("In one of the reports…", "The report details how…"), and a list number
+/// after a colon at the end ("…refer to the following: 4."). Of TRAM's and CTI-to-MITRE's 18,034
+/// real sentences one matches ("Typical drive-by compromise process: 1."); SmolLM2-135M wrote
+/// them in 27 of 445.
+static TASK_WORDS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\bsentences?\b|\b(?:in|from) (?:one of the reports|another report|a different report)\b|\bthe report (?:details|describes|highlights|contains|covers|will)\b|:\s+\d{1,2}\.$",
+    )
+    .expect("valid regex")
+});
 
 /// A count of sentences ("a list of 5 sentences", "a 3-sentence summary", "five new sentences"):
 /// the task's wording, which a sentence of a report has no reason to use.
@@ -136,6 +165,7 @@ pub fn is_meta(sentence: &str) -> bool {
         })
     }) || META_PHRASES.iter().any(|p| t.contains(p))
         || SENTENCE_COUNT.is_match(&t)
+        || TASK_WORDS.is_match(&t)
 }
 
 /// The first word n-gram (lower case, `n` ≥ 1 words) that occurs twice in a sentence — a
@@ -228,6 +258,16 @@ mod tests {
             "What the technique is: Adversaries may abuse the Windows service control manager.",
             "The behaviour: adversaries hide files from users.",
             "Write five new sentences about the staging directory.",
+            // The same under the prose header (one sentence per item, length penalty).
+            "In one of the reports, a cyber threat intelligence analyst identifies how adversaries use Query Registry.",
+            "The report details how an adversary has accessed and analyzed registry keys.",
+            "This was added to our list so we wouldn't repeat each information found on other sites.",
+            "This is a new addition to the list, as there has been no other information found so far.",
+            "This is another sentence added, but it doesn't have an additional numbered.",
+            "If you need more details or additional information, you may refer to the following list: 7.",
+            "In an example, while there's a list of 6 examples, you should have a list with all 7.",
+            "Other than this example, there is no other specific code mentioned below: 1.",
+            "The current report covers how adversaries use Group Policy Modification for defense-evasion.",
         ] {
             assert!(is_meta(s), "{s}");
         }
@@ -240,6 +280,14 @@ mod tests {
         assert!(!is_meta(
             "Operators listed running services with a PowerShell one-liner."
         ));
+        // Real sentences near the new words stay.
+        for real in [
+            "Adversaries may also add their malicious applications to the list of minimal services that start in safe mode.",
+            "The report was exfiltrated to a server in the reports folder.",
+            "In this campaign the actor sent reports of system information to its C2.",
+        ] {
+            assert!(!is_meta(real), "{real}");
+        }
         // Openings real reports use.
         assert!(!is_meta(
             "The following command was executed to dump credentials."

@@ -1237,6 +1237,32 @@ fn validate_augment(
                 ));
             }
             range(&k("repeat_last_n"), vec![g.repeat_last_n as usize], 1, 4096)?;
+            if g.item_decay_start > 0 {
+                if g.provider != ProviderKind::Local || !g.structured {
+                    return Err(e(
+                        &k("item_decay_start"),
+                        "applies to `local` generators with `structured = true` (it steers where the grammar's list items end); remove it or set `structured = true`".into(),
+                    ));
+                }
+                if g.item_decay_start >= g.item_chars {
+                    return Err(e(
+                        &k("item_decay_start"),
+                        format!(
+                            "{} is not below `item_chars` ({}); the penalty must start before the grammar's bound",
+                            g.item_decay_start, g.item_chars
+                        ),
+                    ));
+                }
+                if !(g.item_decay_factor > 1.0 && g.item_decay_factor <= 2.0) {
+                    return Err(e(
+                        &k("item_decay_factor"),
+                        format!(
+                            "{} is out of range; it must be > 1 and <= 2 (1.03: the period's logit grows about 3% a character)",
+                            g.item_decay_factor
+                        ),
+                    ));
+                }
+            }
             if g.repeat_penalty != 1.0 && g.provider == ProviderKind::Openai {
                 return Err(e(
                     &k("repeat_penalty"),

@@ -300,7 +300,7 @@ mod tests {
         // writes them into its sentences.
         assert!(
             out.contains(
-                "The behaviour: PowerShell (tactic: execution). Adversaries may abuse PowerShell."
+                "Your report covers how adversaries use PowerShell for execution. Adversaries may abuse PowerShell."
             ),
             "{out}"
         );
@@ -310,7 +310,7 @@ mod tests {
             out.contains("- APT29 used PowerShell to run code."),
             "{out}"
         );
-        assert!(out.contains("4 sentences"), "{out}");
+        assert!(out.contains("a numbered list of 4 new sentences"), "{out}");
         let z = PromptTemplate::resolve("zero-shot", dir.path()).unwrap();
         let out = z.render(&vars()).unwrap();
         assert!(!out.contains("APT29"), "zero-shot shows no examples: {out}");

@@ -339,6 +339,69 @@ fn repeat_penalty_on_an_openai_generator_is_rejected() {
 }
 
 #[test]
+fn item_decay_on_an_unstructured_generator_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nitem_decay_start = 100\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.item_decay_start", "`structured = true`"],
+    );
+}
+
+#[test]
+fn item_decay_on_an_openai_generator_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"",
+        &format!("{REMOTE}structured = true\nitem_decay_start = 100\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.item_decay_start", "`local` generators"],
+    );
+}
+
+#[test]
+fn item_decay_start_at_or_past_item_chars_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nstructured = true\nitem_chars = 200\nitem_decay_start = 200\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "generator.0.item_decay_start",
+            "not below `item_chars` (200)",
+        ],
+    );
+}
+
+#[test]
+fn item_decay_factor_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nstructured = true\nitem_decay_start = 100\nitem_decay_factor = 1.0\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.item_decay_factor", "out of range", "> 1"],
+    );
+}
+
+#[test]
 fn item_chars_out_of_range_is_rejected() {
     let (s, m) = synthetic_sandbox(
         "generator = \"tiny\"",

@@ -92,10 +92,13 @@ fn openai_request_shape_auth_and_the_key_stays_secret() {
     assert!(!prompt.contains("T1027"), "{prompt}");
     assert!(!prompt.contains("MITRE"), "{prompt}");
     assert!(
-        prompt.contains("The behaviour: Obfuscated Files or Information"),
+        prompt.contains("how adversaries use Obfuscated Files or Information for defense-evasion."),
         "{prompt}"
     );
-    assert!(prompt.contains("Write 3 new sentences"), "{prompt}");
+    assert!(
+        prompt.ends_with("Answer with a numbered list of 3 new sentences and nothing else."),
+        "{prompt}"
+    );
     assert!((r.body["temperature"].as_f64().unwrap() - 0.7).abs() < 1e-6);
     assert!((r.body["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
     assert_eq!(r.body["max_tokens"], 64);
@@ -492,7 +495,7 @@ fn replay_answers_from_the_cache_and_a_miss_names_the_prompt() {
     assert!(log.contains("no cached answer"), "{log}");
     assert!(log.contains("T1027 cluster 0 sample 0"), "{log}");
     assert!(
-        log.contains("The behaviour: Obfuscated Files or Information"),
+        log.contains("how adversaries use Obfuscated Files or Information"),
         "{log}"
     );
     assert_eq!(server.requests().len(), 1);

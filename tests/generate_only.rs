@@ -133,6 +133,7 @@ fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
             serde_json::json!([
                 "empty",
                 "malformed",
+                "cut-off",
                 "overlong",
                 "attack-id",
                 "meta",

@@ -81,6 +81,15 @@ pub struct GeneratorConfig {
     pub structured: bool,
     /// With `structured`: the longest list item, in characters.
     pub item_chars: usize,
+    /// `local` with `structured`: from this many characters of a list item on, the sentence's
+    /// closing period is favoured more with every further character (`item_decay_factor`), so
+    /// the model ends its sentence before the grammar cuts it at `item_chars`; 0: off. Part of
+    /// the call key when on.
+    pub item_decay_start: usize,
+    /// The factor of `item_decay_start` per character over it: Hugging Face transformers'
+    /// `ExponentialDecayLengthPenalty`, on the period instead of end-of-sequence (the period's
+    /// logit `l` becomes `l + |l|·(factor^chars_over − 1)`).
+    pub item_decay_factor: f64,
     /// Per run: stop calling after this many calls (cached answers are free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_calls: Option<u64>,
@@ -115,6 +124,8 @@ impl Default for GeneratorConfig {
             max_backoff_s: 30.0,
             structured: false,
             item_chars: 300,
+            item_decay_start: 0,
+            item_decay_factor: 1.03,
             budget_calls: None,
             budget_tokens: None,
         }

@@ -53,6 +53,10 @@ pub struct Sampling {
     pub seed: u32,
     /// llama.cpp's repetition penalty and its look-back in tokens; `None`: off.
     pub repeat: Option<(f32, u32)>,
+    /// The exponential length penalty of list items ([`super::ItemDecay`]): from this many
+    /// characters of the current item on, the period's logit grows by the factor per character;
+    /// `None`: off.
+    pub item_decay: Option<(usize, f32)>,
 }
 
 /// A loaded GGUF model.
@@ -106,6 +110,7 @@ impl LocalModel {
             model: self,
             ctx,
             parallel,
+            slots: (0..parallel).map(|_| Slot::default()).collect(),
             shared_prefix_tokens: 0,
         })
     }
@@ -119,8 +124,10 @@ pub struct Session<'a> {
     ctx: LlamaContext<'a>,
     /// The most sequences one batch decodes together.
     parallel: u32,
-    /// Prompt tokens not evaluated because an earlier prompt of the same batch began with them
-    /// (see [`Session::generate_batch`]), over the session's life.
+    /// One per sequence: what its KV cells hold, and the call in flight there.
+    slots: Vec<Slot>,
+    /// Prompt tokens not evaluated because a prompt held in the KV cache began with them (see
+    /// [`Session::start`]), over the session's life.
     pub shared_prefix_tokens: u64,
 }
 
@@ -146,6 +153,19 @@ struct Stream {
     finish: &'static str,
     /// Batch index of this sequence's logits in the last decode.
     logits_at: i32,
+    /// When the call started (its prompt's evaluation) and when its decoding started.
+    started: Instant,
+    decode_started: Instant,
+}
+
+/// One sequence of a session's KV cache.
+#[derive(Default)]
+struct Slot {
+    /// The prompt whose cells (positions `0..len`) this sequence holds, to share with later
+    /// prompts that begin the same way.
+    resident: Vec<LlamaToken>,
+    /// The call it decodes; `None`: free.
+    stream: Option<Stream>,
 }
 
 impl Session<'_> {
@@ -169,7 +189,7 @@ impl Session<'_> {
         let tokens = self.prompt_tokens(prompt)?;
         let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
         let max_new = (s.max_tokens as usize).min(n_ctx - tokens.len());
-        self.ctx.clear_kv_cache();
+        self.reset();
         let n_batch = 512usize;
         let mut batch = LlamaBatch::new(n_batch.max(1), 1);
         let last = tokens.len() - 1;
@@ -191,7 +211,7 @@ impl Session<'_> {
         let mut generated = 0u64;
         let mut finish = "length";
         for pos in tokens.len()..tokens.len() + max_new {
-            let tok = sampler.sample(&self.ctx, batch.n_tokens() - 1);
+            let tok = sampler.sample(&self.ctx, &vocab, batch.n_tokens() - 1, &out);
             if vocab.is_eog(tok) {
                 finish = "stop";
                 break;
@@ -275,14 +295,31 @@ impl Session<'_> {
             chain.push(LlamaSampler::dist(s.seed));
             LlamaSampler::chain_simple(chain)
         };
-        Ok(CallSampler { chain, grammar })
+        let item_decay = match s.item_decay {
+            Some((start, factor)) => {
+                let period = self.model.model.vocab().tokenize(b".", false, false);
+                let [period] = period[..] else {
+                    return Err(fail(
+                        "item length penalty",
+                        format!("`.` is {} tokens for this model, not one", period.len()),
+                    ));
+                };
+                Some((start, factor, period))
+            }
+            None => None,
+        };
+        Ok(CallSampler {
+            chain,
+            grammar,
+            item_decay,
+        })
     }
 
     /// Answer several calls at once, as parallel sequences of one batch (llama.cpp's
-    /// `batched` / `parallel` examples): each distinct prompt is evaluated once, its KV cells
-    /// shared by every call that has that prompt (samples of one prompt differ by seed), and
-    /// then every unfinished sequence gets one token per `llama_decode`. On a CPU one decode of
-    /// n tokens costs little more than one of a single token, so total tokens/s grow with n.
+    /// `batched` / `parallel` examples), from an empty KV cache: each request starts in its own
+    /// sequence ([`Session::start`]), then every unfinished sequence gets one token per
+    /// `llama_decode` ([`Session::step`]) until all have finished. On a CPU one decode of n
+    /// tokens costs little more than one of a single token, so total tokens/s grow with n.
     ///
     /// At most the session's `parallel` requests. One result per request, in order: a prompt
     /// that does not fit fails alone. A sequence's tokens can differ from what
@@ -302,121 +339,177 @@ impl Session<'_> {
                 .map(|r| self.generate_with(r.prompt, r.sampling, r.grammar))
                 .collect());
         }
-        let started = Instant::now();
-        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
+        self.reset();
         let mut results: Vec<Option<Result<Answer>>> = (0..reqs.len()).map(|_| None).collect();
-        // Distinct prompts, in order of first appearance, with the requests that share each.
-        let mut groups: Vec<(Vec<LlamaToken>, Vec<usize>)> = Vec::new();
         for (i, r) in reqs.iter().enumerate() {
-            match self.prompt_tokens(r.prompt) {
-                Ok(t) => match groups.iter_mut().find(|(g, _)| *g == t) {
-                    Some((_, members)) => members.push(i),
-                    None => groups.push((t, vec![i])),
-                },
-                Err(e) => results[i] = Some(Err(e)),
+            if let Err(e) = self.start(i, r) {
+                results[i] = Some(Err(e));
             }
         }
-        self.ctx.clear_kv_cache();
-        let vocab = self.model.model.vocab();
-        let mut batch = LlamaBatch::new(N_BATCH.max(reqs.len()), reqs.len() as i32);
-        let mut streams: Vec<Option<Stream>> = (0..reqs.len()).map(|_| None).collect();
-        for (gi, (tokens, members)) in groups.iter().enumerate() {
-            let seqs: Vec<i32> = members.iter().map(|&i| i as i32).collect();
-            let last = tokens.len() - 1;
-            // Prompts of one technique differ only from their example sentences on: the longest
-            // token prefix this prompt shares with an earlier one of the batch is copied from that
-            // prompt's sequence (in the unified KV cache the cells gain this sequence; nothing is
-            // recomputed) and only the rest is evaluated. At least the last token is evaluated,
-            // for its logits.
-            let (from, shared) = groups[..gi]
-                .iter()
-                .map(|(t, m)| (m[0] as i32, common_prefix(t, tokens)))
-                .max_by_key(|&(_, n)| n)
-                .unwrap_or((0, 0));
-            let shared = shared.min(last);
-            if shared > 0 {
-                for &s in &seqs {
-                    self.ctx
-                        .copy_kv_cache_seq(from, s, None, Some(shared as u32))
-                        .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
-                }
-                self.shared_prefix_tokens += shared as u64;
-            }
-            for (ci, chunk) in tokens[shared..].chunks(N_BATCH).enumerate() {
-                batch.clear();
-                for (j, t) in chunk.iter().enumerate() {
-                    let pos = shared + ci * N_BATCH + j;
-                    batch
-                        .add(*t, pos as i32, &seqs, pos == last)
-                        .map_err(|e| fail("batch", e.to_string()))?;
-                }
-                self.ctx
-                    .decode(&mut batch)
-                    .map_err(|e| fail("prompt decode", e.to_string()))?;
-            }
-            // The prompt's last logits are shared; each call samples its first token from them
-            // now, before the next prompt's decode replaces them.
-            for &i in members {
-                let r = &reqs[i];
-                let mut st = Stream {
-                    sampler: self.sampler(r.sampling, r.grammar)?,
-                    prompt_tokens: tokens.len(),
-                    pos: tokens.len(),
-                    max_new: (r.sampling.max_tokens as usize).min(n_ctx - tokens.len()),
-                    out: Vec::new(),
-                    generated: 0,
-                    next: None,
-                    finish: "length",
-                    logits_at: batch.n_tokens() - 1,
-                };
-                st.step_at(&self.ctx, &vocab);
-                streams[i] = Some(st);
-            }
-        }
-        let decode_started = Instant::now();
-        loop {
-            batch.clear();
-            for (i, st) in streams.iter_mut().enumerate() {
-                let Some(st) = st else { continue };
-                let Some(tok) = st.next else { continue };
-                batch
-                    .add(tok, st.pos as i32, &[i as i32], true)
-                    .map_err(|e| fail("batch", e.to_string()))?;
-                st.logits_at = batch.n_tokens() - 1;
-                st.pos += 1;
-            }
-            if batch.n_tokens() == 0 {
-                break;
-            }
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| fail("decode", e.to_string()))?;
-            for st in streams.iter_mut().flatten() {
-                if st.next.is_some() {
-                    st.step_at(&self.ctx, &vocab);
-                }
-            }
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let decode_seconds = decode_started.elapsed().as_secs_f64();
-        let n = reqs.len() as u32;
-        for (i, st) in streams.into_iter().enumerate() {
-            if let Some(st) = st {
-                results[i] = Some(Ok(Answer {
-                    text: String::from_utf8_lossy(&st.out).into_owned(),
-                    prompt_tokens: st.prompt_tokens as u64,
-                    completion_tokens: st.generated,
-                    usage_estimated: false,
-                    finish_reason: st.finish.into(),
-                    seconds,
-                    decode_seconds: Some(decode_seconds),
-                    batched: Some(n),
-                }));
+        while self.busy() > 0 {
+            for (slot, answer) in self.step()? {
+                results[slot] = Some(Ok(answer));
             }
         }
         Ok(results
             .into_iter()
             .map(|r| r.expect("every request has a result"))
+            .collect())
+    }
+
+    /// Forget every sequence: the KV cache emptied, no call in flight.
+    pub fn reset(&mut self) {
+        self.ctx.clear_kv_cache();
+        for s in &mut self.slots {
+            *s = Slot::default();
+        }
+    }
+
+    /// Calls in flight (started, not yet returned by [`Session::step`]).
+    pub fn busy(&self) -> usize {
+        self.slots.iter().filter(|s| s.stream.is_some()).count()
+    }
+
+    /// The lowest sequence slot with no call in flight, if any.
+    pub fn free_slot(&self) -> Option<usize> {
+        self.slots.iter().position(|s| s.stream.is_none())
+    }
+
+    /// Start a call in sequence slot `slot` (one with no call in flight): its prompt is
+    /// evaluated and its first token sampled, so the next [`Session::step`] decodes it with the
+    /// others (continuous batching, as llama.cpp's server does: a sequence that finishes frees its
+    /// slot for the next call while the others go on).
+    ///
+    /// The longest token prefix the prompt shares with the prompt any slot holds (calls for one
+    /// technique share everything up to their example sentences; samples of one prompt share it
+    /// all) is not evaluated again: in the unified KV cache its cells gain this sequence
+    /// (`llama_memory_seq_cp`), or, when the slot itself holds it, the cells after it are
+    /// dropped. At least the last token is evaluated, for its logits. Errors: a prompt that
+    /// does not fit one sequence's share of the context; a grammar llama.cpp cannot parse; a
+    /// failed decode (the slot is then emptied).
+    pub fn start(&mut self, slot: usize, r: &Request<'_>) -> Result<()> {
+        assert!(
+            self.slots[slot].stream.is_none(),
+            "slot {slot} has a call in flight"
+        );
+        let started = Instant::now();
+        let tokens = self.prompt_tokens(r.prompt)?;
+        let sampler = self.sampler(r.sampling, r.grammar)?;
+        let last = tokens.len() - 1;
+        // The slot holding the longest shared prefix; on a tie this slot, then the lowest.
+        let (from, shared) = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, common_prefix(&s.resident, &tokens)))
+            .max_by_key(|&(i, n)| (n, i == slot, std::cmp::Reverse(i)))
+            .expect("a session has at least one slot");
+        let shared = shared.min(last);
+        let seq = slot as i32;
+        let kept = if from == slot {
+            self.ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(shared as u32), None)
+        } else {
+            self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None)
+        }
+        .map_err(|e| fail("freeing a sequence", e.to_string()))?;
+        if !kept {
+            return Err(fail("freeing a sequence", "partial removal refused".into()));
+        }
+        self.slots[slot].resident.clear();
+        if from != slot && shared > 0 {
+            self.ctx
+                .copy_kv_cache_seq(from as i32, seq, None, Some(shared as u32))
+                .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
+        }
+        self.shared_prefix_tokens += shared as u64;
+        let mut batch = LlamaBatch::new(N_BATCH, 1);
+        for (ci, chunk) in tokens[shared..].chunks(N_BATCH).enumerate() {
+            batch.clear();
+            for (j, t) in chunk.iter().enumerate() {
+                let pos = shared + ci * N_BATCH + j;
+                batch
+                    .add(*t, pos as i32, &[seq], pos == last)
+                    .map_err(|e| fail("batch", e.to_string()))?;
+            }
+            if let Err(e) = self.ctx.decode(&mut batch) {
+                let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                return Err(fail("prompt decode", e.to_string()));
+            }
+        }
+        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
+        let mut st = Stream {
+            sampler,
+            prompt_tokens: tokens.len(),
+            pos: tokens.len(),
+            max_new: (r.sampling.max_tokens as usize).min(n_ctx - tokens.len()),
+            out: Vec::new(),
+            generated: 0,
+            next: None,
+            finish: "length",
+            logits_at: batch.n_tokens() - 1,
+            started,
+            decode_started: Instant::now(),
+        };
+        let vocab = self.model.model.vocab();
+        st.step_at(&self.ctx, &vocab);
+        self.slots[slot] = Slot {
+            resident: tokens,
+            stream: Some(st),
+        };
+        Ok(())
+    }
+
+    /// One `llama_decode` of the next token of every unfinished call, then one sampled token
+    /// each. Returns the calls that have finished (end of generation or `max_tokens`), with their
+    /// slots, which are free again. Errors: a failed decode (every call in flight is lost; call
+    /// [`Session::reset`]).
+    pub fn step(&mut self) -> Result<Vec<(usize, Answer)>> {
+        let mut batch = LlamaBatch::new(self.parallel as usize, self.parallel as i32);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(st) = &mut slot.stream else { continue };
+            let Some(tok) = st.next else { continue };
+            batch
+                .add(tok, st.pos as i32, &[i as i32], true)
+                .map_err(|e| fail("batch", e.to_string()))?;
+            st.logits_at = batch.n_tokens() - 1;
+            st.pos += 1;
+        }
+        if batch.n_tokens() > 0 {
+            self.ctx
+                .decode(&mut batch)
+                .map_err(|e| fail("decode", e.to_string()))?;
+            let vocab = self.model.model.vocab();
+            for slot in &mut self.slots {
+                if let Some(st) = &mut slot.stream
+                    && st.next.is_some()
+                {
+                    st.step_at(&self.ctx, &vocab);
+                }
+            }
+        }
+        let parallel = self.parallel;
+        Ok(self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, s)| s.stream.as_ref().is_some_and(|st| st.next.is_none()))
+            .map(|(i, s)| {
+                let st = s.stream.take().expect("filtered on a stream");
+                (
+                    i,
+                    Answer {
+                        text: String::from_utf8_lossy(&st.out).into_owned(),
+                        prompt_tokens: st.prompt_tokens as u64,
+                        completion_tokens: st.generated,
+                        usage_estimated: false,
+                        finish_reason: st.finish.into(),
+                        seconds: st.started.elapsed().as_secs_f64(),
+                        decode_seconds: Some(st.decode_started.elapsed().as_secs_f64()),
+                        batched: Some(parallel),
+                    },
+                )
+            })
             .collect())
     }
 }
@@ -429,7 +522,7 @@ impl Stream {
     /// Sample this sequence's next token from its logits in the last decode (for the first
     /// token, the decode of its prompt).
     fn step_at(&mut self, ctx: &LlamaContext<'_>, vocab: &LlamaVocab<'_>) {
-        let tok = self.sampler.sample(ctx, self.logits_at);
+        let tok = self.sampler.sample(ctx, vocab, self.logits_at, &self.out);
         self.take(tok, vocab);
     }
 
@@ -456,29 +549,107 @@ impl Stream {
 /// grammar admits the first pick, and checking one candidate instead of every token of the
 /// vocabulary (49,152 for SmolLM2) at every step is what keeps constrained decoding near the
 /// speed of free decoding.
+///
+/// With an item length penalty, the period's raw logit is raised first (see [`decayed`]).
 struct CallSampler {
     chain: LlamaSampler,
     grammar: Option<LlamaSampler>,
+    /// The item length penalty's start (characters), factor and the period token.
+    item_decay: Option<(usize, f32, LlamaToken)>,
+}
+
+/// Characters of the list item being written: those after the answer's last newline, less a
+/// leading `N. ` marker.
+fn item_chars(out: &[u8]) -> usize {
+    let line = out
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(out, |i| &out[i + 1..]);
+    let line = String::from_utf8_lossy(line);
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    let body = match line[digits..].strip_prefix(". ") {
+        Some(rest) if digits > 0 => rest,
+        _ => &line,
+    };
+    body.chars().count()
+}
+
+/// A logit raised by Hugging Face transformers' `ExponentialDecayLengthPenalty`:
+/// `l + |l|·(factor^over − 1)` for `over` characters past the start (unchanged at 0).
+fn decayed(logit: f32, factor: f32, over: usize) -> f32 {
+    logit + logit.abs() * (factor.powi(over.min(i32::MAX as usize) as i32) - 1.0)
 }
 
 impl CallSampler {
-    /// Sample the next token from the logits at batch index `idx`, and advance the grammar.
-    fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+    /// The raw logits at batch index `idx`, the period's raised when the item has run past the
+    /// length penalty's start.
+    fn logits(
+        item_decay: Option<(usize, f32, LlamaToken)>,
+        ctx: &LlamaContext<'_>,
+        idx: i32,
+        item_chars: usize,
+    ) -> LlamaTokenDataArray {
         let mut cur = ctx.token_data_array_ith(idx);
+        if let Some((start, factor, period)) = item_decay
+            && item_chars > start
+        {
+            // The array is in token-id order.
+            let d = &mut cur.data[period.0 as usize];
+            debug_assert_eq!(d.id(), period);
+            d.set_logit(decayed(d.logit(), factor, item_chars - start));
+        }
+        cur
+    }
+
+    /// Sample the next token from the logits at batch index `idx`, and advance the grammar.
+    /// `out`: the answer so far.
+    ///
+    /// Under the list grammar, a pick the grammar rejects because it starts with a space right
+    /// after a period (the model ended its sentence and would begin another, which an item may
+    /// not hold) ends the item instead: the newline, or after the last item the end of the
+    /// answer, whichever the grammar admits. A masked re-pick there would continue the sentence
+    /// with whatever the grammar still allows (`….The`, `….t.e.r`), which is junk.
+    fn sample(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        vocab: &LlamaVocab<'_>,
+        idx: i32,
+        out: &[u8],
+    ) -> LlamaToken {
+        let item_chars = item_chars(out);
+        let decay = self.item_decay;
+        let mut cur = Self::logits(self.item_decay, ctx, idx, item_chars);
         self.chain.apply(&mut cur);
         let mut tok = cur
             .selected_token()
             .expect("the chain ends in a selecting sampler");
         if let Some(g) = &mut self.grammar {
-            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(tok, 1.0, 0.0)], false);
-            g.apply(&mut one);
-            if one.data[0].logit() == f32::NEG_INFINITY {
-                let mut cur = ctx.token_data_array_ith(idx);
-                g.apply(&mut cur);
-                self.chain.apply(&mut cur);
-                tok = cur
-                    .selected_token()
-                    .expect("the chain ends in a selecting sampler");
+            let admits = |g: &mut LlamaSampler, t: LlamaToken| {
+                let mut one =
+                    LlamaTokenDataArray::new(vec![LlamaTokenData::new(t, 1.0, 0.0)], false);
+                g.apply(&mut one);
+                one.data[0].logit() != f32::NEG_INFINITY
+            };
+            if !admits(g, tok) {
+                let sentence_ended = out.last() == Some(&b'.')
+                    && vocab.token_to_piece(tok, false, None).first() == Some(&b' ');
+                let end = sentence_ended
+                    .then(|| {
+                        [vocab.nl(), vocab.eos()]
+                            .into_iter()
+                            .find(|&t| admits(g, t))
+                    })
+                    .flatten();
+                tok = match end {
+                    Some(end) => end,
+                    None => {
+                        let mut cur = Self::logits(decay, ctx, idx, item_chars);
+                        g.apply(&mut cur);
+                        self.chain.apply(&mut cur);
+                        cur.selected_token()
+                            .expect("the chain ends in a selecting sampler")
+                    }
+                };
             }
             g.accept(tok);
         }
@@ -498,9 +669,11 @@ pub fn call_seed(seed: u64, key: &str) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// Make the pending calls: one after another, or with `parallel` > 1 that many at a time as
-/// parallel sequences of one batch (in plan order, so the batches of a cold run are the same
-/// every time); one model, one context.
+/// Make the pending calls, in plan order, one model and one context: one after another, or with
+/// `parallel` > 1 up to that many in flight as parallel sequences of one batch, a finished call's
+/// sequence taken by the next pending call at once (continuous batching). The order in which
+/// calls start and finish depends only on the calls, so a cold run decodes the same batches
+/// every time.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     generator: &Generator,
@@ -529,61 +702,27 @@ pub fn run(
                 .map(|shape| super::structured::list_grammar(job.items, shape.item_chars))
         })
         .collect();
-    let mut queue: std::collections::VecDeque<usize> = pending.iter().copied().collect();
-    while !queue.is_empty() {
-        // Calls in one batch are in flight together: each holds its share of the budget, and
-        // one the budget cannot promise while the others run waits for the next batch.
-        let mut started = Vec::new();
-        while started.len() < parallel as usize {
-            let Some(&i) = queue.front() else { break };
-            let job = &jobs[i];
-            let cost = Budget::call_cost(&job.prompt, cfg.max_tokens);
-            match budget.try_start(cost) {
-                super::Start::Go => {
-                    queue.pop_front();
-                    started.push((i, cost));
-                }
-                super::Start::Wait if !started.is_empty() => break,
-                super::Start::Wait => {
-                    return Err(Error::internal(
-                        "the budget says to wait with no call in flight",
-                    ));
-                }
-                super::Start::Stop(why) => {
-                    queue.pop_front();
-                    progress.log(format!(
-                        "generate {}: {} skipped: {why}",
-                        generator.name, job.label
-                    ));
-                    let o = Outcome::Skipped { reason: why };
-                    tally.record(&o);
-                    outcomes.insert(i, o);
-                }
-            }
-        }
-        let requests: Vec<Request<'_>> = started
-            .iter()
-            .map(|&(i, _)| Request {
-                prompt: &jobs[i].prompt,
-                sampling: Sampling {
-                    temperature: cfg.temperature as f32,
-                    top_p: cfg.top_p as f32,
-                    top_k: cfg.top_k,
-                    max_tokens: cfg.max_tokens,
-                    seed: call_seed(cfg.seed, &jobs[i].id.key),
-                    repeat: generator
-                        .identity
-                        .repeat_penalty
-                        .map(|r| (r.penalty as f32, r.last_n)),
-                },
-                grammar: grammars[i].as_deref(),
-            })
-            .collect();
-        let answers = match session.generate_batch(&requests) {
-            Ok(a) => a,
-            Err(e) => started.iter().map(|_| Err(e.clone())).collect(),
-        };
-        for (&(i, cost), answer) in started.iter().zip(answers) {
+    let request = |i: usize| Request {
+        prompt: &jobs[i].prompt,
+        sampling: Sampling {
+            temperature: cfg.temperature as f32,
+            top_p: cfg.top_p as f32,
+            top_k: cfg.top_k,
+            max_tokens: cfg.max_tokens,
+            seed: call_seed(cfg.seed, &jobs[i].id.key),
+            repeat: generator
+                .identity
+                .repeat_penalty
+                .map(|r| (r.penalty as f32, r.last_n)),
+            item_decay: generator
+                .identity
+                .item_decay
+                .map(|d| (d.start, d.factor as f32)),
+        },
+        grammar: grammars[i].as_deref(),
+    };
+    let finish =
+        |i: usize, cost: u64, answer: Result<Answer>, outcomes: &mut BTreeMap<usize, Outcome>| {
             let job = &jobs[i];
             let o = match answer {
                 Ok(answer) => {
@@ -602,9 +741,79 @@ pub fn run(
             };
             tally.record(&o);
             outcomes.insert(i, o);
+            Ok::<(), Error>(())
+        };
+    let mut queue: std::collections::VecDeque<usize> = pending.iter().copied().collect();
+    // The call in flight in each slot, with the share of the budget it holds.
+    let mut in_flight: BTreeMap<usize, (usize, u64)> = BTreeMap::new();
+    loop {
+        // Fill the free slots. A call the budget cannot promise while others run waits for one
+        // of them to finish.
+        while let Some(&i) = queue.front() {
+            // One sequence: one call at a time, each from an empty cache.
+            let slot = if parallel > 1 {
+                session.free_slot()
+            } else {
+                Some(0)
+            };
+            let Some(slot) = slot else { break };
+            let cost = Budget::call_cost(&jobs[i].prompt, cfg.max_tokens);
+            match budget.try_start(cost) {
+                super::Start::Go => {
+                    queue.pop_front();
+                    if parallel == 1 {
+                        let r = request(i);
+                        let answer = session.generate_with(r.prompt, r.sampling, r.grammar);
+                        finish(i, cost, answer, outcomes)?;
+                    } else {
+                        match session.start(slot, &request(i)) {
+                            Ok(()) => {
+                                in_flight.insert(slot, (i, cost));
+                            }
+                            Err(e) => finish(i, cost, Err(e), outcomes)?,
+                        }
+                    }
+                }
+                super::Start::Wait if !in_flight.is_empty() => break,
+                super::Start::Wait => {
+                    return Err(Error::internal(
+                        "the budget says to wait with no call in flight",
+                    ));
+                }
+                super::Start::Stop(why) => {
+                    queue.pop_front();
+                    progress.log(format!(
+                        "generate {}: {} skipped: {why}",
+                        generator.name, jobs[i].label
+                    ));
+                    let o = Outcome::Skipped { reason: why };
+                    tally.record(&o);
+                    outcomes.insert(i, o);
+                }
+            }
+        }
+        if in_flight.is_empty() {
+            if queue.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        match session.step() {
+            Ok(done) => {
+                for (slot, answer) in done {
+                    let (i, cost) = in_flight.remove(&slot).expect("a call in flight there");
+                    finish(i, cost, Ok(answer), outcomes)?;
+                }
+            }
+            Err(e) => {
+                // Every call in flight is lost with the failed decode; the rest go on.
+                for (_, (i, cost)) in std::mem::take(&mut in_flight) {
+                    finish(i, cost, Err(e.clone()), outcomes)?;
+                }
+                session.reset();
+            }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -646,12 +855,38 @@ mod tests {
         );
         let key = serde_json::to_value(&constrained.identity).unwrap();
         assert_eq!(key["grammar_sampling"], "pick-then-check");
-        assert!(
-            serde_json::to_value(&free.identity)
-                .unwrap()
-                .get("grammar_sampling")
-                .is_none()
+        // The grammar is named (one sentence per item), so answers decoded under the first
+        // grammar, which admitted any text per item, are not reused.
+        assert_eq!(key["grammar"], "one-sentence-items");
+        assert!(key.get("item_decay").is_none(), "off unless asked for");
+        let steered = crate::llm::Generator::resolve(
+            "g",
+            &[crate::llm::GeneratorConfig {
+                name: "g".into(),
+                model: smollm2().display().to_string(),
+                structured: true,
+                item_decay_start: 120,
+                item_decay_factor: 1.02,
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&steered.identity).unwrap()["item_decay"],
+            serde_json::json!({"start": 120, "factor": 1.02})
         );
+        assert_ne!(
+            constrained.call_id("p", 0, 5).key,
+            steered.call_id("p", 0, 5).key
+        );
+        for field in ["grammar_sampling", "grammar"] {
+            assert!(
+                serde_json::to_value(&free.identity)
+                    .unwrap()
+                    .get(field)
+                    .is_none()
+            );
+        }
         // The repetition penalty: in the key when on, absent when off (1.0).
         assert!(
             serde_json::to_value(&free.identity)
@@ -679,6 +914,7 @@ mod tests {
         let off = s.generate(prompt, base).unwrap();
         let on = Sampling {
             repeat: Some((1.5, 64)),
+            item_decay: None,
             ..base
         };
         let a = s.generate(prompt, on).unwrap();
@@ -703,6 +939,7 @@ mod tests {
                         max_tokens: 200,
                         seed,
                         repeat: None,
+            item_decay: None,
                     },
                     Some(&grammar),
                 )
@@ -715,7 +952,14 @@ mod tests {
                     .strip_prefix(&format!("{}. ", i + 1))
                     .unwrap_or_else(|| panic!("{l}"));
                 let n = item.chars().count();
-                assert!((20..=80).contains(&n) && item.ends_with('.'), "{n}: {item}");
+                // One sentence: no period followed by a space; a period inside a word counts
+                // with the character after it as one unit of the 80-character bound.
+                let inner = item.matches('.').count() - 1;
+                assert!(
+                    (20..=80 + inner).contains(&n) && item.ends_with('.'),
+                    "{n}: {item}"
+                );
+                assert!(!item.contains(". "), "{item}");
             }
             let parsed = crate::filter::parse_answer(&a.text);
             assert_eq!(parsed.len(), 3);
@@ -734,6 +978,7 @@ mod tests {
             max_tokens: 8,
             seed: 7,
             repeat: None,
+            item_decay: None,
         };
         let prompt = "Name one technique adversaries use to hide malware.";
         let a = s.generate(prompt, sampling).unwrap();
@@ -770,6 +1015,7 @@ mod tests {
                     max_tokens: 4,
                     seed: 0,
                     repeat: None,
+                    item_decay: None,
                 },
             )
             .unwrap_err();
@@ -788,6 +1034,7 @@ mod tests {
             max_tokens,
             seed,
             repeat: None,
+            item_decay: None,
         }
     }
 
@@ -858,11 +1105,13 @@ mod tests {
         let shared = s.shared_prefix_tokens;
         // The chat template's opening and the whole head, at least.
         assert!(shared > 20, "{shared} tokens shared");
-        // The same prompt alone (two greedy samples of it, so nothing is shared between prompts).
+        // The same prompt alone, from an empty cache (two greedy samples of it: the second
+        // shares all of the first but its last token, evaluated again for its logits).
         let alone = s.generate_batch(&[req(&b), req(&b)]).unwrap();
         assert_eq!(
-            s.shared_prefix_tokens, shared,
-            "one prompt: nothing to share"
+            s.shared_prefix_tokens,
+            shared + alone[0].as_ref().unwrap().prompt_tokens - 1,
+            "the second sample shares the first's prompt"
         );
         let text = |r: &Result<Answer>| r.as_ref().unwrap().text.clone();
         assert_eq!(
@@ -871,6 +1120,53 @@ mod tests {
             "the copied cells hold what evaluation would"
         );
         assert_ne!(text(&mixed[0]), text(&mixed[1]));
+    }
+
+    #[test]
+    fn a_finished_sequence_takes_the_next_call_while_the_others_decode() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session_for(2).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let (a, b, c) = (
+            format!("{head}Name one tool that does this."),
+            "Name one malware family.".to_string(),
+            format!("{head}Name one operating system where this happens."),
+        );
+        let req = |prompt, max_tokens| Request {
+            prompt,
+            sampling: sampling(1, 0.0, max_tokens),
+            grammar: None,
+        };
+        s.start(0, &req(&a, 2)).unwrap();
+        s.start(1, &req(&b, 24)).unwrap();
+        assert_eq!((s.busy(), s.free_slot()), (2, None));
+        let mut steps = 0;
+        let first = loop {
+            steps += 1;
+            let done = s.step().unwrap();
+            if !done.is_empty() {
+                break done;
+            }
+        };
+        assert_eq!(first.len(), 1, "the short call finishes first: {first:?}");
+        assert_eq!(first[0].0, 0);
+        assert!(first[0].1.completion_tokens <= 2 && steps <= 2, "{first:?}");
+        // Slot 0 is free while slot 1 decodes; the next call takes it, reusing the cells of
+        // the prompt that slot still holds (the same head).
+        assert_eq!(s.free_slot(), Some(0));
+        let before = s.shared_prefix_tokens;
+        s.start(0, &req(&c, 4)).unwrap();
+        assert!(s.shared_prefix_tokens - before > 20, "the head is shared");
+        let mut answers = BTreeMap::new();
+        while s.busy() > 0 {
+            answers.extend(s.step().unwrap());
+        }
+        assert_eq!(answers.len(), 2);
+        assert!(answers[&0].completion_tokens <= 4);
+        assert!(answers[&1].completion_tokens > 2, "{:?}", answers[&1]);
+        // The same call alone, from an empty cache: the reused cells held what evaluation would.
+        let alone = s.generate_batch(&[req(&c, 4), req(&b, 1)]).unwrap();
+        assert_eq!(alone[0].as_ref().unwrap().text, answers[&0].text);
     }
 
     #[test]
@@ -925,6 +1221,66 @@ mod tests {
             e.message
         );
         assert!(r[1].as_ref().unwrap().completion_tokens > 0);
+    }
+
+    #[test]
+    fn the_current_item_is_counted_after_its_list_marker() {
+        assert_eq!(item_chars(b""), 0);
+        assert_eq!(item_chars(b"1. "), 0);
+        assert_eq!(item_chars(b"1. The loader"), 10);
+        assert_eq!(item_chars(b"1. The loader ran.\n12. It wrote"), 8);
+        assert_eq!(item_chars(b"1. First.\n"), 0);
+        // Characters, not bytes; a line without a marker counts whole.
+        assert_eq!(item_chars("1. Über".as_bytes()), 4);
+        assert_eq!(item_chars(b"2023 was"), 8);
+    }
+
+    #[test]
+    fn the_period_penalty_is_transformers_exponential_decay() {
+        // l + |l|·(f^over − 1): no change at the start, then growth by the factor per character
+        // (a positive logit is multiplied; a negative one rises towards and past 0).
+        assert_eq!(decayed(10.0, 1.02, 0), 10.0);
+        assert!((decayed(10.0, 1.02, 1) - 10.2).abs() < 1e-5);
+        assert!((decayed(10.0, 1.02, 50) - 10.0 * 1.02f32.powi(50)).abs() < 1e-3);
+        assert!((decayed(-2.0, 1.5, 2) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_item_length_penalty_ends_smollm2_items_sooner() {
+        let model = LocalModel::load(&smollm2(), 2, 1024).unwrap();
+        let mut s = model.session().unwrap();
+        let grammar = crate::llm::structured::list_grammar(3, 200);
+        let prompt = "Write 3 long, detailed sentences about how malware hides its code from antivirus tools.";
+        let mut mean_item = |item_decay| {
+            let mut n = Vec::new();
+            for seed in [1, 2, 3] {
+                let a = s
+                    .generate_with(
+                        prompt,
+                        Sampling {
+                            item_decay,
+                            ..sampling(seed, 0.8, 400)
+                        },
+                        Some(&grammar),
+                    )
+                    .unwrap();
+                assert_eq!(a.finish_reason, "stop", "{a:?}");
+                for c in crate::filter::parse_answer(&a.text) {
+                    n.push(c.text.chars().count());
+                }
+            }
+            assert_eq!(n.len(), 9);
+            (
+                n.iter().sum::<usize>() as f64 / 9.0,
+                n.iter().copied().max().unwrap(),
+            )
+        };
+        let (free, free_longest) = mean_item(None);
+        let (steered, longest) = mean_item(Some((60, 1.03)));
+        // 1.03 a character from 60 on: 1.03^40 ≈ 3.3 times the period's logit at 100 characters.
+        // Measured: mean 113 → 70 characters, longest 181 → 82.
+        assert!(longest < 120, "{longest} (free: {free_longest})");
+        assert!(steered < 0.8 * free, "{steered} vs {free}");
     }
 
     #[test]

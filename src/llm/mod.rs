@@ -70,10 +70,32 @@ pub struct Identity {
     /// answers sampled grammar-first (synthcti before this field) had no such field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grammar_sampling: Option<String>,
+    /// Local structured generators: which list grammar the answer is decoded under —
+    /// `one-sentence-items`, each item a single sentence ([`structured::list_grammar`]).
+    /// Absent otherwise; answers decoded under the first grammar (items of any number of
+    /// sentences, synthcti before this field) had no such field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
     /// Local generators with `repeat_penalty` ≠ 1: the penalty and the tokens it looks back
     /// over. Absent otherwise, so other keys are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_penalty: Option<RepeatPenalty>,
+    /// Local structured generators with `item_decay_start` > 0: the period's length penalty.
+    /// Absent otherwise, so other keys are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_decay: Option<ItemDecay>,
+}
+
+/// The exponential length penalty of a local structured generator's list items (part of its
+/// identity): Hugging Face transformers' `ExponentialDecayLengthPenalty` (`generate`'s
+/// `exponential_decay_length_penalty = (start_index, decay_factor)`), counted in characters of
+/// the current item and applied to the token `.` instead of end-of-sequence.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ItemDecay {
+    /// Characters of an item after which the period is favoured.
+    pub start: usize,
+    /// Growth per character over `start` (> 1).
+    pub factor: f64,
 }
 
 /// llama.cpp's repetition penalty of a local generator (part of its identity).
@@ -176,11 +198,20 @@ impl Generator {
                     .then_some(source.parallel),
                 grammar_sampling: (source.provider == ProviderKind::Local && source.structured)
                     .then(|| "pick-then-check".to_string()),
+                grammar: (source.provider == ProviderKind::Local && source.structured)
+                    .then(|| structured::LIST_GRAMMAR.to_string()),
                 repeat_penalty: (source.provider == ProviderKind::Local
                     && source.repeat_penalty != 1.0)
                     .then_some(RepeatPenalty {
                         penalty: source.repeat_penalty,
                         last_n: source.repeat_last_n,
+                    }),
+                item_decay: (source.provider == ProviderKind::Local
+                    && source.structured
+                    && source.item_decay_start > 0)
+                    .then_some(ItemDecay {
+                        start: source.item_decay_start,
+                        factor: source.item_decay_factor,
                     }),
             },
             config: source.clone(),
