@@ -17,7 +17,10 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// and `repetition` filters.
 /// Version 5: the meta filter also finds the prompt's wording echoed back (sentence counts,
 /// "numbered list", "one per line", the prompt's labels).
-pub const FILTER_VERSION: u32 = 7;
+/// Version 8: the `cut-off` filter; the meta filter finds the prompt's frame (the word
+/// "sentence", the persona, the report as the subject, the reader addressed), phrases as whole
+/// words (6 and 7 were never released).
+pub const FILTER_VERSION: u32 = 8;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -303,7 +306,13 @@ fn cut_off(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            shape.is_some_and(|s| c.text.chars().count() >= s.item_chars)
+            // Counted as the grammar bounds an item: a period inside a word goes with the
+            // character after it.
+            let units = |t: &str| {
+                let t = t.strip_suffix('.').unwrap_or(t);
+                t.chars().count() - t.matches('.').count() + 1
+            };
+            shape.is_some_and(|s| units(&c.text) >= s.item_chars)
                 || (answer.finish_reason == "length" && i + 1 == n)
         })
         .collect()

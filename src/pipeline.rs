@@ -1446,7 +1446,7 @@ fn synthesize(
                 },
                 if u.made > 0 && secs > 0.0 && u.estimated_answers == 0 {
                     format!(
-                        " ({:.1} completion tokens/s over {:.0} s of calls)",
+                        " ({:.1} completion tokens/s over the stage's {:.0} s, model load included)",
                         new_tokens as f64 / secs,
                         secs
                     )

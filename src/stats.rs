@@ -20,7 +20,9 @@
 //! on a rare class towards 0, so the interval sits below the point estimate: on CTI-to-MITRE
 //! (36 target techniques with 1–3 test sentences) the pooled interval of the
 //! `attack-description` arm was [+0.0545, +0.0844] around a point of +0.0861. With `L_b` the
-//! point estimate is unchanged (every sentence is drawn once).
+//! point estimate is unchanged (every sentence is drawn once). A resample that draws no class of
+//! a set at all (likely only for a set of a few classes with one test sentence each) scores 0
+//! for both classifiers, a delta of 0.
 //!
 //! **Pooled over replicates** ([`pooled_delta`]): a replicate has its own split, generation and
 //! training seed, so its test sentences differ. Each resample draws a bootstrap sample inside every

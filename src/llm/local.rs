@@ -2,8 +2,12 @@
 //!
 //! The prompt is wrapped in the model's own chat template (read from the GGUF), tokenized with
 //! the model's tokenizer, and sampled with top-p → temperature → a seeded distribution sampler.
-//! Each call's seed is derived from the generator seed and the call key, so an answer does not
-//! depend on which calls ran before it.
+//! Each call's seed is derived from the generator seed and the call key. With one sequence
+//! (`parallel = 1`) every call starts from an empty cache, so an answer does not depend on which
+//! calls ran before it. With parallel sequences, what a call is batched with and which prompt
+//! cells it reuses change how llama.cpp rounds, so a call can sample differently when the calls
+//! around it differ (a resumed run, another budget); a cold run of the same plan makes the same
+//! calls in the same order and gets the same answers.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -574,6 +578,27 @@ fn item_chars(out: &[u8]) -> usize {
     body.chars().count()
 }
 
+/// Abbreviations whose period does not end a sentence (lower case, without the period).
+const ABBREVIATIONS: &[&str] = &[
+    "inc", "ltd", "corp", "co", "etc", "no", "nos", "vs", "approx", "fig", "dr", "mr", "mrs", "ms",
+    "jr", "sr", "st", "ver", "vol",
+];
+
+/// Whether the answer so far ends with a period that closes a sentence: after a word of at least
+/// two characters that holds no period of its own and is not an abbreviation, so "e.g.", "i.e.",
+/// "U.S.", "Inc." and "No." do not end an item.
+fn ends_a_sentence(out: &[u8]) -> bool {
+    let Some(body) = out.strip_suffix(b".") else {
+        return false;
+    };
+    let word = body
+        .iter()
+        .rposition(|b| b.is_ascii_whitespace())
+        .map_or(body, |i| &body[i + 1..]);
+    let word = String::from_utf8_lossy(word).to_lowercase();
+    word.chars().count() >= 2 && !word.contains('.') && !ABBREVIATIONS.contains(&word.as_str())
+}
+
 /// A logit raised by Hugging Face transformers' `ExponentialDecayLengthPenalty`:
 /// `l + |l|·(factor^over − 1)` for `over` characters past the start (unchanged at 0).
 fn decayed(logit: f32, factor: f32, over: usize) -> f32 {
@@ -608,7 +633,9 @@ impl CallSampler {
     /// after a period (the model ended its sentence and would begin another, which an item may
     /// not hold) ends the item instead: the newline, or after the last item the end of the
     /// answer, whichever the grammar admits. A masked re-pick there would continue the sentence
-    /// with whatever the grammar still allows (`….The`, `….t.e.r`), which is junk.
+    /// with whatever the grammar still allows (`….The`, `….t.e.r`), which is junk. After an
+    /// abbreviation ([`ends_a_sentence`]) and in an item still under the grammar's shortest
+    /// (neither the newline nor the end admitted yet), the masked re-pick is what happens.
     fn sample(
         &mut self,
         ctx: &LlamaContext<'_>,
@@ -631,7 +658,7 @@ impl CallSampler {
                 one.data[0].logit() != f32::NEG_INFINITY
             };
             if !admits(g, tok) {
-                let sentence_ended = out.last() == Some(&b'.')
+                let sentence_ended = ends_a_sentence(out)
                     && vocab.token_to_piece(tok, false, None).first() == Some(&b' ');
                 let end = sentence_ended
                     .then(|| {
@@ -672,8 +699,8 @@ pub fn call_seed(seed: u64, key: &str) -> u32 {
 /// Make the pending calls, in plan order, one model and one context: one after another, or with
 /// `parallel` > 1 up to that many in flight as parallel sequences of one batch, a finished call's
 /// sequence taken by the next pending call at once (continuous batching). The order in which
-/// calls start and finish depends only on the calls, so a cold run decodes the same batches
-/// every time.
+/// calls start and finish depends only on the pending calls, so a cold run of the same plan
+/// decodes the same batches every time.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     generator: &Generator,
@@ -857,7 +884,7 @@ mod tests {
         assert_eq!(key["grammar_sampling"], "pick-then-check");
         // The grammar is named (one sentence per item), so answers decoded under the first
         // grammar, which admitted any text per item, are not reused.
-        assert_eq!(key["grammar"], "one-sentence-items");
+        assert_eq!(key["grammar"], "sentence-per-item");
         assert!(key.get("item_decay").is_none(), "off unless asked for");
         let steered = crate::llm::Generator::resolve(
             "g",
@@ -1233,6 +1260,18 @@ mod tests {
         // Characters, not bytes; a line without a marker counts whole.
         assert_eq!(item_chars("1. Über".as_bytes()), 4);
         assert_eq!(item_chars(b"2023 was"), 8);
+    }
+
+    #[test]
+    fn a_period_after_a_word_ends_a_sentence_and_after_an_abbreviation_does_not() {
+        assert!(ends_a_sentence(b"1. The loader ran."));
+        assert!(ends_a_sentence(b"1. It wrote evil.dll into the folder."));
+        for abbreviation in ["e.g.", "i.e.", "U.S.", "Inc.", "No.", "etc."] {
+            let out = format!("1. Browsers, {abbreviation}");
+            assert!(!ends_a_sentence(out.as_bytes()), "{abbreviation}");
+        }
+        assert!(!ends_a_sentence(b"1. The loader ran"));
+        assert!(!ends_a_sentence(b""));
     }
 
     #[test]
