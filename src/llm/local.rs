@@ -549,10 +549,11 @@ impl Stream {
 /// One call's sampling, llama.cpp's `common_sampler_sample` with `grammar_first = false`: the
 /// chain picks a token from the raw logits, and only that token is checked against the grammar;
 /// when the grammar rejects it, the grammar masks the whole vocabulary and the chain picks again
-/// from what it admits. The token is the one a grammar-first chain would pick whenever the
-/// grammar admits the first pick, and checking one candidate instead of every token of the
-/// vocabulary (49,152 for SmolLM2) at every step is what keeps constrained decoding near the
-/// speed of free decoding.
+/// from what it admits. Under greedy decoding the token is the one a grammar-first chain would
+/// pick; when sampling, a token the grammar admits keeps the chance the unmasked distribution
+/// gives it, and the rejected mass goes to the re-pick (llama.cpp's behaviour too). Checking one
+/// candidate instead of every token of the vocabulary (49,152 for SmolLM2) at every step is
+/// what keeps constrained decoding near the speed of free decoding.
 ///
 /// With an item length penalty, the period's raw logit is raised first (see [`decayed`]).
 struct CallSampler {

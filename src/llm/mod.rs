@@ -281,8 +281,10 @@ pub struct Answer {
     pub seconds: f64,
     #[serde(default)]
     pub decode_seconds: Option<f64>,
-    /// Local only: how many sequences were decoded together in the batch that produced this
-    /// answer (absent: one), so `seconds` and `decode_seconds` are the batch's.
+    /// Local only: how many sequences the session decodes together (`parallel`; absent: one).
+    /// `seconds` and `decode_seconds` are then this call's own, from its prompt's evaluation and
+    /// from its first sampled token to its end, overlapping the other calls in flight (answers
+    /// cached before continuous batching carry their batch's times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batched: Option<u32>,
 }
