@@ -600,6 +600,29 @@ fn ends_a_sentence(out: &[u8]) -> bool {
     word.chars().count() >= 2 && !word.contains('.') && !ABBREVIATIONS.contains(&word.as_str())
 }
 
+/// Whether `piece`, sampled after the answer so far, begins a new sentence after one that
+/// ended ([`ends_a_sentence`]): it starts with a space (which the grammar rejects inside an
+/// item), or with a digit right after a word of letters ("masked.1": the next list number with
+/// its newline left out, which the grammar admits as a word with a period inside, and from
+/// which SmolLM2 under the length penalty ran on as "masked.1.1.1.2.1…" to `max_tokens`). A
+/// period inside a word that is not all letters ("v2.1", "10.0.0.1") and a letter
+/// ("evil.com", "payload.DLL") do not.
+fn starts_a_new_sentence(out: &[u8], piece: &[u8]) -> bool {
+    if !ends_a_sentence(out) {
+        return false;
+    }
+    let body = &out[..out.len() - 1];
+    let word = body
+        .iter()
+        .rposition(|b| b.is_ascii_whitespace())
+        .map_or(body, |i| &body[i + 1..]);
+    match piece.first() {
+        Some(b' ') => true,
+        Some(c) if c.is_ascii_digit() => word.iter().all(u8::is_ascii_alphabetic),
+        _ => false,
+    }
+}
+
 /// A logit raised by Hugging Face transformers' `ExponentialDecayLengthPenalty`:
 /// `l + |l|·(factor^over − 1)` for `over` characters past the start (unchanged at 0).
 fn decayed(logit: f32, factor: f32, over: usize) -> f32 {
@@ -630,10 +653,10 @@ impl CallSampler {
     /// Sample the next token from the logits at batch index `idx`, and advance the grammar.
     /// `out`: the answer so far.
     ///
-    /// Under the list grammar, a pick the grammar rejects because it starts with a space right
-    /// after a period (the model ended its sentence and would begin another, which an item may
-    /// not hold) ends the item instead: the newline, or after the last item the end of the
-    /// answer, whichever the grammar admits. A masked re-pick there would continue the sentence
+    /// Under the list grammar, a pick that begins a new sentence right after a sentence's period
+    /// ([`starts_a_new_sentence`]: the model ended its sentence and would begin another, which
+    /// an item may not hold) ends the item instead: the newline, or after the last item the end
+    /// of the answer, whichever the grammar admits. A masked re-pick there would continue the sentence
     /// with whatever the grammar still allows (`….The`, `….t.e.r`), which is junk. After an
     /// abbreviation ([`ends_a_sentence`]) and in an item still under the grammar's shortest
     /// (neither the newline nor the end admitted yet), the masked re-pick is what happens.
@@ -658,26 +681,23 @@ impl CallSampler {
                 g.apply(&mut one);
                 one.data[0].logit() != f32::NEG_INFINITY
             };
-            if !admits(g, tok) {
-                let sentence_ended = ends_a_sentence(out)
-                    && vocab.token_to_piece(tok, false, None).first() == Some(&b' ');
-                let end = sentence_ended
-                    .then(|| {
-                        [vocab.nl(), vocab.eos()]
-                            .into_iter()
-                            .find(|&t| admits(g, t))
-                    })
-                    .flatten();
-                tok = match end {
-                    Some(end) => end,
-                    None => {
-                        let mut cur = Self::logits(decay, ctx, idx, item_chars);
-                        g.apply(&mut cur);
-                        self.chain.apply(&mut cur);
-                        cur.selected_token()
-                            .expect("the chain ends in a selecting sampler")
-                    }
-                };
+            // A new sentence after a sentence's period ends the item instead.
+            let end = starts_a_new_sentence(out, &vocab.token_to_piece(tok, false, None))
+                .then(|| {
+                    [vocab.nl(), vocab.eos()]
+                        .into_iter()
+                        .find(|&t| admits(g, t))
+                })
+                .flatten();
+            if let Some(end) = end {
+                tok = end;
+            } else if !admits(g, tok) {
+                let mut cur = Self::logits(decay, ctx, idx, item_chars);
+                g.apply(&mut cur);
+                self.chain.apply(&mut cur);
+                tok = cur
+                    .selected_token()
+                    .expect("the chain ends in a selecting sampler");
             }
             g.accept(tok);
         }
@@ -885,7 +905,7 @@ mod tests {
         assert_eq!(key["grammar_sampling"], "pick-then-check");
         // The grammar is named (one sentence per item), so answers decoded under the first
         // grammar, which admitted any text per item, are not reused.
-        assert_eq!(key["grammar"], "sentence-per-item");
+        assert_eq!(key["grammar"], "one-sentence-per-item");
         assert!(key.get("item_decay").is_none(), "off unless asked for");
         let steered = crate::llm::Generator::resolve(
             "g",
@@ -1273,6 +1293,19 @@ mod tests {
         }
         assert!(!ends_a_sentence(b"1. The loader ran"));
         assert!(!ends_a_sentence(b""));
+    }
+
+    #[test]
+    fn a_space_or_digit_after_a_sentence_begins_a_new_one() {
+        let ended = b"1. The thread can be masked.";
+        assert!(starts_a_new_sentence(ended, b" The"));
+        assert!(starts_a_new_sentence(ended, b"1"));
+        assert!(!starts_a_new_sentence(ended, b"com"));
+        assert!(!starts_a_new_sentence(b"1. It loaded payload.", b"DLL"));
+        assert!(!starts_a_new_sentence(b"1. It fetched v2.", b"1"));
+        assert!(!starts_a_new_sentence(b"1. It beaconed to 10.", b"0"));
+        assert!(!starts_a_new_sentence(b"1. Browsers, e.g.", b" Chrome"));
+        assert!(!starts_a_new_sentence(b"1. The thread", b" can"));
     }
 
     #[test]

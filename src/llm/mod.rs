@@ -71,7 +71,7 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grammar_sampling: Option<String>,
     /// Local structured generators: which list grammar the answer is decoded under —
-    /// `sentence-per-item`, each item a single sentence ([`structured::list_grammar`]).
+    /// `one-sentence-per-item`, each item a single sentence ([`structured::list_grammar`]).
     /// Absent otherwise; answers decoded under the first grammar (items of any number of
     /// sentences, synthcti before this field) had no such field.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,7 @@ pub const MIN_ITEM_CHARS: usize = 20;
 
 /// The name of the grammar [`list_grammar`] writes (part of a local structured generator's
 /// identity, so of its call keys).
-pub const LIST_GRAMMAR: &str = "sentence-per-item";
+pub const LIST_GRAMMAR: &str = "one-sentence-per-item";
 
 /// A GBNF grammar (llama.cpp's `grammars/README.md` syntax) admitting exactly `items` numbered
 /// lines `1. …` to `N. …`, separated by one newline, each item one sentence: it starts with a
