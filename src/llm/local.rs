@@ -187,59 +187,22 @@ impl Session<'_> {
         s: Sampling,
         grammar: Option<&str>,
     ) -> Result<Answer> {
-        let started = Instant::now();
-        let model = &self.model.model;
-        let vocab = model.vocab();
-        let tokens = self.prompt_tokens(prompt)?;
-        let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
-        let max_new = (s.max_tokens as usize).min(n_ctx - tokens.len());
+        // One sequence from an empty cache: the same prompt evaluation and token-by-token decode
+        // as parallel calls, alone in its batch.
         self.reset();
-        let n_batch = 512usize;
-        let mut batch = LlamaBatch::new(n_batch.max(1), 1);
-        let last = tokens.len() - 1;
-        for (ci, chunk) in tokens.chunks(n_batch).enumerate() {
-            batch.clear();
-            for (j, t) in chunk.iter().enumerate() {
-                let pos = ci * n_batch + j;
-                batch
-                    .add(*t, pos as i32, &[0], pos == last)
-                    .map_err(|e| fail("batch", e.to_string()))?;
+        self.start(
+            0,
+            &Request {
+                prompt,
+                sampling: s,
+                grammar,
+            },
+        )?;
+        loop {
+            if let Some((_, answer)) = self.step()?.pop() {
+                return Ok(answer);
             }
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| fail("prompt decode", e.to_string()))?;
         }
-        let decode_started = Instant::now();
-        let mut sampler = self.sampler(s, grammar)?;
-        let mut out: Vec<u8> = Vec::new();
-        let mut generated = 0u64;
-        let mut finish = "length";
-        for pos in tokens.len()..tokens.len() + max_new {
-            let tok = sampler.sample(&self.ctx, &vocab, batch.n_tokens() - 1, &out);
-            if vocab.is_eog(tok) {
-                finish = "stop";
-                break;
-            }
-            generated += 1;
-            out.extend(vocab.token_to_piece(tok, false, None));
-            batch.clear();
-            batch
-                .add(tok, pos as i32, &[0], true)
-                .map_err(|e| fail("batch", e.to_string()))?;
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| fail("decode", e.to_string()))?;
-        }
-        Ok(Answer {
-            text: String::from_utf8_lossy(&out).into_owned(),
-            prompt_tokens: tokens.len() as u64,
-            completion_tokens: generated,
-            usage_estimated: false,
-            finish_reason: finish.into(),
-            seconds: started.elapsed().as_secs_f64(),
-            decode_seconds: Some(decode_started.elapsed().as_secs_f64()),
-            batched: None,
-        })
     }
 
     /// The prompt wrapped in the model's chat template, as tokens. Errors: a GGUF without a chat
@@ -510,7 +473,7 @@ impl Session<'_> {
                         finish_reason: st.finish.into(),
                         seconds: st.started.elapsed().as_secs_f64(),
                         decode_seconds: Some(st.decode_started.elapsed().as_secs_f64()),
-                        batched: Some(parallel),
+                        batched: (parallel > 1).then_some(parallel),
                     },
                 )
             })
@@ -579,6 +542,13 @@ fn item_chars(out: &[u8]) -> usize {
     body.chars().count()
 }
 
+/// The bytes after the last white space of `text` (all of it when there is none).
+fn last_word(text: &[u8]) -> &[u8] {
+    text.iter()
+        .rposition(|b| b.is_ascii_whitespace())
+        .map_or(text, |i| &text[i + 1..])
+}
+
 /// Abbreviations whose period does not end a sentence (lower case, without the period).
 const ABBREVIATIONS: &[&str] = &[
     "inc", "ltd", "corp", "co", "etc", "no", "nos", "vs", "approx", "fig", "dr", "mr", "mrs", "ms",
@@ -592,11 +562,7 @@ fn ends_a_sentence(out: &[u8]) -> bool {
     let Some(body) = out.strip_suffix(b".") else {
         return false;
     };
-    let word = body
-        .iter()
-        .rposition(|b| b.is_ascii_whitespace())
-        .map_or(body, |i| &body[i + 1..]);
-    let word = String::from_utf8_lossy(word).to_lowercase();
+    let word = String::from_utf8_lossy(last_word(body)).to_lowercase();
     word.chars().count() >= 2 && !word.contains('.') && !ABBREVIATIONS.contains(&word.as_str())
 }
 
@@ -611,11 +577,7 @@ fn starts_a_new_sentence(out: &[u8], piece: &[u8]) -> bool {
     if !ends_a_sentence(out) {
         return false;
     }
-    let body = &out[..out.len() - 1];
-    let word = body
-        .iter()
-        .rposition(|b| b.is_ascii_whitespace())
-        .map_or(body, |i| &body[i + 1..]);
+    let word = last_word(&out[..out.len() - 1]);
     match piece.first() {
         Some(b' ') => true,
         Some(c) if c.is_ascii_digit() => word.iter().all(u8::is_ascii_alphabetic),
@@ -667,7 +629,12 @@ impl CallSampler {
         idx: i32,
         out: &[u8],
     ) -> LlamaToken {
-        let item_chars = item_chars(out);
+        // Only the length penalty needs the item's length.
+        let item_chars = if self.item_decay.is_some() {
+            item_chars(out)
+        } else {
+            0
+        };
         let decay = self.item_decay;
         let mut cur = Self::logits(self.item_decay, ctx, idx, item_chars);
         self.chain.apply(&mut cur);
@@ -681,14 +648,16 @@ impl CallSampler {
                 g.apply(&mut one);
                 one.data[0].logit() != f32::NEG_INFINITY
             };
-            // A new sentence after a sentence's period ends the item instead.
-            let end = starts_a_new_sentence(out, &vocab.token_to_piece(tok, false, None))
-                .then(|| {
-                    [vocab.nl(), vocab.eos()]
-                        .into_iter()
-                        .find(|&t| admits(g, t))
-                })
-                .flatten();
+            // A new sentence after a sentence's period ends the item instead (the pick is
+            // detokenized only after a period).
+            let end = (ends_a_sentence(out)
+                && starts_a_new_sentence(out, &vocab.token_to_piece(tok, false, None)))
+            .then(|| {
+                [vocab.nl(), vocab.eos()]
+                    .into_iter()
+                    .find(|&t| admits(g, t))
+            })
+            .flatten();
             if let Some(end) = end {
                 tok = end;
             } else if !admits(g, tok) {
