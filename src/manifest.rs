@@ -455,7 +455,8 @@ pub fn env_overrides(
 ) -> Result<(Vec<SetArg>, Vec<String>)> {
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
-        .filter(|(k, _)| k.starts_with("SYNTHCTI_"))
+        // `cargo run` also hands the program the build script's `SYNTHCTI_GIT_COMMIT`.
+        .filter(|(k, _)| k.starts_with("SYNTHCTI_") && k != "SYNTHCTI_GIT_COMMIT")
         .collect();
     vars.sort();
     let mut sets = Vec::new();
@@ -1839,5 +1840,12 @@ mod tests {
         assert!(SetArg::parse("a..b=1").is_err());
         let s = SetArg::parse("data.kind=tram-multi").unwrap();
         assert_eq!(s.value.as_str(), Some("tram-multi"));
+    }
+
+    #[test]
+    fn the_build_scripts_commit_variable_is_no_manifest_key_and_no_warning() {
+        let (sets, warnings) =
+            env_overrides([("SYNTHCTI_GIT_COMMIT".to_string(), "743fdbf".to_string())]).unwrap();
+        assert!(sets.is_empty() && warnings.is_empty(), "{warnings:?}");
     }
 }
