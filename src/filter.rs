@@ -20,7 +20,10 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 8: the `cut-off` filter; the meta filter finds the prompt's frame (the word
 /// "sentence", the persona, the report as the subject, the reader addressed), phrases as whole
 /// words (6 and 7 were never released).
-pub const FILTER_VERSION: u32 = 8;
+/// Version 10: the meta filter finds the first person singular and the second person, the
+/// answer's own frame ("Another example of…", "…adding to the list", "This response…") and the
+/// template's own wording echoed (9 was never released).
+pub const FILTER_VERSION: u32 = 10;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -320,7 +323,11 @@ fn cut_off(
 
 /// Which junk filter removes a well-shaped sentence: a literal ATT&CK reference, a meta-sentence,
 /// a repeated n-gram (each when enabled), with what was found.
-fn junk_problem(t: &str, cfg: &FilterConfig) -> Option<(&'static str, String)> {
+fn junk_problem(
+    t: &str,
+    cfg: &FilterConfig,
+    instruction: &HashSet<Vec<String>>,
+) -> Option<(&'static str, String)> {
     if cfg.attack_ids
         && let Some(m) = crate::junk::attack_reference(t)
     {
@@ -328,6 +335,11 @@ fn junk_problem(t: &str, cfg: &FilterConfig) -> Option<(&'static str, String)> {
     }
     if cfg.meta && crate::junk::is_meta(t) {
         return Some(("meta", "about the task or the list".into()));
+    }
+    if cfg.meta
+        && let Some(g) = crate::junk::echoes(t, instruction)
+    {
+        return Some(("meta", format!("echoes the prompt: \"{g}\"")));
     }
     if let Some(g) = crate::junk::repeated_ngram(t, cfg.repeated_ngram) {
         return Some(("repetition", format!("repeats \"{g}\"")));
@@ -340,12 +352,23 @@ fn normalized(t: &str) -> String {
     words(t).join(" ")
 }
 
+/// Words of the prompt's own n-grams the meta filter looks for in a sentence (see
+/// [`FilterInput::template`]): trigrams, which catch "a threat actor or its malware" echoed from
+/// "what a threat actor or its malware did" and "does not copy them" from "do not copy them",
+/// and after the real train sentences' trigrams are taken out flag few sentences that merely
+/// share the topic's words.
+const ECHO_NGRAM: usize = 3;
+
 /// Inputs of the filter stage besides the generation.
 pub struct FilterInput<'a> {
     /// Real train sentences: (text, technique).
     pub train: &'a [(String, String)],
     /// Test sentences: read only to detect leakage.
     pub test: &'a [String],
+    /// The text of the template the prompts were rendered from: with the meta filter on, a
+    /// sentence that holds a word trigram of its own wording which no real train sentence holds
+    /// ([`crate::junk::instruction_ngrams`]) is a meta-sentence. `None`: no such check.
+    pub template: Option<&'a str>,
     /// Predicts a technique for each text (the reference classifier), when enabled.
     #[allow(clippy::type_complexity)]
     pub reference: Option<&'a dyn Fn(&[&str]) -> Vec<String>>,
@@ -404,6 +427,13 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
     let train_vecs: Vec<SparseVec> = input.train.iter().map(|x| space.vector(&x.0)).collect();
     let test_vecs: Vec<SparseVec> = input.test.iter().map(|t| space.vector(t)).collect();
     let train_norm: HashSet<String> = input.train.iter().map(|x| normalized(&x.0)).collect();
+    let instruction = match input.template {
+        Some(t) if cfg.meta => {
+            let real: Vec<&str> = input.train.iter().map(|x| x.0.as_str()).collect();
+            crate::junk::instruction_ngrams(t, &real, ECHO_NGRAM)
+        }
+        _ => HashSet::new(),
+    };
 
     let mut seen: HashSet<String> = HashSet::new();
     let mut kept_vecs: Vec<SparseVec> = Vec::new();
@@ -429,7 +459,7 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
             }
             s.filters_passed
                 .extend(["empty", "malformed", "cut-off", "overlong"].map(String::from));
-            if let Some((f, why)) = junk_problem(&c.text, cfg) {
+            if let Some((f, why)) = junk_problem(&c.text, cfg, &instruction) {
                 s.similar_to = Some(why);
                 return Some(f);
             }
@@ -849,10 +879,60 @@ mod tests {
             &FilterInput {
                 train: &[],
                 test: &[],
+                template: None,
                 reference: None,
             },
             cfg,
         )
+    }
+
+    #[test]
+    fn a_sentence_echoing_the_templates_wording_is_meta() {
+        let generation = make_generation(&[
+            "1. A threat actor or its malware may query the registry for installed software.\n2. The loader queried the Uninstall registry key for installed software.",
+        ]);
+        let template = "Say what a threat actor or its malware did:\n{% for e in examples %}- {{ e }}\n{% endfor %}";
+        let train = vec![(
+            "The group's malware queried the registry.".to_string(),
+            "T1".to_string(),
+        )];
+        let run = |template| {
+            filter(
+                &generation,
+                &FilterInput {
+                    train: &train,
+                    test: &[],
+                    template,
+                    reference: None,
+                },
+                &FilterConfig::default(),
+            )
+        };
+        let out = run(Some(template));
+        let first = &out.sentences[0];
+        assert_eq!(first.rejected_by.as_deref(), Some("meta"));
+        assert_eq!(
+            first.similar_to.as_deref(),
+            Some("echoes the prompt: \"a threat actor\"")
+        );
+        assert!(out.sentences[1].kept, "{:?}", out.sentences[1]);
+        // Without the template, or with the meta filter off, the first one stays.
+        assert!(run(None).sentences[0].kept);
+        let off = FilterConfig {
+            meta: false,
+            ..FilterConfig::default()
+        };
+        let out = filter(
+            &generation,
+            &FilterInput {
+                train: &train,
+                test: &[],
+                template: Some(template),
+                reference: None,
+            },
+            &off,
+        );
+        assert!(out.sentences[0].kept);
     }
 
     /// The similarity space is fitted without test sentences: the same candidates against the same
@@ -881,6 +961,7 @@ mod tests {
                 &FilterInput {
                     train: &train,
                     test,
+                    template: None,
                     reference: None,
                 },
                 &cfg,
@@ -1020,6 +1101,7 @@ mod tests {
             &FilterInput {
                 train: &train,
                 test: &test,
+                template: None,
                 reference: None,
             },
             &cfg,
@@ -1051,6 +1133,7 @@ mod tests {
         let input = FilterInput {
             train: &[],
             test: &[],
+            template: None,
             reference: None,
         };
         // Under a structured shape of 60 characters: an item of 60 was cut by the grammar there
@@ -1105,6 +1188,7 @@ mod tests {
             &FilterInput {
                 train: &train,
                 test: &[],
+                template: None,
                 reference: Some(&predict),
             },
             &FilterConfig::default(),

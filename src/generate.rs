@@ -37,6 +37,22 @@ impl crate::cache::StageParams for GenerateParams<'_> {
     }
 }
 
+/// A top-up round's parameters (its cache key, with the generation before it and that
+/// generation's filter entry as its inputs: what the filter kept decides what is asked). The
+/// entry holds the round's calls.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopUpParams {
+    /// 1 for the first top-up round.
+    pub round: usize,
+}
+
+impl crate::cache::StageParams for TopUpParams {
+    const STAGE: &'static str = "top-up";
+    fn version(&self) -> u32 {
+        GENERATE_VERSION
+    }
+}
+
 /// One call of the stage and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallRecord {
@@ -203,51 +219,152 @@ pub fn plan_calls(
                 t.technique
             ))
         })?;
-        let (description, full_description) = clean_description(&tech.description);
+        let description = clean_description(&tech.description);
         let k = t.clusters.len();
-        for (ci, c) in t.clusters.iter().enumerate() {
+        for ci in 0..k {
             let share = r / k + usize::from(ci < r % k);
-            let mut asked = 0;
-            while asked < share {
-                let n = per_call.min(share - asked);
-                asked += n;
-                let vars = PromptVars {
-                    technique_id: t.technique.clone(),
-                    technique_name: tech.name.clone(),
-                    description: description.clone(),
-                    full_description: full_description.clone(),
-                    tactics: tech.tactics.clone(),
-                    examples: c
-                        .representatives
-                        .iter()
-                        .map(|&i| t.texts[i].clone())
-                        .collect(),
-                    n,
-                    cluster: ci,
-                    clusters: k,
-                };
-                let prompt = template.render(&vars)?;
-                let slot = samples.entry(prompt.clone()).or_insert(0);
-                let sample = *slot;
-                *slot += 1;
-                let id = generator.call_id(&prompt, sample, n);
-                calls.push(PlannedCall {
-                    technique: t.technique.clone(),
-                    cluster: ci,
-                    sample,
-                    requested: n,
-                    prompt_key: blake3_hex(prompt.as_bytes()),
-                    job: CallJob {
-                        label: format!("{} cluster {ci} sample {sample}", t.technique),
-                        id,
-                        prompt,
-                        items: n,
-                    },
-                });
-            }
+            calls.extend(cluster_calls(
+                t,
+                ci,
+                share,
+                &description,
+                tech,
+                template,
+                generator,
+                per_call,
+                &mut samples,
+            )?);
         }
     }
     Ok((calls, wanted))
+}
+
+/// The calls that ask for `share` sentences of cluster `ci` of technique `t`, `per_call` at a
+/// time. `samples` counts the calls made of each rendered prompt so far (identical prompts are
+/// told apart by their sample index, which goes into the call key).
+#[allow(clippy::too_many_arguments)]
+fn cluster_calls(
+    t: &TechniqueClusters,
+    ci: usize,
+    share: usize,
+    description: &(String, String),
+    tech: &crate::data::attack::Technique,
+    template: &PromptTemplate,
+    generator: &Generator,
+    per_call: usize,
+    samples: &mut HashMap<String, u32>,
+) -> Result<Vec<PlannedCall>> {
+    let c = &t.clusters[ci];
+    let k = t.clusters.len();
+    let mut calls = Vec::new();
+    let mut asked = 0;
+    while asked < share {
+        let n = per_call.min(share - asked);
+        asked += n;
+        let vars = PromptVars {
+            technique_id: t.technique.clone(),
+            technique_name: tech.name.clone(),
+            description: description.0.clone(),
+            full_description: description.1.clone(),
+            tactics: tech.tactics.clone(),
+            examples: c
+                .representatives
+                .iter()
+                .map(|&i| t.texts[i].clone())
+                .collect(),
+            n,
+            cluster: ci,
+            clusters: k,
+        };
+        let prompt = template.render(&vars)?;
+        let slot = samples.entry(prompt.clone()).or_insert(0);
+        let sample = *slot;
+        *slot += 1;
+        let id = generator.call_id(&prompt, sample, n);
+        calls.push(PlannedCall {
+            technique: t.technique.clone(),
+            cluster: ci,
+            sample,
+            requested: n,
+            prompt_key: blake3_hex(prompt.as_bytes()),
+            job: CallJob {
+                label: format!("{} cluster {ci} sample {sample}", t.technique),
+                id,
+                prompt,
+                items: n,
+            },
+        });
+    }
+    Ok(calls)
+}
+
+/// Top-up calls (`augment.top_up`): for every cluster of a target technique, as many sentences
+/// as its share of the technique's requested count (as [`plan_calls`] shares it out) exceeds the
+/// sentences kept from it over all calls so far, asked again with the same prompt
+/// (a later sample index, so a new call key and seed), `per_call` at a time. `kept` is the filter's
+/// verdict on `generation`. Clusters with a call that went unanswered get none (the generation
+/// is incomplete; a rerun retries the call first). Empty when every cluster kept its share.
+pub fn plan_top_up(
+    generation: &Generation,
+    kept: &crate::filter::Synthetic,
+    clusters: &Clusters,
+    catalog: &Catalog,
+    template: &PromptTemplate,
+    generator: &Generator,
+    per_call: usize,
+) -> Result<Vec<PlannedCall>> {
+    let mut unanswered: std::collections::HashSet<(&str, usize)> = Default::default();
+    let mut prompts: HashMap<&str, u32> = HashMap::new();
+    for c in &generation.calls {
+        if c.outcome.answer().is_none() {
+            unanswered.insert((c.technique.as_str(), c.cluster));
+        }
+        *prompts.entry(c.prompt_key.as_str()).or_insert(0) += 1;
+    }
+    let mut got: HashMap<(&str, usize), usize> = HashMap::new();
+    for s in kept.sentences.iter().filter(|s| s.kept) {
+        *got.entry((s.technique.as_str(), s.cluster)).or_insert(0) += 1;
+    }
+    let mut calls = Vec::new();
+    for t in &clusters.targets {
+        let Some(tech) = catalog.get(&t.technique) else {
+            continue;
+        };
+        let description = clean_description(&tech.description);
+        let r = generation.requested.get(&t.technique).copied().unwrap_or(0);
+        let k = t.clusters.len();
+        for ci in 0..k {
+            let key = (t.technique.as_str(), ci);
+            // The cluster's share, as `plan_calls` gave it out, less what it kept.
+            let share = r / k + usize::from(ci < r % k);
+            let short = share.saturating_sub(got.get(&key).copied().unwrap_or(0));
+            if short == 0 || unanswered.contains(&key) {
+                continue;
+            }
+            // Sample indices continue from the calls already made of each prompt.
+            let mut samples: HashMap<String, u32> = HashMap::new();
+            let planned = cluster_calls(
+                t,
+                ci,
+                short,
+                &description,
+                tech,
+                template,
+                generator,
+                per_call,
+                &mut samples,
+            )?;
+            // Renumber: a prompt already asked n times takes sample n, n + 1, …
+            for mut p in planned {
+                let made = prompts.get(p.prompt_key.as_str()).copied().unwrap_or(0);
+                p.sample += made;
+                p.job.id = generator.call_id(&p.job.prompt, p.sample, p.requested);
+                p.job.label = format!("{} cluster {ci} sample {} (top-up)", t.technique, p.sample);
+                calls.push(p);
+            }
+        }
+    }
+    Ok(calls)
 }
 /// How many sentences a target technique gets.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

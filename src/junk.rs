@@ -157,6 +157,69 @@ static SENTENCE_COUNT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// The model speaking as itself or to its reader: the second person ("Your task is to…", "You
+/// can run commands…") and the first person singular ("In this response I wanted to…", "…give
+/// me the details"). Report authors write "we"; 395 of the 36,975 distinct real sentences of
+/// TRAM (single- and multi-label) and CTI-to-MITRE (both files) match, mostly advice to the
+/// reader ("Encrypt your backup."), and 91 of 1,091 distinct sentences SmolLM2-135M wrote under
+/// the shipped settings, nearly all about the task. "I" counts before a lower-case word other
+/// than "and", "or" and "to" and not after a word a numeral follows ("Phase I and II", "Phase I
+/// ended" do not), or as "I'm", "I've", "I'd", "I'll".
+static PERSON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i:\b(?:you|your|yours|yourself|yourselves|my|myself)\b)|(?:\b(\w+) )?\bI ([a-z]+)\b|\bI'(?:m|ve|d|ll)\b|\bme\b",
+    )
+    .expect("valid regex")
+});
+
+/// Words a Roman numeral follows ("Phase I", "Stage I").
+const NUMBERED: &[&str] = &[
+    "phase", "stage", "part", "type", "level", "class", "tier", "step", "chapter", "section",
+    "version", "volume", "war", "appendix", "group", "category", "wave",
+];
+
+/// Whether a sentence speaks in the first person singular or the second person ([`PERSON`]).
+fn in_person(sentence: &str) -> bool {
+    let s = sentence.replace('\u{2019}', "'");
+    PERSON.captures_iter(&s).any(|c| match c.get(2) {
+        // "I" before a word: not "Phase I and II", not a numbered part ("Phase I ended").
+        Some(next) => {
+            !matches!(next.as_str(), "and" | "or" | "to")
+                && !c
+                    .get(1)
+                    .is_some_and(|w| NUMBERED.contains(&w.as_str().to_lowercase().as_str()))
+        }
+        None => true,
+    })
+}
+
+/// The answer's own frame: another item of the list ("Another example of a situation…", "…also
+/// adding to the list.", "6 additional examples where…", "The list includes…"), the answer
+/// itself ("This response can be considered…"), the report being written ("This report focuses
+/// on…", "The report mentions…"), or an instruction ("Discuss the impact…", "Provide details…").
+/// 12 of the 36,975 real sentences match ("Another example is the “jquery-3.3.1.min.js”…"), 33
+/// of the 1,091 synthetic ones; the patterns added after a cold read ("In the second part of
+/// the response…", "5 other reports about…", "This report will…") match none of the real ones.
+static FRAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)^(?:another|one more|yet another|a (?:second|third|fourth|fifth|new|further|final)) example\b",
+        r"|(?i)^as an example\b|(?i)\bis (?:another|one more|yet another) example\b",
+        r"|(?i)\bto (?:the|this|our|your|their) list\.?$|(?i)^(?:the|this) list (?:includes|contains|shows)\b",
+        r"|(?i)^list list\b|(?i)^\d+ (?:more|additional|further) (?:examples?|details|ways|sentences|items)\b",
+        r"|(?i)\b(?:this|my|the previous|the above|a single|another) (?:response|answer)\b",
+        r"|(?i)\b(?:this|my|your|our) (?:report|article|text) (?:mentions|mentioned|focuses on|discusses|discussed|explores)\b",
+        r"|(?i)\bthe (?:report|article) (?:mentions|mentioned)\b",
+        r"|^(?:Discuss|Describe|Explain|Imagine|Summari[sz]e|Provide details|Listed for)\b",
+        // Found by a cold read of 703 kept sentences (three replicates of tram.toml): the answer
+        // in parts, other list items counted, the report being written, list lines.
+        r"|(?i)\bpart of the (?:response|answer)\b",
+        r"|(?i)^\d+ (?:other|others|more|additional|further) (?:reports?|examples?|details|ways|sentences|items|that)\b",
+        r"|(?i)\b(?:this|the) report will\b|(?i)\blater in the report\b|(?i)\bthe list of reports\b",
+        r"|(?i)^a new line\b|(?i)\blist of \d+ items\b",
+    ))
+    .expect("valid regex")
+});
+
 /// Whether `phrase` occurs in `text` as whole words: not preceded or followed by a letter or a
 /// digit ("our list" is not in "four listening ports").
 fn contains_words(text: &str, phrase: &str) -> bool {
@@ -168,7 +231,8 @@ fn contains_words(text: &str, phrase: &str) -> bool {
 }
 
 /// Whether a sentence is about the task or the list ("Here is a list of 19 more sentences…",
-/// "Sure!", "Let's walk through…", "These sentences…") rather than a description of an attack.
+/// "Sure!", "Let's walk through…", "These sentences…", "Another example of…"), or speaks as the
+/// model or to its reader ("Your task is to…"), rather than describing an attack.
 /// Case-insensitive; typographic apostrophes count as `'`.
 pub fn is_meta(sentence: &str) -> bool {
     let t = sentence
@@ -184,6 +248,50 @@ pub fn is_meta(sentence: &str) -> bool {
     }) || META_PHRASES.iter().any(|p| contains_words(&t, p))
         || SENTENCE_COUNT.is_match(&t)
         || TASK_WORDS.is_match(&t)
+        || in_person(sentence)
+        || FRAME.is_match(sentence.trim())
+}
+
+/// Jinja tags of a template: comments, expressions and statements.
+static TEMPLATE_TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}").expect("valid regex"));
+
+/// Word n-grams (lower case) of the prompt's own wording: a template's literal text (its Jinja
+/// comments, expressions and statements removed, and no n-gram across one of them or a line
+/// break), less every n-gram that occurs in one of the `real` sentences. A synthetic sentence
+/// that holds one ([`echoes`]) repeats the instruction ("A threat actor or its malware may…"
+/// from "…what a threat actor or its malware did…"; "…does not copy them…") rather than
+/// describing an attack; no real sentence of the run holds one, by construction. Empty when `n`
+/// is 0.
+pub fn instruction_ngrams(template: &str, real: &[&str], n: usize) -> HashSet<Vec<String>> {
+    if n == 0 {
+        return HashSet::new();
+    }
+    let mut grams: HashSet<Vec<String>> = HashSet::new();
+    for part in TEMPLATE_TAG.split(template) {
+        for line in part.lines() {
+            grams.extend(words(line).windows(n).map(<[String]>::to_vec));
+        }
+    }
+    if grams.is_empty() {
+        return grams;
+    }
+    for r in real {
+        for g in words(r).windows(n) {
+            grams.remove(g);
+        }
+    }
+    grams
+}
+
+/// The first of the prompt's own n-grams ([`instruction_ngrams`]) that `sentence` holds, joined
+/// by spaces.
+pub fn echoes(sentence: &str, instruction: &HashSet<Vec<String>>) -> Option<String> {
+    let n = instruction.iter().next()?.len();
+    words(sentence)
+        .windows(n)
+        .find(|g| instruction.contains(*g))
+        .map(|g| g.join(" "))
 }
 
 /// The first word n-gram (lower case, `n` ≥ 1 words) that occurs twice in a sentence — a
@@ -309,8 +417,6 @@ mod tests {
             "The group refined this posture after the takedown.",
             // From the real report sentences the phrases were checked against.
             "We recently mentioned this tool in another report on April 16.",
-            "You can see that the author copy-pasted English typos.",
-            "Follow these instructions if you need an invitation.",
         ] {
             assert!(!is_meta(real), "{real}");
         }
@@ -326,6 +432,89 @@ mod tests {
         assert!(!is_meta(
             "The technique is used by the group to stage archives before exfiltration."
         ));
+    }
+
+    #[test]
+    fn the_model_speaking_as_itself_or_to_its_reader_is_meta() {
+        // SmolLM2-135M under the shipped settings (tram.toml, replicates 0-2).
+        for s in [
+            "Your task is to submit immediate tasks using the host in the domain through GPOs.",
+            "In my report, you mentioned that Group Policy Modification can be used to subvert controls.",
+            "I am currently working on a threat intelligence report that discusses Group Policy Modification.",
+            "In this response I wanted to describe different methods used by the adversary.",
+            "It would be good to ask for an overview or just give me the details.",
+            "You can run commands from windows service creation on the target devices.",
+            "I\u{2019}ve added the rest below.",
+        ] {
+            assert!(is_meta(s), "{s}");
+        }
+        // The price: a real sentence in the second person is flagged too (1.1% of the real ones).
+        assert!(is_meta(
+            "You can see that the author copy-pasted English typos."
+        ));
+        for real in [
+            "An MFA prompt blocked the team from moving to SBS 2, and Phase I ended before they could implement potential workarounds.",
+            "The team queried AD for AD users (during Phase I and II), including for members of a SharePoint group.",
+            "We observed the actor staging archives in a recycle bin folder.",
+            "The implant reads I/O control codes from the driver.",
+        ] {
+            assert!(!is_meta(real), "{real}");
+        }
+    }
+
+    #[test]
+    fn the_answers_own_frame_is_meta() {
+        for s in [
+            "Another example of a situation when Rubeus took part in training for DDoS.",
+            "As an example of malware: 5 - A virus that can bypass security checks.",
+            "2018-10-30: A new threat actor is using Query Registry for discovery, also adding to the list.",
+            "The list includes the example from a recent threat report.",
+            "6 additional examples where an adversary uses Anti-Virus Software without creating any malware.",
+            "This response can be considered as a single response within a larger threat report.",
+            "This report focuses on how adversaries use LLMNR/NBT-NS to create a poisoned environment.",
+            "The report mentions another example of GPOs used to allow for enhanced control.",
+            "Discuss the impact on the target system's security, as mentioned in the threat report.",
+            "In the second part of the response, the attacker managed to bypass the server management.",
+            "5 other reports about an attacker who used malware to create multiple groups.",
+            "This report will provide examples of how attackers can utilize these exploits.",
+            "We now have a new list of 8 items such as the server itself.",
+        ] {
+            assert!(is_meta(s), "{s}");
+        }
+        for real in [
+            "An example of this is use of Rundll32 to load a specifically crafted DLL.",
+            "The mount module will use NetUseEnum to identify the current list of locally-mounted network shares and add them to the list to be encrypted.",
+            "The response is a Json object that holds the new version number.",
+            "Listed below is a Sigma rule that can be used by defenders.",
+        ] {
+            assert!(!is_meta(real), "{real}");
+        }
+    }
+
+    #[test]
+    fn the_prompts_own_wording_echoed_is_found() {
+        let template = "{#- A comment: vary the threat actor. -#}\nA threat report describes how adversaries use {{ technique_name }}.\nSay what a threat actor or its malware did, and do not copy them:\n{% for e in examples %}- {{ e }}\n{% endfor %}";
+        let real = [
+            "The threat actor used its malware to copy files.",
+            "We do not copy them.",
+        ];
+        let grams = instruction_ngrams(template, &real, 3);
+        let has = |g: &str| grams.contains(&g.split(' ').map(String::from).collect::<Vec<_>>());
+        assert!(has("a threat actor") && has("actor or its") && has("threat report describes"));
+        // Not from comments or tags, not across a tag, not in a real sentence.
+        assert!(!has("vary the threat") && !has("adversaries use technique_name"));
+        assert!(!has("do not copy") && !has("not copy them"));
+        assert_eq!(
+            echoes("A threat actor or its malware may modify a GPO.", &grams).as_deref(),
+            Some("a threat actor")
+        );
+        assert_eq!(
+            echoes("The loader does not copy them to disk.", &grams),
+            None
+        );
+        assert_eq!(echoes("Adversaries modified the GPO.", &grams), None);
+        assert!(instruction_ngrams(template, &real, 0).is_empty());
+        assert_eq!(echoes("anything", &HashSet::new()), None);
     }
 
     #[test]

@@ -191,6 +191,10 @@ pub struct AugmentConfig {
     pub count: CountMode,
     /// Sentences asked for in one LLM call.
     pub per_call: usize,
+    /// Top-up rounds: after the filter, each cluster that kept fewer sentences than its share of
+    /// `per_technique` is asked again for what it lacks (the same prompt, a new sample), and
+    /// the filter runs over all answers; at most this many rounds (0: none).
+    pub top_up: usize,
     /// Sentences nearest each cluster centroid shown in the prompt.
     pub representatives: usize,
     pub embedding: ClusterEmbedding,
@@ -215,6 +219,7 @@ impl Default for AugmentConfig {
             per_technique: Grid::One(20),
             count: CountMode::Fixed,
             per_call: 5,
+            top_up: 0,
             representatives: 3,
             embedding: ClusterEmbedding::TfidfSvd,
             svd_dim: 32,
@@ -1097,6 +1102,7 @@ fn validate_augment(
     range("augment.k", a.k.values(), 1, 64)?;
     range("augment.per_technique", a.per_technique.values(), 1, 10_000)?;
     range("augment.per_call", vec![a.per_call], 1, 100)?;
+    range("augment.top_up", vec![a.top_up], 0, 5)?;
     range("augment.representatives", vec![a.representatives], 0, 50)?;
     range("augment.svd_dim", vec![a.svd_dim], 1, 1024)?;
     if a.embedding == ClusterEmbedding::Encoder {

@@ -1504,48 +1504,150 @@ fn synthesize(
             }
         });
     }
-    let fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
-    let (entry, outcome) = cx.cache.get_or_compute(&fid, |w| {
-        let train = train_pairs(cx.ds, cx.split);
-        let test: Vec<String> = cx
-            .split
-            .test
-            .iter()
-            .map(|&i| cx.ds.examples[i].text.clone())
-            .collect();
-        // The filter asks for predictions it cannot fail on; a prediction that fails (an
-        // unreadable model file) is kept here and fails the stage after the filter returns, so
-        // nothing is cached from it.
-        let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let predict = |texts: &[&str]| -> Vec<String> {
-            let model = reference_model.as_ref().expect("reference model loaded");
-            match model.predict(&cx.tcx(), texts, 1) {
-                Ok(scored) => scored
-                    .into_iter()
-                    .map(|s| cx.classes[s.pred].clone())
-                    .collect(),
-                Err(e) => {
-                    *failed.lock().expect("reference error") = Some(e);
-                    vec![String::new(); texts.len()]
+    let run_filter = |generation: &Generation, fid: &StageId| {
+        cx.cache.get_or_compute(fid, |w| {
+            let train = train_pairs(cx.ds, cx.split);
+            let test: Vec<String> = cx
+                .split
+                .test
+                .iter()
+                .map(|&i| cx.ds.examples[i].text.clone())
+                .collect();
+            // The filter asks for predictions it cannot fail on; a prediction that fails (an
+            // unreadable model file) is kept here and fails the stage after the filter returns, so
+            // nothing is cached from it.
+            let failed: Mutex<Option<Error>> = Mutex::new(None);
+            let predict = |texts: &[&str]| -> Vec<String> {
+                let model = reference_model.as_ref().expect("reference model loaded");
+                match model.predict(&cx.tcx(), texts, 1) {
+                    Ok(scored) => scored
+                        .into_iter()
+                        .map(|s| cx.classes[s.pred].clone())
+                        .collect(),
+                    Err(e) => {
+                        *failed.lock().expect("reference error") = Some(e);
+                        vec![String::new(); texts.len()]
+                    }
                 }
+            };
+            let input = FilterInput {
+                train: &train,
+                test: &test,
+                template: Some(&m.templates[&spec.template].text),
+                reference: if reference_model.is_some() {
+                    Some(&predict)
+                } else {
+                    None
+                },
+            };
+            let out = filter::filter(generation, &input, &m.augment.filter);
+            if let Some(e) = failed.into_inner().expect("reference error") {
+                return Err(e);
+            }
+            w.write("synthetic.jsonl", out.jsonl().as_bytes())?;
+            w.write_json("synthetic.json", &out)
+        })
+    };
+    let (mut generation, mut gen_key) = (generation, gen_key);
+    let mut fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
+    let (mut entry, mut outcome) = run_filter(&generation, &fid)?;
+    // Top-up rounds: what each cluster lacks, asked again, then the filter over all answers.
+    for round in 1..=m.augment.top_up {
+        if !generation.complete() {
+            break;
+        }
+        let data: Synthetic = entry.read_json("synthetic.json")?;
+        let top_id = StageId::of(&generate::TopUpParams { round }, &[&gen_key, &fid.key]);
+        let extra: Vec<CallRecord> = match cx.cache.get(&top_id)? {
+            Some(entry) => {
+                let mut calls: Vec<CallRecord> = entry.read_json("calls.json")?;
+                for c in &mut calls {
+                    if let llm::Outcome::Done { answer } = &c.outcome {
+                        c.outcome = llm::Outcome::Cached {
+                            answer: answer.clone(),
+                        };
+                    }
+                }
+                calls
+            }
+            None => {
+                let catalog = catalog
+                    .get_or_init(|| match &cx.shared.attack_path {
+                        Some(p) => Catalog::load(p),
+                        None => Err(Error::data("no ATT&CK bundle in the data folder")),
+                    })
+                    .as_ref()
+                    .map_err(Clone::clone)?;
+                let planned = generate::plan_top_up(
+                    &generation,
+                    &data,
+                    clusters,
+                    catalog,
+                    template,
+                    generator,
+                    m.augment.per_call,
+                )?;
+                if planned.is_empty() {
+                    break;
+                }
+                let sentences: usize = planned.iter().map(|p| p.requested).sum();
+                cx.progress.log(format!(
+                    "generate {label}: top-up round {round}: {} calls for the {sentences} sentences the filter left missing",
+                    planned.len()
+                ));
+                let jobs: Vec<CallJob> = planned.iter().map(|p| p.job.clone()).collect();
+                let outcomes = llm::run_calls(
+                    generator,
+                    &jobs,
+                    cx.cache,
+                    &budgets[&generator.config.name],
+                    cx.progress,
+                    &format!("generate {label} top-up {round}"),
+                )?;
+                let calls: Vec<CallRecord> = planned
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(p, outcome)| CallRecord {
+                        technique: p.technique,
+                        cluster: p.cluster,
+                        sample: p.sample,
+                        requested: p.requested,
+                        prompt_key: p.prompt_key,
+                        call_key: p.job.id.key,
+                        outcome,
+                    })
+                    .collect();
+                if calls.iter().all(|c| c.outcome.answer().is_some()) {
+                    cx.cache
+                        .get_or_compute(&top_id, |w| w.write_json("calls.json", &calls))?;
+                }
+                calls
             }
         };
-        let input = FilterInput {
-            train: &train,
-            test: &test,
-            reference: if reference_model.is_some() {
-                Some(&predict)
-            } else {
-                None
-            },
-        };
-        let out = filter::filter(&generation, &input, &m.augment.filter);
-        if let Some(e) = failed.into_inner().expect("reference error") {
-            return Err(e);
+        if extra.is_empty() {
+            break;
         }
-        w.write("synthetic.jsonl", out.jsonl().as_bytes())?;
-        w.write_json("synthetic.json", &out)
-    })?;
+        let complete = extra.iter().all(|c| c.outcome.answer().is_some());
+        generation.calls.extend(extra);
+        gen_key = if complete {
+            top_id.key.clone()
+        } else {
+            let answered: Vec<&str> = generation
+                .calls
+                .iter()
+                .filter(|c| c.outcome.answer().is_some())
+                .map(|c| c.call_key.as_str())
+                .collect();
+            crate::hash::stage_key(
+                "generate-partial",
+                GENERATE_VERSION,
+                &serde_json::json!({"answered": answered}),
+                &[&top_id.key],
+            )
+        };
+        fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
+        (entry, outcome) = run_filter(&generation, &fid)?;
+    }
     let mut data: Synthetic = entry.read_json("synthetic.json")?;
     // Call counts are this run's (a cached filter entry may come from an earlier run).
     data.usage = generation.usage();

@@ -300,7 +300,7 @@ mod tests {
         // writes them into its sentences.
         assert!(
             out.contains(
-                "Your report covers how adversaries use PowerShell for execution. Adversaries may abuse PowerShell."
+                "A threat report describes how adversaries use PowerShell for execution. Adversaries may abuse PowerShell."
             ),
             "{out}"
         );

@@ -819,3 +819,18 @@ fn an_unknown_multi_label_head_lists_the_heads() {
     );
     assert_rejected(&s, &m, &[], 2, &["softmax", "`none-class`", "`sigmoid`"]);
 }
+
+#[test]
+fn top_up_out_of_range_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"\ntop_up = 9",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["augment.top_up", "out of range", "between 0 and 5"],
+    );
+}

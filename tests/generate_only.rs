@@ -332,3 +332,52 @@ fn generate_writes_every_replicates_chain_with_its_replicate() {
         .collect();
     assert_eq!(stdout(&o), first);
 }
+
+#[test]
+fn top_up_asks_each_cluster_again_for_what_the_filter_left_missing() {
+    // 3 sentences asked in one call; the filter drops two of the answer's three (a meta-sentence
+    // and a literal technique ID); one top-up round asks that cluster for the 2 it lacks.
+    let first = "1. The operators packed the loader with a custom crypter to hide it from antivirus.\n\
+        2. Here is a list of more sentences from the threat report.\n\
+        3. The dropper used technique T1027 to obfuscate its payload on disk.";
+    let again = "1. Strings inside the implant were encrypted with RC4 and decrypted only in memory.\n\
+        2. A PowerShell stage was hidden behind several layers of string concatenation.";
+    let server = llm_server::start(move |n, _| Reply::ok(if n == 0 { first } else { again }));
+    let (s, m) = sandbox(&server.url, "\"synthetic\"");
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", m.to_str().unwrap(), "--quiet"];
+        args.extend_from_slice(extra);
+        let o = s.cmd(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].to_string())
+            .collect::<Vec<_>>()
+    };
+    // Without top-up: one call, one sentence kept of 3.
+    assert_eq!(generate(&[]).len(), 1);
+    assert_eq!(server.requests().len(), 1);
+
+    let texts = generate(&["--set", "augment.top_up=1"]);
+    assert_eq!(
+        texts,
+        [
+            "\"The operators packed the loader with a custom crypter to hide it from antivirus.\"",
+            "\"Strings inside the implant were encrypted with RC4 and decrypted only in memory.\"",
+            "\"A PowerShell stage was hidden behind several layers of string concatenation.\""
+        ]
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "the first call came from the cache");
+    let prompt = requests[1].prompt();
+    assert!(
+        prompt.contains("numbered list of 2 new sentences"),
+        "the top-up asks for what is missing: {prompt}"
+    );
+
+    // A second round finds nothing missing and asks nothing; a rerun takes the round from the
+    // cache.
+    assert_eq!(generate(&["--set", "augment.top_up=2"]), texts);
+    assert_eq!(generate(&["--set", "augment.top_up=1"]), texts);
+    assert_eq!(server.requests().len(), 2);
+}
