@@ -89,7 +89,7 @@ p = [single[r] for r in rounds]
 print(f"one stream: synthcti decode {st.median(s):.1f} tok/s (end to end incl. prompt "
       f"{st.median(mine[r]['end_to_end_tok_s'] for r in rounds):.1f}); llama-bench tg128 at depth "
       f"{st.median(p):.1f}; ratio per round, median {rng([a / b for a, b in zip(s, p)])}")
-print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio (median, range)':>28} {'synthcti e2e':>13} {"batched-bench S (prompt counted)":>33}")
+print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio (median, range)':>28} {'synthcti e2e':>13} {'batched-bench S (prompt counted)':>33}")
 for b in sorted({o["batch"] for o in ours if o["what"] == "parallel"}):
     par = {o["round"]: o for o in ours if o.get("batch") == b}
     d = [par[r]["decode_tok_s"] for r in rounds]

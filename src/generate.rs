@@ -239,6 +239,23 @@ pub fn plan_calls(
     Ok((calls, wanted))
 }
 
+/// The record of each planned call with its outcome (the same order).
+pub fn records(planned: Vec<PlannedCall>, outcomes: Vec<Outcome>) -> Vec<CallRecord> {
+    planned
+        .into_iter()
+        .zip(outcomes)
+        .map(|(p, outcome)| CallRecord {
+            technique: p.technique,
+            cluster: p.cluster,
+            sample: p.sample,
+            requested: p.requested,
+            prompt_key: p.prompt_key,
+            call_key: p.job.id.key,
+            outcome,
+        })
+        .collect()
+}
+
 /// The calls that ask for `share` sentences of cluster `ci` of technique `t`, `per_call` at a
 /// time. `samples` counts the calls made of each rendered prompt so far (identical prompts are
 /// told apart by their sample index, which goes into the call key).

@@ -1347,26 +1347,23 @@ fn synthesize(
     let generator = &m.generators[&spec.generator];
     let template = &m.templates[&spec.template];
     let label = spec_label(spec);
+    let load_catalog = || {
+        catalog
+            .get_or_init(|| match &cx.shared.attack_path {
+                Some(p) => Catalog::load(p),
+                None => Err(Error::data("no ATT&CK bundle in the data folder")),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    };
     let (generation, gen_key) = match cx.cache.get(&ids.generate)? {
         Some(entry) => {
             let mut g: Generation = entry.read_json("generation.json")?;
-            for c in &mut g.calls {
-                if let llm::Outcome::Done { answer } = &c.outcome {
-                    c.outcome = llm::Outcome::Cached {
-                        answer: answer.clone(),
-                    };
-                }
-            }
+            mark_cached(&mut g.calls);
             (g, ids.generate.key.clone())
         }
         None => {
-            let catalog = catalog
-                .get_or_init(|| match &cx.shared.attack_path {
-                    Some(p) => Catalog::load(p),
-                    None => Err(Error::data("no ATT&CK bundle in the data folder")),
-                })
-                .as_ref()
-                .map_err(Clone::clone)?;
+            let catalog = load_catalog()?;
             let a = &m.augment;
             let (planned, requested) = generate::plan_calls(
                 clusters,
@@ -1394,19 +1391,7 @@ fn synthesize(
                 cx.progress,
                 &format!("generate {label}"),
             )?;
-            let calls: Vec<CallRecord> = planned
-                .into_iter()
-                .zip(outcomes)
-                .map(|(p, outcome)| CallRecord {
-                    technique: p.technique,
-                    cluster: p.cluster,
-                    sample: p.sample,
-                    requested: p.requested,
-                    prompt_key: p.prompt_key,
-                    call_key: p.job.id.key,
-                    outcome,
-                })
-                .collect();
+            let calls = generate::records(planned, outcomes);
             let g = Generation {
                 generator: generator.name.clone(),
                 identity: generator.identity.clone(),
@@ -1459,24 +1444,13 @@ fn synthesize(
                     .get_or_compute(&ids.generate, |w| w.write_json("generation.json", &g))?;
                 (g, ids.generate.key.clone())
             } else {
-                let answered: Vec<&str> = g
-                    .calls
-                    .iter()
-                    .filter(|c| c.outcome.answer().is_some())
-                    .map(|c| c.call_key.as_str())
-                    .collect();
-                let key = crate::hash::stage_key(
-                    "generate-partial",
-                    GENERATE_VERSION,
-                    &serde_json::json!({"answered": answered}),
-                    &[&ids.generate.key],
-                );
-                if !answered.is_empty() {
+                let key = partial_key(&g, &ids.generate.key);
+                if u.answered() > 0 {
                     cx.progress.log(format!(
                         "generate {label}: incomplete ({} of {} calls unanswered); this run uses the {} answers it has, nothing partial is cached, and a rerun retries the missing calls",
                         u.failed + u.skipped,
                         u.calls,
-                        answered.len()
+                        u.answered()
                     ));
                 }
                 (g, key)
@@ -1561,23 +1535,11 @@ fn synthesize(
         let extra: Vec<CallRecord> = match cx.cache.get(&top_id)? {
             Some(entry) => {
                 let mut calls: Vec<CallRecord> = entry.read_json("calls.json")?;
-                for c in &mut calls {
-                    if let llm::Outcome::Done { answer } = &c.outcome {
-                        c.outcome = llm::Outcome::Cached {
-                            answer: answer.clone(),
-                        };
-                    }
-                }
+                mark_cached(&mut calls);
                 calls
             }
             None => {
-                let catalog = catalog
-                    .get_or_init(|| match &cx.shared.attack_path {
-                        Some(p) => Catalog::load(p),
-                        None => Err(Error::data("no ATT&CK bundle in the data folder")),
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)?;
+                let catalog = load_catalog()?;
                 let planned = generate::plan_top_up(
                     &generation,
                     &data,
@@ -1604,19 +1566,7 @@ fn synthesize(
                     cx.progress,
                     &format!("generate {label} top-up {round}"),
                 )?;
-                let calls: Vec<CallRecord> = planned
-                    .into_iter()
-                    .zip(outcomes)
-                    .map(|(p, outcome)| CallRecord {
-                        technique: p.technique,
-                        cluster: p.cluster,
-                        sample: p.sample,
-                        requested: p.requested,
-                        prompt_key: p.prompt_key,
-                        call_key: p.job.id.key,
-                        outcome,
-                    })
-                    .collect();
+                let calls = generate::records(planned, outcomes);
                 if calls.iter().all(|c| c.outcome.answer().is_some()) {
                     cx.cache
                         .get_or_compute(&top_id, |w| w.write_json("calls.json", &calls))?;
@@ -1632,18 +1582,7 @@ fn synthesize(
         gen_key = if complete {
             top_id.key.clone()
         } else {
-            let answered: Vec<&str> = generation
-                .calls
-                .iter()
-                .filter(|c| c.outcome.answer().is_some())
-                .map(|c| c.call_key.as_str())
-                .collect();
-            crate::hash::stage_key(
-                "generate-partial",
-                GENERATE_VERSION,
-                &serde_json::json!({"answered": answered}),
-                &[&top_id.key],
-            )
+            partial_key(&generation, &top_id.key)
         };
         fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
         (entry, outcome) = run_filter(&generation, &fid)?;
@@ -1699,6 +1638,34 @@ fn synthesize(
         data,
         summary,
     })
+}
+
+/// Calls read back from the cache: what this run made is `Done`, what it read is `Cached`.
+fn mark_cached(calls: &mut [CallRecord]) {
+    for c in calls {
+        if let llm::Outcome::Done { answer } = &c.outcome {
+            c.outcome = llm::Outcome::Cached {
+                answer: answer.clone(),
+            };
+        }
+    }
+}
+
+/// The key of a generation with unanswered calls, which is used for this run but never cached
+/// as a whole: the calls it has answers for, under the key of the complete one.
+fn partial_key(generation: &Generation, complete_key: &str) -> String {
+    let answered: Vec<&str> = generation
+        .calls
+        .iter()
+        .filter(|c| c.outcome.answer().is_some())
+        .map(|c| c.call_key.as_str())
+        .collect();
+    crate::hash::stage_key(
+        "generate-partial",
+        GENERATE_VERSION,
+        &serde_json::json!({"answered": answered}),
+        &[complete_key],
+    )
 }
 
 /// The dataset column of the summary, e.g. `tram-single` or `cti-to-mitre:label_subtec`.
