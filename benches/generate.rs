@@ -21,9 +21,9 @@ use synthcti::data::attack::Catalog;
 use synthcti::llm::local::{LocalModel, Request, Sampling};
 use synthcti::prompt::{PromptTemplate, PromptVars, clean_description};
 
-/// The median prompt length of experiments/tram.toml's calls (168 calls over its 3 replicates,
-/// top-up rounds included; SmolLM2's chat template; the template without a persona; range
-/// 118–334).
+/// The median prompt length of experiments/tram.toml's calls (168 calls of one generation of
+/// its 3 replicates with one top-up round, while the meta filter was being finished; SmolLM2's
+/// chat template; the template without a persona; range 118–334).
 const REAL_PROMPT_TOKENS: usize = 216;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -60,8 +60,13 @@ fi
 # drifts by ±20% over minutes, so each round's ratios compare runs a few seconds apart; the
 # medians are over rounds. Every call decodes exactly 128 tokens on both sides (ours with
 # `ignore_eos`): a sequence that ends early would leave a smaller batch, not the same work.
-cargo bench --quiet --bench generate --no-run
-ours_bin="$(ls -t "$CARGO_TARGET_DIR"/release/deps/generate-* | grep -v '\.d$' | head -1)"
+# The bench's own executable (tests/generate.rs builds a `generate` too).
+ours_bin="$(cargo bench --quiet --bench generate --no-run --message-format=json | python3 -c "
+import json, sys
+for line in sys.stdin:
+    j = json.loads(line)
+    if j.get('reason') == 'compiler-artifact' and j['target']['kind'] == ['bench'] and j.get('executable'):
+        print(j['executable'])")"
 plen=""
 for r in $(seq 1 "$runs"); do
   "$ours_bin" 1 2,4,8 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"

@@ -222,7 +222,7 @@ pub fn plan_calls(
         let description = clean_description(&tech.description);
         let k = t.clusters.len();
         for ci in 0..k {
-            let share = r / k + usize::from(ci < r % k);
+            let share = cluster_share(r, k, ci);
             calls.extend(cluster_calls(
                 t,
                 ci,
@@ -237,6 +237,12 @@ pub fn plan_calls(
         }
     }
     Ok((calls, wanted))
+}
+
+/// Cluster `ci`'s share of a technique's `r` requested sentences over its `k` clusters: as even
+/// as can be, the first `r % k` clusters one more.
+fn cluster_share(r: usize, k: usize, ci: usize) -> usize {
+    r / k + usize::from(ci < r % k)
 }
 
 /// The record of each planned call with its outcome (the same order).
@@ -317,7 +323,8 @@ fn cluster_calls(
 
 /// Top-up calls (`augment.top_up`): for every cluster of a target technique, as many sentences
 /// as its share of the technique's requested count (as [`plan_calls`] shares it out) exceeds the
-/// sentences kept from it over all calls so far, asked again with the same prompt
+/// sentences kept from it over all calls so far (and at most what the technique as a whole
+/// lacks), asked again with the cluster's prompt asking for that many
 /// (a later sample index, so a new call key and seed), `per_call` at a time. `kept` is the filter's
 /// verdict on `generation`. Clusters with a call that went unanswered get none (the generation
 /// is incomplete; a rerun retries the call first). Empty when every cluster kept its share.
@@ -343,6 +350,9 @@ pub fn plan_top_up(
         *got.entry((s.technique.as_str(), s.cluster)).or_insert(0) += 1;
     }
     let mut calls = Vec::new();
+    // One count of the prompts planned in this round, so that two clusters with the same
+    // prompt (no example sentences, or the same ones) get different sample indices.
+    let mut samples: HashMap<String, u32> = HashMap::new();
     for t in &clusters.targets {
         let Some(tech) = catalog.get(&t.technique) else {
             continue;
@@ -350,16 +360,22 @@ pub fn plan_top_up(
         let description = clean_description(&tech.description);
         let r = generation.requested.get(&t.technique).copied().unwrap_or(0);
         let k = t.clusters.len();
+        // What the technique lacks: a cluster that over-delivered (a plain answer can hold more
+        // items than asked) had its surplus cut by the quota, and is not made up for twice.
+        let kept_t: usize = (0..k)
+            .map(|ci| got.get(&(t.technique.as_str(), ci)).copied().unwrap_or(0))
+            .sum();
+        let mut lacking = r.saturating_sub(kept_t);
         for ci in 0..k {
             let key = (t.technique.as_str(), ci);
             // The cluster's share, as `plan_calls` gave it out, less what it kept.
-            let share = r / k + usize::from(ci < r % k);
-            let short = share.saturating_sub(got.get(&key).copied().unwrap_or(0));
+            let short = cluster_share(r, k, ci)
+                .saturating_sub(got.get(&key).copied().unwrap_or(0))
+                .min(lacking);
             if short == 0 || unanswered.contains(&key) {
                 continue;
             }
-            // Sample indices continue from the calls already made of each prompt.
-            let mut samples: HashMap<String, u32> = HashMap::new();
+            lacking -= short;
             let planned = cluster_calls(
                 t,
                 ci,
@@ -371,7 +387,8 @@ pub fn plan_top_up(
                 per_call,
                 &mut samples,
             )?;
-            // Renumber: a prompt already asked n times takes sample n, n + 1, …
+            // Sample indices continue from the calls already made of each prompt: one asked
+            // n times before takes n, n + 1, …
             for mut p in planned {
                 let made = prompts.get(p.prompt_key.as_str()).copied().unwrap_or(0);
                 p.sample += made;

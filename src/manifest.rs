@@ -192,8 +192,9 @@ pub struct AugmentConfig {
     /// Sentences asked for in one LLM call.
     pub per_call: usize,
     /// Top-up rounds: after the filter, each cluster that kept fewer sentences than its share of
-    /// `per_technique` is asked again for what it lacks (the same prompt, a new sample), and
-    /// the filter runs over all answers; at most this many rounds (0: none).
+    /// the technique's requested count is asked again for what it lacks (its prompt, asking for
+    /// that many, under a new sample index), and the filter runs over all answers; this many
+    /// rounds (0: none).
     pub top_up: usize,
     /// Sentences nearest each cluster centroid shown in the prompt.
     pub representatives: usize,

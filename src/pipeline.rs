@@ -52,6 +52,13 @@ pub struct SynthStages {
     /// The classifier trained on real data that the `reference` filter asks (see
     /// [`crate::filter::ReferenceClassifier`]), and its train stage.
     pub reference: Option<(CellSpec, StageId)>,
+    /// The filter over the first round's answers.
+    pub first_filter: StageId,
+    /// Each top-up round (`augment.top_up`): its stage, keyed by the generation before it and
+    /// that generation's filter entry, and the filter over all answers after it. A round with
+    /// nothing to ask is an entry with no calls, so these keys do not depend on the answers.
+    pub top_ups: Vec<(StageId, StageId)>,
+    /// The filter whose sentences the cells train on: the last round's.
     pub filter: StageId,
 }
 
@@ -224,12 +231,28 @@ pub fn synth_stages(m: &Manifest, shared: &Shared, spec: &SynthSpec) -> SynthSta
         let id = cell_stages(&cell, shared, None).train;
         (cell, id)
     });
-    let filter = filter_id(m, &generate.key, shared, reference.as_ref().map(|r| &r.1));
+    let reference_id = reference.as_ref().map(|r| &r.1);
+    let first_filter = filter_id(m, &generate.key, shared, reference_id);
+    let mut top_ups: Vec<(StageId, StageId)> = Vec::new();
+    for round in 1..=a.top_up {
+        let (before, filtered) = match top_ups.last() {
+            Some((t, f)) => (t.key.clone(), f.key.clone()),
+            None => (generate.key.clone(), first_filter.key.clone()),
+        };
+        let top = StageId::of(&generate::TopUpParams { round }, &[&before, &filtered]);
+        let filter = filter_id(m, &top.key, shared, reference_id);
+        top_ups.push((top, filter));
+    }
+    let filter = top_ups
+        .last()
+        .map_or_else(|| first_filter.clone(), |(_, f)| f.clone());
     SynthStages {
         cluster_params,
         cluster,
         generate,
         reference,
+        first_filter,
+        top_ups,
         filter,
     }
 }
@@ -461,7 +484,11 @@ pub fn plan(m: &Manifest, shared: &Shared, cache: &Cache) -> Result<Plan> {
                 if let Some((_, r)) = &ss.reference {
                     stages.push(st(r));
                 }
-                stages.push(st(&ss.filter));
+                stages.push(st(&ss.first_filter));
+                for (top, filter) in &ss.top_ups {
+                    stages.push(st(top));
+                    stages.push(st(filter));
+                }
             }
             let arm = arm_stage(&mr, shared, c);
             if let Some(a) = &arm {
@@ -1522,69 +1549,79 @@ fn synthesize(
             w.write_json("synthetic.json", &out)
         })
     };
-    let (mut generation, mut gen_key) = (generation, gen_key);
+    let mut generation = generation;
     let mut fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
     let (mut entry, mut outcome) = run_filter(&generation, &fid)?;
     // Top-up rounds: what each cluster lacks, asked again, then the filter over all answers.
-    for round in 1..=m.augment.top_up {
+    // Every round runs, one with nothing to ask too, so the keys are those `synth_stages` gives
+    // (and `plan` lists); a generation with unanswered calls is used as it is, never cached.
+    for (round, (top_id, next_fid)) in (1..).zip(&ids.top_ups) {
         if !generation.complete() {
             break;
         }
-        let data: Synthetic = entry.read_json("synthetic.json")?;
-        let top_id = StageId::of(&generate::TopUpParams { round }, &[&gen_key, &fid.key]);
-        let extra: Vec<CallRecord> = match cx.cache.get(&top_id)? {
+        let extra: Vec<CallRecord> = match cx.cache.get(top_id)? {
             Some(entry) => {
                 let mut calls: Vec<CallRecord> = entry.read_json("calls.json")?;
                 mark_cached(&mut calls);
                 calls
             }
             None => {
-                let catalog = load_catalog()?;
+                let data: Synthetic = entry.read_json("synthetic.json")?;
                 let planned = generate::plan_top_up(
                     &generation,
                     &data,
                     clusters,
-                    catalog,
+                    load_catalog()?,
                     template,
                     generator,
                     m.augment.per_call,
                 )?;
-                if planned.is_empty() {
-                    break;
-                }
-                let sentences: usize = planned.iter().map(|p| p.requested).sum();
-                cx.progress.log(format!(
-                    "generate {label}: top-up round {round}: {} calls for the {sentences} sentences the filter left missing",
-                    planned.len()
-                ));
-                let jobs: Vec<CallJob> = planned.iter().map(|p| p.job.clone()).collect();
-                let outcomes = llm::run_calls(
-                    generator,
-                    &jobs,
-                    cx.cache,
-                    &budgets[&generator.config.name],
-                    cx.progress,
-                    &format!("generate {label} top-up {round}"),
-                )?;
-                let calls = generate::records(planned, outcomes);
-                if calls.iter().all(|c| c.outcome.answer().is_some()) {
+                let calls = if planned.is_empty() {
+                    Vec::new()
+                } else {
+                    let sentences: usize = planned.iter().map(|p| p.requested).sum();
+                    cx.progress.log(format!(
+                        "generate {label}: top-up round {round}: {} calls for the {sentences} sentences the filter left missing",
+                        planned.len()
+                    ));
+                    let jobs: Vec<CallJob> = planned.iter().map(|p| p.job.clone()).collect();
+                    let outcomes = llm::run_calls(
+                        generator,
+                        &jobs,
+                        cx.cache,
+                        &budgets[&generator.config.name],
+                        cx.progress,
+                        &format!("generate {label} top-up {round}"),
+                    )?;
+                    generate::records(planned, outcomes)
+                };
+                let unanswered = calls
+                    .iter()
+                    .filter(|c| c.outcome.answer().is_none())
+                    .count();
+                if unanswered == 0 {
                     cx.cache
-                        .get_or_compute(&top_id, |w| w.write_json("calls.json", &calls))?;
+                        .get_or_compute(top_id, |w| w.write_json("calls.json", &calls))?;
+                } else {
+                    cx.progress.log(format!(
+                        "generate {label}: top-up round {round} incomplete ({unanswered} of {} calls unanswered); this run uses the answers it has, nothing partial is cached, and a rerun retries the missing calls",
+                        calls.len()
+                    ));
                 }
                 calls
             }
         };
-        if extra.is_empty() {
-            break;
-        }
-        let complete = extra.iter().all(|c| c.outcome.answer().is_some());
         generation.calls.extend(extra);
-        gen_key = if complete {
-            top_id.key.clone()
+        fid = if generation.complete() {
+            next_fid.clone()
         } else {
-            partial_key(&generation, &top_id.key)
+            filter_id(
+                m,
+                &partial_key(&generation, &top_id.key),
+                cx.shared,
+                ids.reference.as_ref().map(|r| &r.1),
+            )
         };
-        fid = filter_id(m, &gen_key, cx.shared, ids.reference.as_ref().map(|r| &r.1));
         (entry, outcome) = run_filter(&generation, &fid)?;
     }
     let mut data: Synthetic = entry.read_json("synthetic.json")?;

@@ -375,9 +375,45 @@ fn top_up_asks_each_cluster_again_for_what_the_filter_left_missing() {
         "the top-up asks for what is missing: {prompt}"
     );
 
-    // A second round finds nothing missing and asks nothing; a rerun takes the round from the
-    // cache.
+    assert_eq!(cache_entries(&s, "top-up"), 1);
+
+    // A second round finds nothing missing and asks nothing (an entry with no calls).
     assert_eq!(generate(&["--set", "augment.top_up=2"]), texts);
-    assert_eq!(generate(&["--set", "augment.top_up=1"]), texts);
     assert_eq!(server.requests().len(), 2);
+    assert_eq!(cache_entries(&s, "top-up"), 2);
+
+    // The round is a stage of its own: without the per-call cache, a rerun still makes no call,
+    // and `plan` lists each round and the filter after it, as cached, before the cells.
+    std::fs::remove_dir_all(s.path("cache/entries/llm-call")).unwrap();
+    assert_eq!(generate(&["--set", "augment.top_up=2"]), texts);
+    assert_eq!(server.requests().len(), 2);
+    let o = s.cmd(&[
+        "plan",
+        m.to_str().unwrap(),
+        "--json",
+        "--set",
+        "augment.top_up=2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stages: Vec<(String, bool)> = plan["cells"][0]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            (
+                st["stage"].as_str().unwrap().to_string(),
+                st["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "load", "split", "cluster", "generate", "filter", "top-up", "filter", "top-up",
+            "filter", "train", "evaluate"
+        ]
+    );
+    assert!(stages[..9].iter().all(|(_, cached)| *cached), "{stages:?}");
 }

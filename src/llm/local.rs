@@ -209,14 +209,14 @@ impl Session<'_> {
         }
     }
 
-    /// The prompt wrapped in the model's chat template, as tokens. Errors: a GGUF without a chat
-    /// template; a prompt that leaves no room in one sequence's share of the context.
     /// Tokens of `prompt` as a call evaluates it: one user message under the model's chat
     /// template, with the assistant's turn opened. Errors as [`Session::start`]'s for the prompt.
     pub fn prompt_len(&self, prompt: &str) -> Result<usize> {
         self.prompt_tokens(prompt).map(|t| t.len())
     }
 
+    /// The prompt wrapped in the model's chat template, as tokens. Errors: a GGUF without a chat
+    /// template; a prompt that leaves no room in one sequence's share of the context.
     fn prompt_tokens(&self, prompt: &str) -> Result<Vec<LlamaToken>> {
         let model = &self.model.model;
         let template = model
