@@ -206,7 +206,12 @@ pub fn plan_calls(
 ) -> Result<(Vec<PlannedCall>, BTreeMap<String, usize>)> {
     let mut calls = Vec::new();
     let mut wanted = BTreeMap::new();
-    let mut samples: HashMap<String, u32> = HashMap::new();
+    let mut planner = Planner {
+        template,
+        generator,
+        per_call,
+        samples: HashMap::new(),
+    };
     for t in &clusters.targets {
         let r = requested(t, per_technique, count);
         wanted.insert(t.technique.clone(), r);
@@ -222,17 +227,12 @@ pub fn plan_calls(
         let description = clean_description(&tech.description);
         let k = t.clusters.len();
         for ci in 0..k {
-            let share = cluster_share(r, k, ci);
-            calls.extend(cluster_calls(
+            calls.extend(planner.cluster_calls(
                 t,
                 ci,
-                share,
-                &description,
+                cluster_share(r, k, ci),
                 tech,
-                template,
-                generator,
-                per_call,
-                &mut samples,
+                &description,
             )?);
         }
     }
@@ -262,63 +262,71 @@ pub fn records(planned: Vec<PlannedCall>, outcomes: Vec<Outcome>) -> Vec<CallRec
         .collect()
 }
 
-/// The calls that ask for `share` sentences of cluster `ci` of technique `t`, `per_call` at a
-/// time. `samples` counts the calls made of each rendered prompt so far (identical prompts are
-/// told apart by their sample index, which goes into the call key).
-#[allow(clippy::too_many_arguments)]
-fn cluster_calls(
-    t: &TechniqueClusters,
-    ci: usize,
-    share: usize,
-    description: &(String, String),
-    tech: &crate::data::attack::Technique,
-    template: &PromptTemplate,
-    generator: &Generator,
+/// What the calls of one plan share: the template, the generator, the sentences per call, and
+/// how many calls each rendered prompt (by its BLAKE3, the calls' `prompt_key`) has had so far —
+/// identical prompts are told apart by their sample index, which goes into the call key.
+struct Planner<'a> {
+    template: &'a PromptTemplate,
+    generator: &'a Generator,
     per_call: usize,
-    samples: &mut HashMap<String, u32>,
-) -> Result<Vec<PlannedCall>> {
-    let c = &t.clusters[ci];
-    let k = t.clusters.len();
-    let mut calls = Vec::new();
-    let mut asked = 0;
-    while asked < share {
-        let n = per_call.min(share - asked);
-        asked += n;
-        let vars = PromptVars {
-            technique_id: t.technique.clone(),
-            technique_name: tech.name.clone(),
-            description: description.0.clone(),
-            full_description: description.1.clone(),
-            tactics: tech.tactics.clone(),
-            examples: c
-                .representatives
-                .iter()
-                .map(|&i| t.texts[i].clone())
-                .collect(),
-            n,
-            cluster: ci,
-            clusters: k,
-        };
-        let prompt = template.render(&vars)?;
-        let slot = samples.entry(prompt.clone()).or_insert(0);
-        let sample = *slot;
-        *slot += 1;
-        let id = generator.call_id(&prompt, sample, n);
-        calls.push(PlannedCall {
-            technique: t.technique.clone(),
-            cluster: ci,
-            sample,
-            requested: n,
-            prompt_key: blake3_hex(prompt.as_bytes()),
-            job: CallJob {
-                label: format!("{} cluster {ci} sample {sample}", t.technique),
-                id,
-                prompt,
-                items: n,
-            },
-        });
+    samples: HashMap<String, u32>,
+}
+
+impl Planner<'_> {
+    /// The calls that ask for `share` sentences of cluster `ci` of technique `t`, `per_call` at
+    /// a time. `description`: the technique's, as [`clean_description`] gives it.
+    fn cluster_calls(
+        &mut self,
+        t: &TechniqueClusters,
+        ci: usize,
+        share: usize,
+        tech: &crate::data::attack::Technique,
+        description: &(String, String),
+    ) -> Result<Vec<PlannedCall>> {
+        let c = &t.clusters[ci];
+        let k = t.clusters.len();
+        let mut calls = Vec::new();
+        let mut asked = 0;
+        while asked < share {
+            let n = self.per_call.min(share - asked);
+            asked += n;
+            let vars = PromptVars {
+                technique_id: t.technique.clone(),
+                technique_name: tech.name.clone(),
+                description: description.0.clone(),
+                full_description: description.1.clone(),
+                tactics: tech.tactics.clone(),
+                examples: c
+                    .representatives
+                    .iter()
+                    .map(|&i| t.texts[i].clone())
+                    .collect(),
+                n,
+                cluster: ci,
+                clusters: k,
+            };
+            let prompt = self.template.render(&vars)?;
+            let prompt_key = blake3_hex(prompt.as_bytes());
+            let slot = self.samples.entry(prompt_key.clone()).or_insert(0);
+            let sample = *slot;
+            *slot += 1;
+            let id = self.generator.call_id(&prompt, sample, n);
+            calls.push(PlannedCall {
+                technique: t.technique.clone(),
+                cluster: ci,
+                sample,
+                requested: n,
+                prompt_key,
+                job: CallJob {
+                    label: format!("{} cluster {ci} sample {sample}", t.technique),
+                    id,
+                    prompt,
+                    items: n,
+                },
+            });
+        }
+        Ok(calls)
     }
-    Ok(calls)
 }
 
 /// Top-up calls (`augment.top_up`): for every cluster of a target technique, as many sentences
@@ -337,22 +345,26 @@ pub fn plan_top_up(
     generator: &Generator,
     per_call: usize,
 ) -> Result<Vec<PlannedCall>> {
+    // Sample indices continue from the calls already made of each prompt: one asked n times
+    // before takes n, n + 1, … (two clusters with the same prompt too: one count for all).
+    let mut planner = Planner {
+        template,
+        generator,
+        per_call,
+        samples: HashMap::new(),
+    };
     let mut unanswered: std::collections::HashSet<(&str, usize)> = Default::default();
-    let mut prompts: HashMap<&str, u32> = HashMap::new();
     for c in &generation.calls {
         if c.outcome.answer().is_none() {
             unanswered.insert((c.technique.as_str(), c.cluster));
         }
-        *prompts.entry(c.prompt_key.as_str()).or_insert(0) += 1;
+        *planner.samples.entry(c.prompt_key.clone()).or_insert(0) += 1;
     }
     let mut got: HashMap<(&str, usize), usize> = HashMap::new();
     for s in kept.sentences.iter().filter(|s| s.kept) {
         *got.entry((s.technique.as_str(), s.cluster)).or_insert(0) += 1;
     }
     let mut calls = Vec::new();
-    // One count of the prompts planned in this round, so that two clusters with the same
-    // prompt (no example sentences, or the same ones) get different sample indices.
-    let mut samples: HashMap<String, u32> = HashMap::new();
     for t in &clusters.targets {
         let Some(tech) = catalog.get(&t.technique) else {
             continue;
@@ -376,26 +388,7 @@ pub fn plan_top_up(
                 continue;
             }
             lacking -= short;
-            let planned = cluster_calls(
-                t,
-                ci,
-                short,
-                &description,
-                tech,
-                template,
-                generator,
-                per_call,
-                &mut samples,
-            )?;
-            // Sample indices continue from the calls already made of each prompt: one asked
-            // n times before takes n, n + 1, …
-            for mut p in planned {
-                let made = prompts.get(p.prompt_key.as_str()).copied().unwrap_or(0);
-                p.sample += made;
-                p.job.id = generator.call_id(&p.job.prompt, p.sample, p.requested);
-                p.job.label = format!("{} cluster {ci} sample {} (top-up)", t.technique, p.sample);
-                calls.push(p);
-            }
+            calls.extend(planner.cluster_calls(t, ci, short, tech, &description)?);
         }
     }
     Ok(calls)

@@ -210,17 +210,7 @@ fn plan_json_records_the_cache_before_the_run() {
     let cached = |run: &Path| -> Vec<(String, bool)> {
         let p: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("plan.json")).unwrap()).unwrap();
-        p["cells"][0]["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|st| {
-                (
-                    st["stage"].as_str().unwrap().to_string(),
-                    st["cached"].as_bool().unwrap(),
-                )
-            })
-            .collect()
+        plan_stages(&p, 0)
     };
     let first = s.path("results/first");
     s.run_ok(&m, &first, &["-q"]);

@@ -396,17 +396,7 @@ fn top_up_asks_each_cluster_again_for_what_the_filter_left_missing() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let stages: Vec<(String, bool)> = plan["cells"][0]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|st| {
-            (
-                st["stage"].as_str().unwrap().to_string(),
-                st["cached"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let stages = plan_stages(&plan, 0);
     let names: Vec<&str> = stages.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

@@ -197,6 +197,21 @@ pub fn cache_entries(s: &Sandbox, stage: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A plan's (`plan --json`, `plan.json`) stages of cell `cell`: (stage, cached), in order.
+pub fn plan_stages(plan: &serde_json::Value, cell: usize) -> Vec<(String, bool)> {
+    plan["cells"][cell]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            (
+                st["stage"].as_str().unwrap().to_string(),
+                st["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// summary.csv (or any CSV) as rows of column → value.
 pub fn read_csv_rows(p: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
     let mut r = csv::Reader::from_path(p).unwrap();
