@@ -23,7 +23,10 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 10: the meta filter finds the first person singular and the second person, the
 /// answer's own frame ("Another example of…", "…adding to the list", "This response…") and the
 /// template's own wording echoed (9 was never released).
-pub const FILTER_VERSION: u32 = 10;
+/// Version 12: the meta filter finds a reference to a text ("this report", "the third example",
+/// "the following responses", "the author has…", "It describes how…", "…added to the report"),
+/// and the template's wording echoed as bigrams, not trigrams (11 was never released).
+pub const FILTER_VERSION: u32 = 12;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -353,11 +356,15 @@ fn normalized(t: &str) -> String {
 }
 
 /// Words of the prompt's own n-grams the meta filter looks for in a sentence (see
-/// [`FilterInput::template`]): trigrams, which catch "a threat actor or its malware" echoed from
-/// "what a threat actor or its malware did" and "does not copy them" from "do not copy them",
-/// and after the real train sentences' trigrams are taken out flag few sentences that merely
-/// share the topic's words.
-const ECHO_NGRAM: usize = 3;
+/// [`FilterInput::template`]): bigrams, which catch "a threat actor or its malware" echoed from
+/// "what a threat actor or its malware did", "does not copy them" from "do not copy them", and
+/// the prompt's frame taken up as a subject ("The report shows…", "It describes how…", "…such
+/// as in real reports") where the train sentences never say "the report" or "describes how".
+/// Bigrams a real sentence may still hold are few once the train sentences' own are taken out:
+/// of TRAM's distinct single-label sentences split 72/28 at random, 4 of 1,349 held-out ones
+/// hold a template bigram missing from the other 3,467 ("the same as", "adversaries use"),
+/// 0.30% (trigrams: 0.22%). Trigrams (filter version 10) missed the frame taken up as a subject.
+const ECHO_NGRAM: usize = 2;
 
 /// Inputs of the filter stage besides the generation.
 pub struct FilterInput<'a> {
@@ -913,7 +920,7 @@ mod tests {
         assert_eq!(first.rejected_by.as_deref(), Some("meta"));
         assert_eq!(
             first.similar_to.as_deref(),
-            Some("echoes the prompt: \"a threat actor\"")
+            Some("echoes the prompt: \"a threat\"")
         );
         assert!(out.sentences[1].kept, "{:?}", out.sentences[1]);
         // Without the template, or with the meta filter off, the first one stays.

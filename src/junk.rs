@@ -220,6 +220,61 @@ static FRAME: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// A reference to a text rather than to what an adversary did: a report, document, example,
+/// response, answer, message or list pointed at ("this report", "these examples", "the third
+/// example", "the following responses", "the next message"), a sentence opening on one ("In
+/// this example, …", "This report details…"), its author ("The author has provided a report…";
+/// not "the authors of the malware"), "the above information", and the report as a place
+/// ("…added to the report", "…discussed within the content", "the report above"). Out of
+/// context, such a sentence points at the prompt or the answer, not at an attack.
+///
+/// Written after cold reads of sentences SmolLM2-135M wrote and the filter kept: 700 with
+/// generator seed 100 (filter version 10), 23 of whose 27 meta-sentences it matches, and 696
+/// with seed 200 (version 11), from which "It describes how…" and "…by the document" came. Both
+/// counts are by construction, not measurements. 204 of the 36,975 distinct real sentences of
+/// TRAM and CTI-to-MITRE match (0.55%: "…can be found in the Detections section of this
+/// report.", "According to the author, …"); a synthetic sentence dropped for it costs yield,
+/// which the top-up recovers.
+static TEXT_REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
+    const ORDINAL: &str = "(?:first|second|third|fourth|fifth|last|next|previous|following|above)";
+    const TEXT: &str = "(?:reports?|documents?|articles?|papers?|texts?|examples?|responses?|answers?|messages?|list|items?|content)";
+    Regex::new(&format!(
+        concat!(
+            r"(?i)\b(?:this|these|the {ord}|{ord}) {text}\b",
+            r"|^(?:in )?this (?:report|document|article|paper|example)\b",
+            r"|\bthe above (?:information|examples?|sentences?|text)\b",
+            r"|\bthe report (?:above|below)\b|^this is where\b",
+            // The report's content told by a pronoun: "It describes how the perpetrator…".
+            r"|^(?:in detail, )?it (?:also )?(?:details|describes|mentions|discusses|explains|highlights|focuses on|summari[sz]es|outlines|provides details)\b",
+            r"|\bby the document\b",
+            r"|\b(?:additional|more|other) (?:ways|examples|items)\b",
+            // The two below count only when the next word is not one of those in
+            // `TEXT_PLACE_NOT_BEFORE` ("the authors of the malware", "in the report by Kaspersky").
+            r"|\b(?P<author>the authors?)\b(?:\s+(?P<after_author>\w+))?",
+            r"|\b(?P<place>(?:to|in|within|into|by) the (?:report|content))\b(?:\s+(?P<after_place>\w+))?",
+        ),
+        ord = ORDINAL,
+        text = TEXT
+    ))
+    .expect("valid regex")
+});
+
+/// Words after which "the author" and "in the report" name someone else's author or report.
+const TEXT_PLACE_NOT_BEFORE: &[&str] =
+    &["of", "by", "from", "published", "titled", "on", "released"];
+
+/// Whether a sentence refers to a text ([`TEXT_REFERENCE`]).
+fn refers_to_a_text(sentence: &str) -> bool {
+    TEXT_REFERENCE.captures_iter(sentence).any(|c| {
+        let after = c
+            .name("after_author")
+            .or_else(|| c.name("after_place"))
+            .map(|w| w.as_str().to_lowercase());
+        let guarded = c.name("author").is_some() || c.name("place").is_some();
+        !guarded || !after.is_some_and(|w| TEXT_PLACE_NOT_BEFORE.contains(&w.as_str()))
+    })
+}
+
 /// Whether `phrase` occurs in `text` as whole words: not preceded or followed by a letter or a
 /// digit ("our list" is not in "four listening ports").
 fn contains_words(text: &str, phrase: &str) -> bool {
@@ -250,6 +305,7 @@ pub fn is_meta(sentence: &str) -> bool {
         || TASK_WORDS.is_match(&t)
         || in_person(sentence)
         || FRAME.is_match(sentence.trim())
+        || refers_to_a_text(sentence.trim())
 }
 
 /// Jinja tags of a template: comments, expressions and statements.
@@ -489,6 +545,45 @@ mod tests {
         ] {
             assert!(!is_meta(real), "{real}");
         }
+    }
+
+    #[test]
+    fn a_reference_to_a_text_is_meta() {
+        // SmolLM2-135M, generator seed 100, kept under filter version 10.
+        for s in [
+            "This is where the report begins.",
+            "These are just 3 additional ways to describe how an adversary uses software-defined layers (SDL).",
+            "The author has provided a report describing how attacks on the internet and networks can be used.",
+            "It adds more details about how this attack was targeted by EternalBlue to the report.",
+            "The results have been described in a report on security, which is also discussed within the content.",
+            "In this example, a threat actor creates an attack using ICMLuaUtil COM interface.",
+            "This report highlights a new method of threat actors using Software Deployment Tools.",
+            "The next message should describe what happened during a hack.",
+            "The third example refers to malware as it creates one.",
+            "from the following answers were asked to report the issue.",
+            "It may include other tasks that are not included in the report above, such as saving recording files.",
+            "The above information shows that some methods can be used to spread this malware.",
+            "It describes how the perpetrator uses different commands when transferring files.",
+            "The malware deletes the files, as described by the document.",
+        ] {
+            assert!(is_meta(s), "{s}");
+        }
+        // Someone else's author or report, and lists a program keeps, are not.
+        for real in [
+            "The authors of the malware switch to the 64-bit mode first.",
+            "The technique was first described in the report by Kaspersky in 2019.",
+            "If the language is found in the list, the process terminates.",
+            "The malware sends the collected content to its C2 server.",
+            "The loader decrypts the payload and runs it in memory.",
+            "The document contains a macro that downloads the second stage.",
+            "It downloads the payload and describes itself as an update.",
+        ] {
+            assert!(!is_meta(real), "{real}");
+        }
+        // The price: real sentences that point at their own report are matched too (0.55%).
+        assert!(is_meta(
+            "Also thanks to @svch0st, @pigerlin, and @0xtornado for reviewing this report."
+        ));
     }
 
     #[test]
