@@ -26,7 +26,9 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 12: the meta filter finds a reference to a text ("this report", "the third example",
 /// "the following responses", "the author has…", "It describes how…", "…added to the report"),
 /// and the template's wording echoed as bigrams, not trigrams (11 was never released).
-pub const FILTER_VERSION: u32 = 12;
+/// Version 13: bigrams only given 200 train sentences or more, trigrams below; a text reference
+/// after a guarded phrase that does not count is still found.
+pub const FILTER_VERSION: u32 = 13;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -356,15 +358,31 @@ fn normalized(t: &str) -> String {
 }
 
 /// Words of the prompt's own n-grams the meta filter looks for in a sentence (see
-/// [`FilterInput::template`]): bigrams, which catch "a threat actor or its malware" echoed from
-/// "what a threat actor or its malware did", "does not copy them" from "do not copy them", and
-/// the prompt's frame taken up as a subject ("The report shows…", "It describes how…", "…such
-/// as in real reports") where the train sentences never say "the report" or "describes how".
-/// Bigrams a real sentence may still hold are few once the train sentences' own are taken out:
-/// of TRAM's distinct single-label sentences split 72/28 at random, 4 of 1,349 held-out ones
-/// hold a template bigram missing from the other 3,467 ("the same as", "adversaries use"),
-/// 0.30% (trigrams: 0.22%). Trigrams (filter version 10) missed the frame taken up as a subject.
+/// [`FilterInput::template`]), with at least [`ECHO_BIGRAM_MIN_TRAIN`] real train sentences:
+/// bigrams, which catch the shipped template's frame taken up as a subject ("The report
+/// shows…", "It provides details about how adversaries…", "…such as in real reports": TRAM's
+/// train sentences never say "the report", "describes how" or "real reports"), and what
+/// trigrams catch ("A threat actor or its malware may…" from "what a threat actor or its
+/// malware did"). Of TRAM's distinct single-label sentences split at random, 0.30% of 1,349
+/// held-out ones hold a template bigram missing from 200 to 2,000 train ones ("the same as",
+/// "adversaries use", "do not"), 0.07% with 3,467 (trigrams: 0.05%, 0.05%).
 const ECHO_NGRAM: usize = 2;
+
+/// Fewer real train sentences than this, and the echo is of trigrams: a small train set lacks
+/// common bigrams of the template ("the threat", "for the", "in the"), and bigrams would flag
+/// real-looking sentences wholesale (2.4% of TRAM's held-out sentences against 50 train ones,
+/// 12.7% on the 36-sentence example in examples/own-data; trigrams 0.6%). At 200 train
+/// sentences and more bigrams flag 0.30% or less (see [`ECHO_NGRAM`]).
+const ECHO_BIGRAM_MIN_TRAIN: usize = 200;
+
+/// The n of the template's n-grams the meta filter looks for, given `train` real sentences.
+fn echo_ngram(train: usize) -> usize {
+    if train >= ECHO_BIGRAM_MIN_TRAIN {
+        ECHO_NGRAM
+    } else {
+        3
+    }
+}
 
 /// Inputs of the filter stage besides the generation.
 pub struct FilterInput<'a> {
@@ -373,7 +391,8 @@ pub struct FilterInput<'a> {
     /// Test sentences: read only to detect leakage.
     pub test: &'a [String],
     /// The text of the template the prompts were rendered from: with the meta filter on, a
-    /// sentence that holds a word trigram of its own wording which no real train sentence holds
+    /// sentence that holds a word bigram (trigram with fewer than [`ECHO_BIGRAM_MIN_TRAIN`]
+    /// train sentences) of its own wording which no real train sentence holds
     /// ([`crate::junk::instruction_ngrams`]) is a meta-sentence. `None`: no such check.
     pub template: Option<&'a str>,
     /// Predicts a technique for each text (the reference classifier), when enabled.
@@ -437,7 +456,7 @@ pub fn filter(generation: &Generation, input: &FilterInput, cfg: &FilterConfig) 
     let instruction = match input.template {
         Some(t) if cfg.meta => {
             let real: Vec<&str> = input.train.iter().map(|x| x.0.as_str()).collect();
-            crate::junk::instruction_ngrams(t, &real, ECHO_NGRAM)
+            crate::junk::instruction_ngrams(t, &real, echo_ngram(real.len()))
         }
         _ => HashSet::new(),
     };
@@ -894,6 +913,49 @@ mod tests {
     }
 
     #[test]
+    fn the_echo_is_of_bigrams_given_enough_train_sentences() {
+        let generation = make_generation(&[
+            "1. The report shows a threat actor using HackTool to bypass UAC.\n2. Attackers staged archives in a recycle bin folder before exfiltration.",
+        ]);
+        let template = "A threat report describes how adversaries use {{ technique_name }}.\nWrite new sentences for the report in which an adversary does the same:\n{% for e in examples %}- {{ e }}\n{% endfor %}";
+        let train = |n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|i| {
+                    (
+                        format!(
+                            "The loader number {i} queried the registry key for installed software."
+                        ),
+                        "T1".to_string(),
+                    )
+                })
+                .collect()
+        };
+        let run = |train: &[(String, String)]| {
+            filter(
+                &generation,
+                &FilterInput {
+                    train,
+                    test: &[],
+                    template: Some(template),
+                    reference: None,
+                },
+                &FilterConfig::default(),
+            )
+        };
+        let enough = run(&train(ECHO_BIGRAM_MIN_TRAIN));
+        assert_eq!(enough.sentences[0].rejected_by.as_deref(), Some("meta"));
+        assert_eq!(
+            enough.sentences[0].similar_to.as_deref(),
+            Some("echoes the prompt: \"the report\"")
+        );
+        assert!(enough.sentences[1].kept, "{:?}", enough.sentences[1]);
+        // One train sentence fewer: trigrams, and "the report shows" is not the template's.
+        let few = run(&train(ECHO_BIGRAM_MIN_TRAIN - 1));
+        assert!(few.sentences[0].kept, "{:?}", few.sentences[0]);
+        assert!(few.sentences[1].kept, "{:?}", few.sentences[1]);
+    }
+
+    #[test]
     fn a_sentence_echoing_the_templates_wording_is_meta() {
         let generation = make_generation(&[
             "1. A threat actor or its malware may query the registry for installed software.\n2. The loader queried the Uninstall registry key for installed software.",
@@ -920,7 +982,7 @@ mod tests {
         assert_eq!(first.rejected_by.as_deref(), Some("meta"));
         assert_eq!(
             first.similar_to.as_deref(),
-            Some("echoes the prompt: \"a threat\"")
+            Some("echoes the prompt: \"a threat actor\"")
         );
         assert!(out.sentences[1].kept, "{:?}", out.sentences[1]);
         // Without the template, or with the meta filter off, the first one stays.
