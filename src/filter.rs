@@ -357,31 +357,24 @@ fn normalized(t: &str) -> String {
     words(t).join(" ")
 }
 
-/// Words of the prompt's own n-grams the meta filter looks for in a sentence (see
-/// [`FilterInput::template`]), with at least [`ECHO_BIGRAM_MIN_TRAIN`] real train sentences:
-/// bigrams, which catch the shipped template's frame taken up as a subject ("The report
-/// shows…", "It provides details about how adversaries…", "…such as in real reports": TRAM's
-/// train sentences never say "the report", "describes how" or "real reports"), and what
-/// trigrams catch ("A threat actor or its malware may…" from "what a threat actor or its
-/// malware did"). Of TRAM's distinct single-label sentences split at random, 0.30% of 1,349
-/// held-out ones hold a template bigram missing from 200 to 2,000 train ones ("the same as",
-/// "adversaries use", "do not"), 0.07% with 3,467 (trigrams: 0.05%, 0.05%).
-const ECHO_NGRAM: usize = 2;
-
-/// Fewer real train sentences than this, and the echo is of trigrams: a small train set lacks
-/// common bigrams of the template ("the threat", "for the", "in the"), and bigrams would flag
-/// real-looking sentences wholesale (2.4% of TRAM's held-out sentences against 50 train ones,
-/// 12.7% on the 36-sentence example in examples/own-data; trigrams 0.6%). At 200 train
-/// sentences and more bigrams flag 0.30% or less (see [`ECHO_NGRAM`]).
+/// Fewer real train sentences than this, and the meta filter looks for the template's trigrams
+/// ([`echo_ngram`]): a small train set lacks common bigrams of the template ("the threat", "for
+/// the", "in the"), and bigrams would flag real-looking sentences wholesale (2.4% of TRAM's
+/// held-out sentences against 50 train ones, 12.7% on the 36-sentence example in
+/// examples/own-data; trigrams 0.6%).
 const ECHO_BIGRAM_MIN_TRAIN: usize = 200;
 
-/// The n of the template's n-grams the meta filter looks for, given `train` real sentences.
+/// The n of the template's n-grams the meta filter looks for (see [`FilterInput::template`]),
+/// given `train` real train sentences. From [`ECHO_BIGRAM_MIN_TRAIN`] on: bigrams, which catch
+/// the shipped template's frame taken up as a subject ("The report shows…", "It provides details
+/// about how adversaries…", "…such as in real reports": TRAM's train sentences never say "the
+/// report", "describes how" or "real reports"), and what trigrams catch ("A threat actor or its
+/// malware may…" from "what a threat actor or its malware did"). Of TRAM's distinct
+/// single-label sentences split at random, 0.30% of 1,349 held-out ones hold a template bigram
+/// missing from 200 to 2,000 train ones ("the same as", "adversaries use", "do not"), 0.07%
+/// with 3,467 (trigrams: 0.05%, 0.05%). Below it: trigrams.
 fn echo_ngram(train: usize) -> usize {
-    if train >= ECHO_BIGRAM_MIN_TRAIN {
-        ECHO_NGRAM
-    } else {
-        3
-    }
+    if train >= ECHO_BIGRAM_MIN_TRAIN { 2 } else { 3 }
 }
 
 /// Inputs of the filter stage besides the generation.

@@ -206,15 +206,17 @@ static FRAME: LazyLock<Regex> = LazyLock::new(|| {
         r"|(?i)^as an example\b|(?i)\bis (?:another|one more|yet another) example\b",
         r"|(?i)\bto (?:the|this|our|your|their) list\.?$|(?i)^(?:the|this) list (?:includes|contains|shows)\b",
         r"|(?i)^list list\b|(?i)^\d+ (?:more|additional|further) (?:examples?|details|ways|sentences|items)\b",
-        r"|(?i)\b(?:this|my|the previous|the above|a single|another) (?:response|answer)\b",
-        r"|(?i)\b(?:this|my|your|our) (?:report|article|text) (?:mentions|mentioned|focuses on|discusses|discussed|explores)\b",
+        // "This response", "the previous answer", "this report focuses…" are text references
+        // (`TEXT_REFERENCE`), "my report" and "your report" the first or second person.
+        r"|(?i)\b(?:a single|another) (?:response|answer)\b",
+        r"|(?i)\bour (?:report|article|text) (?:mentions|mentioned|focuses on|discusses|discussed|explores)\b",
         r"|(?i)\bthe (?:report|article) (?:mentions|mentioned)\b",
         r"|(?-i:^(?:Discuss|Describe|Explain|Imagine|Summari[sz]e|Provide details|Listed for)\b)",
         // Found by a cold read of 703 kept sentences (three replicates of tram.toml): the answer
         // in parts, other list items counted, the report being written, list lines.
         r"|(?i)\bpart of the (?:response|answer)\b",
         r"|(?i)^\d+ (?:other|others|more|additional|further) (?:reports?|examples?|details|ways|sentences|items|that)\b",
-        r"|(?i)\b(?:this|the) report will\b|(?i)\blater in the report\b|(?i)\bthe list of reports\b",
+        r"|(?i)\bthe report will\b|(?i)\blater in the report\b|(?i)\bthe list of reports\b",
         r"|(?i)^a new line\b|(?i)\blist of \d+ items\b",
     ))
     .expect("valid regex")
@@ -374,6 +376,20 @@ pub fn repeated_ngram(sentence: &str, n: usize) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Every sentence is meta ([`is_meta`]).
+    fn assert_all_meta(sentences: &[&str]) {
+        for s in sentences {
+            assert!(is_meta(s), "{s}");
+        }
+    }
+
+    /// No sentence is meta ([`is_meta`]).
+    fn assert_none_meta(sentences: &[&str]) {
+        for s in sentences {
+            assert!(!is_meta(s), "{s}");
+        }
+    }
+
     #[test]
     fn think_blocks_are_removed_whole() {
         let a = "<think>\nOkay, the user wants five sentences.\n1. First I should recall it.\n</think>\n\n1. Real one.\n2. Real two.";
@@ -429,7 +445,7 @@ mod tests {
 
     #[test]
     fn meta_sentences_from_the_field_are_found() {
-        for s in [
+        assert_all_meta(&[
             "Here is a list of 19 more sentences from the threat report that describe the technique.",
             "To better understand these techniques, let's walk through a scenario where an attacker gains access.",
             "Sure!",
@@ -458,9 +474,7 @@ mod tests {
             "To create one, you will need to choose an appropriate method.",
             "A new example was mentioned that demonstrates how an adversary can capture local data.",
             "In case you want to know more about this attack in detail you need to read further.",
-        ] {
-            assert!(is_meta(s), "{s}");
-        }
+        ]);
         assert!(!is_meta(
             "The malware copied itself into AppData and wrote a registry autostart entry."
         ));
@@ -471,7 +485,7 @@ mod tests {
             "Operators listed running services with a PowerShell one-liner."
         ));
         // Real sentences near the new words stay.
-        for real in [
+        assert_none_meta(&[
             "Adversaries may also add their malicious applications to the list of minimal services that start in safe mode.",
             "The report was exfiltrated to a server in the reports folder.",
             "In this campaign the actor sent reports of system information to its C2.",
@@ -480,9 +494,7 @@ mod tests {
             "The group refined this posture after the takedown.",
             // From the real report sentences the phrases were checked against.
             "We recently mentioned this tool in another report on April 16.",
-        ] {
-            assert!(!is_meta(real), "{real}");
-        }
+        ]);
         // Openings real reports use.
         assert!(!is_meta(
             "The following command was executed to dump credentials."
@@ -500,7 +512,7 @@ mod tests {
     #[test]
     fn the_model_speaking_as_itself_or_to_its_reader_is_meta() {
         // SmolLM2-135M under the shipped settings (tram.toml, replicates 0-2).
-        for s in [
+        assert_all_meta(&[
             "Your task is to submit immediate tasks using the host in the domain through GPOs.",
             "In my report, you mentioned that Group Policy Modification can be used to subvert controls.",
             "I am currently working on a threat intelligence report that discusses Group Policy Modification.",
@@ -508,26 +520,22 @@ mod tests {
             "It would be good to ask for an overview or just give me the details.",
             "You can run commands from windows service creation on the target devices.",
             "I\u{2019}ve added the rest below.",
-        ] {
-            assert!(is_meta(s), "{s}");
-        }
+        ]);
         // The price: a real sentence in the second person is flagged too (1.1% of the real ones).
         assert!(is_meta(
             "You can see that the author copy-pasted English typos."
         ));
-        for real in [
+        assert_none_meta(&[
             "An MFA prompt blocked the team from moving to SBS 2, and Phase I ended before they could implement potential workarounds.",
             "The team queried AD for AD users (during Phase I and II), including for members of a SharePoint group.",
             "We observed the actor staging archives in a recycle bin folder.",
             "The implant reads I/O control codes from the driver.",
-        ] {
-            assert!(!is_meta(real), "{real}");
-        }
+        ]);
     }
 
     #[test]
     fn the_answers_own_frame_is_meta() {
-        for s in [
+        assert_all_meta(&[
             "Another example of a situation when Rubeus took part in training for DDoS.",
             "As an example of malware: 5 - A virus that can bypass security checks.",
             "2018-10-30: A new threat actor is using Query Registry for discovery, also adding to the list.",
@@ -541,23 +549,19 @@ mod tests {
             "5 other reports about an attacker who used malware to create multiple groups.",
             "This report will provide examples of how attackers can utilize these exploits.",
             "We now have a new list of 8 items such as the server itself.",
-        ] {
-            assert!(is_meta(s), "{s}");
-        }
-        for real in [
+        ]);
+        assert_none_meta(&[
             "An example of this is use of Rundll32 to load a specifically crafted DLL.",
             "The mount module will use NetUseEnum to identify the current list of locally-mounted network shares and add them to the list to be encrypted.",
             "The response is a Json object that holds the new version number.",
             "Listed below is a Sigma rule that can be used by defenders.",
-        ] {
-            assert!(!is_meta(real), "{real}");
-        }
+        ]);
     }
 
     #[test]
     fn a_reference_to_a_text_is_meta() {
         // SmolLM2-135M, generator seed 100, kept under filter version 10.
-        for s in [
+        assert_all_meta(&[
             "This is where the report begins.",
             "These are just 3 additional ways to describe how an adversary uses software-defined layers (SDL).",
             "The author has provided a report describing how attacks on the internet and networks can be used.",
@@ -572,16 +576,14 @@ mod tests {
             "The above information shows that some methods can be used to spread this malware.",
             "It describes how the perpetrator uses different commands when transferring files.",
             "The malware deletes the files, as described by the document.",
-        ] {
-            assert!(is_meta(s), "{s}");
-        }
+        ]);
         // A phrase after a guarded one that does not count is still found.
         assert!(is_meta(
             "The payload was added to the content by the document."
         ));
         assert!(is_meta("\u{201c}It describes how the loader runs."));
         // Someone else's author or report, and a list the malware checks "in the list", are not.
-        for real in [
+        assert_none_meta(&[
             "The authors of the malware switch to the 64-bit mode first.",
             "The technique was first described in the report by Kaspersky in 2019.",
             "The group is named in the report published by Mandiant.",
@@ -590,9 +592,7 @@ mod tests {
             "The loader decrypts the payload and runs it in memory.",
             "The document contains a macro that downloads the second stage.",
             "It downloads the payload and describes itself as an update.",
-        ] {
-            assert!(!is_meta(real), "{real}");
-        }
+        ]);
         // The price: real sentences that point at their own report are matched too (0.55%).
         assert!(is_meta(
             "Also thanks to @svch0st, @pigerlin, and @0xtornado for reviewing this report."
