@@ -28,7 +28,9 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// and the template's wording echoed as bigrams, not trigrams (11 was never released).
 /// Version 13: bigrams only given 200 train sentences or more, trigrams below; a text reference
 /// after a guarded phrase that does not count is still found.
-pub const FILTER_VERSION: u32 = 13;
+/// Version 14: the meta filter's patterns anchored at a sentence's start see it from its first
+/// letter or digit ("“Another example…"), as its openings and text references already did.
+pub const FILTER_VERSION: u32 = 14;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the

@@ -295,11 +295,12 @@ fn contains_words(text: &str, phrase: &str) -> bool {
 /// model or to its reader ("Your task is to…"), rather than describing an attack.
 /// Case-insensitive; typographic apostrophes count as `'`.
 pub fn is_meta(sentence: &str) -> bool {
-    let t = sentence
+    // The sentence from its first letter or digit: the patterns anchored at its start see
+    // "“Another example…" and "- It describes…" as they see "Another example…".
+    let body = sentence
         .trim()
-        .trim_start_matches(|c: char| !c.is_alphanumeric())
-        .to_lowercase()
-        .replace('\u{2019}', "'");
+        .trim_start_matches(|c: char| !c.is_alphanumeric());
+    let t = body.to_lowercase().replace('\u{2019}', "'");
     META_OPENINGS.iter().any(|o| {
         t.strip_prefix(o).is_some_and(|rest| {
             // A whole word or phrase: "sure" opens "Sure!" but not "Surely".
@@ -309,12 +310,8 @@ pub fn is_meta(sentence: &str) -> bool {
         || SENTENCE_COUNT.is_match(&t)
         || TASK_WORDS.is_match(&t)
         || in_person(sentence)
-        || FRAME.is_match(sentence.trim())
-        || refers_to_a_text(
-            sentence
-                .trim()
-                .trim_start_matches(|c: char| !c.is_alphanumeric()),
-        )
+        || FRAME.is_match(body)
+        || refers_to_a_text(body)
 }
 
 /// Jinja tags of a template: comments, expressions and statements.
@@ -582,6 +579,9 @@ mod tests {
             "The payload was added to the content by the document."
         ));
         assert!(is_meta("\u{201c}It describes how the loader runs."));
+        assert!(is_meta(
+            "\u{201c}Another example of a loader that hides its window."
+        ));
         // Someone else's author or report, and a list the malware checks "in the list", are not.
         assert_none_meta(&[
             "The authors of the malware switch to the 64-bit mode first.",
