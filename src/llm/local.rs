@@ -99,15 +99,20 @@ impl LocalModel {
     }
 
     /// A context for a series of calls that decodes up to `parallel` sequences together in one
-    /// batch ([`Session::generate_batch`]). The KV cache is unified and holds `context` tokens per
-    /// sequence, so identical prompts can share theirs.
+    /// batch ([`Session::generate_batch`]). Each sequence has its own KV stream of `context`
+    /// tokens (llama.cpp's `kv_unified = false`), so a token attends over
+    /// its own sequence's cells only. In a unified cache every token attends over all sequences'
+    /// cells under a mask, a cost that grows with `parallel`: on `experiments/tram.toml`'s first
+    /// 37 calls (2 cores, completion tokens over the stage's time), a unified cache gave 103–107
+    /// tokens/s at 4, 8 and 16 sequences, per-sequence streams 101–106 at 4, 122 at 8 and 126
+    /// at 16.
     pub fn session_for(&self, parallel: u32) -> Result<Session<'_>> {
         let parallel = parallel.max(1);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(self.context * parallel))
             .with_n_batch(N_BATCH as u32)
             .with_n_seq_max(parallel)
-            .with_kv_unified(parallel > 1)
+            .with_kv_unified(false)
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads);
         let ctx = self
@@ -333,9 +338,14 @@ impl Session<'_> {
                 results[i] = Some(Err(e));
             }
         }
+        // Which request each slot decodes (compaction moves them).
+        let mut request_in: Vec<usize> = (0..self.slots.len()).collect();
         while self.busy() > 0 {
+            for (from, to) in self.compact()? {
+                request_in[to] = request_in[from];
+            }
             for (slot, answer) in self.step()? {
-                results[slot] = Some(Ok(answer));
+                results[request_in[slot]] = Some(Ok(answer));
             }
         }
         Ok(results
@@ -362,6 +372,49 @@ impl Session<'_> {
         self.slots.iter().position(|s| s.stream.is_none())
     }
 
+    /// Move the calls in flight down into the free slots below them, the highest into the
+    /// lowest, until the busy slots are `0..busy()`. Returns the moves, `(from, to)`.
+    ///
+    /// With one KV stream per sequence, llama.cpp decodes in one pass only sequences with
+    /// consecutive ids (`split_equal`): a batch of slots 0, 2 and 5 is three passes of one token,
+    /// the cost of three single streams. Gaps open when calls finish and no call is left to
+    /// take their slots (the end of a round, a budget that makes calls wait). A move copies
+    /// the sequence's stream (`llama_memory_seq_cp`, at the next decode) and frees the old one.
+    /// Errors: llama.cpp refusing the copy or the removal.
+    pub fn compact(&mut self) -> Result<Vec<(usize, usize)>> {
+        let mut moves = Vec::new();
+        while let Some(to) = self.free_slot() {
+            let Some(from) = self.slots.iter().rposition(|s| s.stream.is_some()) else {
+                break;
+            };
+            if from < to {
+                break;
+            }
+            let refused = || fail("moving a sequence", "removal refused".into());
+            if !self
+                .ctx
+                .clear_kv_cache_seq(Some(to as u32), None, None)
+                .map_err(|e| fail("moving a sequence", e.to_string()))?
+            {
+                return Err(refused());
+            }
+            self.ctx
+                .copy_kv_cache_seq(from as i32, to as i32, None, None)
+                .map_err(|e| fail("moving a sequence", e.to_string()))?;
+            if !self
+                .ctx
+                .clear_kv_cache_seq(Some(from as u32), None, None)
+                .map_err(|e| fail("moving a sequence", e.to_string()))?
+            {
+                return Err(refused());
+            }
+            let moved = std::mem::take(&mut self.slots[from]);
+            self.slots[to] = moved;
+            moves.push((from, to));
+        }
+        Ok(moves)
+    }
+
     /// Start a call in sequence slot `slot` (one with no call in flight): its prompt is
     /// evaluated and its first token sampled, so the next [`Session::step`] decodes it with the
     /// others (continuous batching, as llama.cpp's server does: a sequence that finishes frees its
@@ -369,9 +422,9 @@ impl Session<'_> {
     ///
     /// The longest token prefix the prompt shares with the prompt any slot holds (calls for one
     /// technique share everything up to their example sentences; samples of one prompt share it
-    /// all) is not evaluated again: in the unified KV cache its cells gain this sequence
-    /// (`llama_memory_seq_cp`), or, when the slot itself holds it, the cells after it are
-    /// dropped. At least the last token is evaluated, for its logits. Errors: a prompt that
+    /// all) is not evaluated again: the sequence holding it is copied into this slot's KV stream
+    /// (`llama_memory_seq_cp`) and the cells after the prefix dropped, or, when the slot itself
+    /// holds it, only the cells after it are dropped. At least the last token is evaluated, for its logits. Errors: a prompt that
     /// does not fit one sequence's share of the context; a grammar llama.cpp cannot parse; a
     /// failed decode (the slot is then emptied).
     pub fn start(&mut self, slot: usize, r: &Request<'_>) -> Result<()> {
@@ -405,9 +458,21 @@ impl Session<'_> {
         }
         self.slots[slot].resident.clear();
         if from != slot && shared > 0 {
+            // Across KV streams llama.cpp copies a whole sequence (its buffers, at the next
+            // decode); the cells from the shared prefix on are then dropped again.
             self.ctx
-                .copy_kv_cache_seq(from as i32, seq, None, Some(shared as u32))
+                .copy_kv_cache_seq(from as i32, seq, None, None)
                 .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
+            let trimmed = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(shared as u32), None)
+                .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
+            if !trimmed {
+                return Err(fail(
+                    "sharing a prompt prefix",
+                    "partial removal refused".into(),
+                ));
+            }
         }
         self.shared_prefix_tokens += shared as u64;
         let mut batch = LlamaBatch::new(N_BATCH, 1);
@@ -842,6 +907,21 @@ pub fn run(
             }
             continue;
         }
+        // A slot left free below a busy one splits the batch (see `Session::compact`).
+        let moved = match session.compact() {
+            Ok(moves) => moves,
+            Err(e) => {
+                for (_, (i, cost)) in std::mem::take(&mut in_flight) {
+                    finish(i, cost, Err(e.clone()), outcomes)?;
+                }
+                session.reset();
+                continue;
+            }
+        };
+        for (from, to) in moved {
+            let call = in_flight.remove(&from).expect("a call in flight there");
+            in_flight.insert(to, call);
+        }
         match session.step() {
             Ok(done) => {
                 for (slot, answer) in done {
@@ -1234,6 +1314,42 @@ mod tests {
         // The same call alone, from an empty cache: the reused cells held what evaluation would.
         let alone = s.generate_batch(&[req(&c, 4), req(&b, 1)]).unwrap();
         assert_eq!(alone[0].as_ref().unwrap().text, answers[&0].text);
+    }
+
+    #[test]
+    fn a_call_moved_into_a_lower_free_slot_decodes_on_from_its_own_cells() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session_for(3).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let (a, c) = (
+            format!("{head}Name one tool that does this."),
+            format!("{head}Name one operating system where this happens."),
+        );
+        let req = |prompt, max_tokens| Request {
+            prompt,
+            sampling: sampling(1, 0.0, max_tokens),
+            grammar: None,
+        };
+        s.start(0, &req(&a, 1)).unwrap();
+        s.start(1, &req("Name one malware family.", 1)).unwrap();
+        s.start(2, &req(&c, 24)).unwrap();
+        // Nothing to move while no slot below a busy one is free.
+        assert_eq!(s.compact().unwrap(), vec![]);
+        let mut done = BTreeMap::new();
+        while s.busy() > 1 {
+            done.extend(s.step().unwrap());
+        }
+        assert_eq!(done.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(s.compact().unwrap(), vec![(2, 0)]);
+        assert_eq!((s.busy(), s.free_slot()), (1, Some(1)));
+        let mut moved = BTreeMap::new();
+        while s.busy() > 0 {
+            moved.extend(s.step().unwrap());
+        }
+        assert!(moved[&0].completion_tokens > 4, "{:?}", moved[&0]);
+        // The same call alone from an empty cache: the moved stream held what it had decoded.
+        let alone = s.generate_batch(&[req(&c, 24), req(&a, 1)]).unwrap();
+        assert_eq!(alone[0].as_ref().unwrap().text, moved[&0].text);
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct Identity {
     /// otherwise, so the keys of one-sequence generators are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
+    /// Local models decoding several sequences in one batch: how their KV cache is laid out —
+    /// `per-sequence`, one stream per sequence (see `local::LocalModel::session_for`), whose
+    /// attention rounds differently from the unified cache that answers without this field
+    /// were decoded in. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache: Option<String>,
     /// Local structured generators: how the grammar steers sampling — `pick-then-check`, the
     /// chain's pick checked against the grammar and re-picked among what it admits only when
     /// rejected (llama.cpp's `common_sampler`; see `local::CallSampler`). Absent otherwise;
@@ -196,6 +202,8 @@ impl Generator {
                 }),
                 parallel: (source.provider == ProviderKind::Local && source.parallel > 1)
                     .then_some(source.parallel),
+                kv_cache: (source.provider == ProviderKind::Local && source.parallel > 1)
+                    .then(|| "per-sequence".to_string()),
                 grammar_sampling: (source.provider == ProviderKind::Local && source.structured)
                     .then(|| "pick-then-check".to_string()),
                 grammar: (source.provider == ProviderKind::Local && source.structured)
@@ -702,6 +710,24 @@ mod tests {
         });
         assert_eq!(base, one);
         assert_ne!(base, four, "the batch size is in the call key");
+        // The per-sequence KV streams are named beside the batch size, so answers decoded in the
+        // unified cache of earlier versions are not taken for theirs.
+        let identity = |parallel| {
+            let replay = GeneratorConfig {
+                name: "r".into(),
+                provider: ProviderKind::Replay,
+                of: Some("x".into()),
+                ..Default::default()
+            };
+            let local = GeneratorConfig {
+                parallel,
+                ..g.clone()
+            };
+            serde_json::to_value(Generator::resolve("r", &[local, replay]).unwrap().identity)
+                .unwrap()
+        };
+        assert_eq!(identity(4)["kv_cache"], "per-sequence");
+        assert!(identity(1).get("kv_cache").is_none());
         assert_ne!(
             four,
             key(&GeneratorConfig {
