@@ -100,7 +100,8 @@ impl LocalModel {
 
     /// A context for a series of calls that decodes up to `parallel` sequences together in one
     /// batch ([`Session::generate_batch`]). Each sequence has its own KV stream of `context`
-    /// tokens (llama.cpp's `kv_unified = false`), so a token attends over
+    /// tokens (llama.cpp's `kv_unified = false`; llama.cpp rounds a stream up to a multiple of
+    /// 256), so a token attends over
     /// its own sequence's cells only. In a unified cache every token attends over all sequences'
     /// cells under a mask, a cost that grows with `parallel`: on `experiments/tram.toml`'s first
     /// 37 calls (2 cores, completion tokens over the stage's time), a unified cache gave 103–107
@@ -1317,13 +1318,14 @@ mod tests {
     }
 
     #[test]
-    fn a_call_moved_into_a_lower_free_slot_decodes_on_from_its_own_cells() {
+    fn calls_moved_into_lower_free_slots_decode_on_from_their_own_cells() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
-        let mut s = model.session_for(3).unwrap();
+        let mut s = model.session_for(4).unwrap();
         let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
-        let (a, c) = (
+        let (a, c, d) = (
             format!("{head}Name one tool that does this."),
             format!("{head}Name one operating system where this happens."),
+            "Name one malware family and say what it does.".to_string(),
         );
         let req = |prompt, max_tokens| Request {
             prompt,
@@ -1333,23 +1335,121 @@ mod tests {
         s.start(0, &req(&a, 1)).unwrap();
         s.start(1, &req("Name one malware family.", 1)).unwrap();
         s.start(2, &req(&c, 24)).unwrap();
+        s.start(3, &req(&d, 24)).unwrap();
         // Nothing to move while no slot below a busy one is free.
         assert_eq!(s.compact().unwrap(), vec![]);
         let mut done = BTreeMap::new();
-        while s.busy() > 1 {
+        while s.busy() > 2 {
             done.extend(s.step().unwrap());
         }
         assert_eq!(done.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(s.compact().unwrap(), vec![(2, 0)]);
-        assert_eq!((s.busy(), s.free_slot()), (1, Some(1)));
+        // The highest into the lowest, until the busy slots are 0 and 1.
+        assert_eq!(s.compact().unwrap(), vec![(3, 0), (2, 1)]);
+        assert_eq!((s.busy(), s.free_slot()), (2, Some(2)));
+        assert_eq!(s.compact().unwrap(), vec![]);
         let mut moved = BTreeMap::new();
         while s.busy() > 0 {
             moved.extend(s.step().unwrap());
         }
         assert!(moved[&0].completion_tokens > 4, "{:?}", moved[&0]);
-        // The same call alone from an empty cache: the moved stream held what it had decoded.
-        let alone = s.generate_batch(&[req(&c, 24), req(&a, 1)]).unwrap();
+        assert!(moved[&1].completion_tokens > 4, "{:?}", moved[&1]);
+        // The same calls from an empty cache: each moved stream held what it had decoded.
+        let alone = s.generate_batch(&[req(&d, 24), req(&c, 24)]).unwrap();
         assert_eq!(alone[0].as_ref().unwrap().text, moved[&0].text);
+        assert_eq!(alone[1].as_ref().unwrap().text, moved[&1].text);
+        assert_ne!(moved[&0].text, moved[&1].text);
+    }
+
+    #[test]
+    fn calls_that_finish_early_leave_gaps_and_every_answer_reaches_its_own_call() {
+        // One-item answers between six-item ones (the list grammar ends each answer after its
+        // items): when the short calls finish, no call is left to take their slots, so the long
+        // calls are moved down (`Session::compact`) and must still be stored under their own
+        // call keys.
+        let cfg = crate::llm::GeneratorConfig {
+            name: "g".into(),
+            model: smollm2().display().to_string(),
+            temperature: 0.0,
+            max_tokens: 200,
+            context: 512,
+            parallel: 4,
+            structured: true,
+            item_chars: 40,
+            ..Default::default()
+        };
+        let generator = crate::llm::Generator::resolve("g", &[cfg]).unwrap();
+        // Slots 0 and 2 finish first, while slots 1 and 3 decode on; slot 3 is then moved
+        // into slot 0.
+        let asks = [
+            ("phishing", 1),
+            ("ransomware", 6),
+            ("keyloggers", 1),
+            ("botnets", 6),
+        ];
+        let prompts: Vec<String> = asks
+            .iter()
+            .map(|(topic, n)| {
+                format!("Answer with a numbered list of {n} short sentences about {topic}.")
+            })
+            .collect();
+        let jobs: Vec<crate::llm::CallJob> = prompts
+            .iter()
+            .zip(asks)
+            .enumerate()
+            .map(|(i, (p, (_, n)))| crate::llm::CallJob {
+                id: generator.call_id(p, 0, n),
+                prompt: p.clone(),
+                label: format!("call {i}"),
+                items: n,
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let outcomes = crate::llm::run_calls(
+            &generator,
+            &jobs,
+            &cache,
+            &Budget::new(None, None),
+            &Progress::new(true),
+            "test",
+        )
+        .unwrap();
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let s = model.session().unwrap();
+        let answers: Vec<&Answer> = outcomes.iter().map(|o| o.answer().unwrap()).collect();
+        for (p, a) in prompts.iter().zip(&answers) {
+            assert_eq!(
+                a.prompt_tokens as usize,
+                s.prompt_len(p).unwrap(),
+                "{p}: {a:?}"
+            );
+        }
+        // Each answer has its own call's items, and the long calls ran on after the short ones.
+        for ((_, n), a) in asks.iter().zip(&answers) {
+            assert_eq!(a.finish_reason, "stop", "{a:?}");
+            assert_eq!(
+                a.text.lines().filter(|l| !l.trim().is_empty()).count(),
+                *n,
+                "{a:?}"
+            );
+        }
+        let longest_short = answers[0]
+            .completion_tokens
+            .max(answers[2].completion_tokens);
+        for i in [1, 3] {
+            assert!(
+                answers[i].completion_tokens > 2 * longest_short,
+                "{answers:?}"
+            );
+        }
+        // What the cache holds under each call key is that call's answer.
+        for (job, a) in jobs.iter().zip(&answers) {
+            let cached = crate::llm::cached_answer(&cache, &job.id).unwrap().unwrap();
+            assert_eq!(
+                (&cached.text, cached.prompt_tokens, cached.completion_tokens),
+                (&a.text, a.prompt_tokens, a.completion_tokens)
+            );
+        }
     }
 
     #[test]
