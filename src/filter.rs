@@ -5,7 +5,9 @@
 //! counts of what each filter removed and diversity figures of what is kept.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::features::words;
@@ -30,7 +32,10 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// after a guarded phrase that does not count is still found.
 /// Version 14: the meta filter's patterns anchored at a sentence's start see it from its first
 /// letter or digit ("“Another example…"), as its openings and text references already did.
-pub const FILTER_VERSION: u32 = 14;
+/// Version 15: a list number glued to an item's start ("3.The malware…") or to its end ("…;
+/// 2.", "…systems.” 5.") is stripped, and an item that then ends unfinished — on `;` or `,`,
+/// or on a word no sentence ends with ("This is a type of.", "…but be able to.") — is `cut-off`.
+pub const FILTER_VERSION: u32 = 15;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
@@ -200,10 +205,41 @@ fn strip_marker(line: &str) -> Option<&str> {
     None
 }
 
-/// Tidy one sentence: outer quotes, Markdown emphasis, whitespace.
+/// A list number glued to the start of an item's text, before a capital or a quote: "3.The
+/// malware…" (SmolLM2 numbering inside an item).
+static GLUED_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"^\d{1,2}[.)]([\p{Lu}"“])"#).expect("valid regex"));
+
+/// The next list number written at the end of an item, after punctuation: "…vulnerabilities;
+/// 2.", "…systems.” 5.", "…targets, 8." (the number of a list that went on inside the item).
+/// Of the 36,975 distinct real sentences of TRAM and CTI-to-MITRE, 8 end so, 6 of them on an
+/// introduction to a list ("…the following: 1.").
+static TRAILING_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"([;,:"”])\s*\d{1,2}\.$"#).expect("valid regex"));
+
+/// A sentence that stops on a word no sentence ends with: an article, a conjunction, "of",
+/// "than", or "to" after a verb that wants an infinitive ("This is a type of.", "…but be able
+/// to.", "…and/or."). Of the 36,975 distinct real sentences of TRAM and CTI-to-MITRE, 3 end so.
+static UNFINISHED_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:of|the|a|an|and|or|nor|than|such as|(?:able|need|needs|needed|going|want|wants|designed|used|allowed|tries|tried|attempts) to)\.$",
+    )
+    .expect("valid regex")
+});
+
+/// Whether a tidied sentence ends unfinished: on `;` or `,` (what is left of "…; 2." once the
+/// number is stripped) or on a word no sentence ends with ([`UNFINISHED_END`]).
+fn ends_unfinished(t: &str) -> bool {
+    t.ends_with([';', ',']) || UNFINISHED_END.is_match(t)
+}
+
+/// Tidy one sentence: outer quotes, Markdown emphasis, whitespace, and list numbers glued to its
+/// start or end ([`GLUED_NUMBER`], [`TRAILING_NUMBER`]).
 fn tidy(s: &str) -> String {
     let s = s.replace("**", "").replace("__", "");
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let s = TRAILING_NUMBER.replace(s.trim(), "$1");
+    let s = GLUED_NUMBER.replace(s.trim(), "$1");
     let s = s.trim();
     let s = s
         .strip_prefix('"')
@@ -293,7 +329,7 @@ fn shape_problem(c: &Candidate, cut_off: bool, cfg: &FilterConfig) -> Option<&'s
     {
         return Some("malformed");
     }
-    if cut_off {
+    if cut_off || ends_unfinished(t) {
         return Some("cut-off");
     }
     if t.chars().count() > cfg.max_chars {
@@ -1235,6 +1271,88 @@ mod tests {
         assert_eq!(s.kept, 1);
         assert!(s.sentences[1].text.ends_with("over"));
         assert_eq!(s.sentences[1].rejected_by.as_deref(), Some("cut-off"));
+    }
+
+    #[test]
+    fn list_numbers_glued_to_an_item_are_stripped_and_an_unfinished_item_is_cut_off() {
+        // Shapes SmolLM2 wrote under the list grammar (tram.toml, a fresh reader's count: about
+        // 16 of 222 kept sentences carried such a number, about 20 ended unfinished).
+        let s = run_filter(
+            &[
+                "1. 3.The malware read the registry value of the Run key to find its loader.\n\
+               2. Malicious software can exploit various vulnerabilities for enhanced capabilities; 2.\n\
+               3. \"A threat actor can access the compromised machine using a remote tool.\" 5.\n\
+               4. In 2018 an attack created a server using software called brallon. This is a type of.\n\
+               5. A threat actor may delete a file from a hidden directory but be able to.\n\
+               6. The backdoor checks for the existence of avghookx.dll and exits, and/or.\n\
+               7. Adversaries exploited SMB in multiple targets, and then moved laterally,",
+            ],
+            &FilterConfig::default(),
+        );
+        let verdict = |start: &str| {
+            let x = s
+                .sentences
+                .iter()
+                .find(|x| x.text.starts_with(start))
+                .unwrap_or_else(|| panic!("{start}: {:?}", s.sentences));
+            (x.text.clone(), x.rejected_by.clone())
+        };
+        assert_eq!(
+            verdict("The malware read"),
+            (
+                "The malware read the registry value of the Run key to find its loader.".into(),
+                None
+            )
+        );
+        assert_eq!(
+            verdict("Malicious software"),
+            (
+                "Malicious software can exploit various vulnerabilities for enhanced capabilities;"
+                    .into(),
+                Some("cut-off".into())
+            )
+        );
+        assert_eq!(
+            verdict("A threat actor can"),
+            (
+                "A threat actor can access the compromised machine using a remote tool.".into(),
+                None
+            )
+        );
+        for start in [
+            "In 2018",
+            "A threat actor may",
+            "The backdoor",
+            "Adversaries exploited",
+        ] {
+            assert_eq!(verdict(start).1.as_deref(), Some("cut-off"), "{start}");
+        }
+        assert_eq!(s.techniques[0].removed.get("cut-off"), Some(&5));
+        // Real sentences that end on a number or a stranded preposition stay whole and kept.
+        let real = [
+            "The campaign compromised 2.5 million hosts across 40 countries in 2016.",
+            "The group registered the domains that it later purchased certificates for.",
+            "The guarantee is that the binary has not been tampered with.",
+            "The attacker used the exploit against version 5.",
+            "The dropper is signed, and the payload is detected by 3 of 60 engines.",
+        ];
+        let s = run_filter(
+            &[&real
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{}. {t}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n")],
+            &FilterConfig::default(),
+        );
+        let texts: Vec<&str> = s.sentences.iter().map(|x| x.text.as_str()).collect();
+        assert_eq!(texts, real);
+        assert_eq!(
+            s.techniques[0].removed.get("cut-off"),
+            None,
+            "{:?}",
+            s.sentences
+        );
     }
 
     #[test]
