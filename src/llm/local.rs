@@ -101,9 +101,8 @@ impl LocalModel {
     /// A context for a series of calls that decodes up to `parallel` sequences together in one
     /// batch ([`Session::generate_batch`]). Each sequence has its own KV stream of `context`
     /// tokens (llama.cpp's `kv_unified = false`; llama.cpp rounds a stream up to a multiple of
-    /// 256), so a token attends over
-    /// its own sequence's cells only. In a unified cache every token attends over all sequences'
-    /// cells under a mask, a cost that grows with `parallel`: on `experiments/tram.toml`'s first
+    /// 256), so a token attends over its own sequence's cells only. In a unified cache every
+    /// token attends over all sequences' cells under a mask, a cost that grows with `parallel`: on `experiments/tram.toml`'s first
     /// 37 calls (2 cores, completion tokens over the stage's time), a unified cache gave 103–107
     /// tokens/s at 4, 8 and 16 sequences, per-sequence streams 101–106 at 4, 122 at 8 and 126
     /// at 16.
@@ -391,29 +390,30 @@ impl Session<'_> {
             if from < to {
                 break;
             }
-            let refused = || fail("moving a sequence", "removal refused".into());
-            if !self
-                .ctx
-                .clear_kv_cache_seq(Some(to as u32), None, None)
-                .map_err(|e| fail("moving a sequence", e.to_string()))?
-            {
-                return Err(refused());
-            }
+            // The copy replaces what the free slot held.
             self.ctx
                 .copy_kv_cache_seq(from as i32, to as i32, None, None)
                 .map_err(|e| fail("moving a sequence", e.to_string()))?;
-            if !self
-                .ctx
-                .clear_kv_cache_seq(Some(from as u32), None, None)
-                .map_err(|e| fail("moving a sequence", e.to_string()))?
-            {
-                return Err(refused());
-            }
+            self.remove_cells(from, 0, "moving a sequence")?;
             let moved = std::mem::take(&mut self.slots[from]);
             self.slots[to] = moved;
             moves.push((from, to));
         }
         Ok(moves)
+    }
+
+    /// Drop the cells of sequence `slot` from position `from` on (all of them from 0). Errors:
+    /// llama.cpp refusing the removal; `what` names the operation.
+    fn remove_cells(&mut self, slot: usize, from: usize, what: &str) -> Result<()> {
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot as u32), Some(from as u32), None)
+            .map_err(|e| fail(what, e.to_string()))?;
+        if removed {
+            Ok(())
+        } else {
+            Err(fail(what, "partial removal refused".into()))
+        }
     }
 
     /// Start a call in sequence slot `slot` (one with no call in flight): its prompt is
@@ -425,8 +425,8 @@ impl Session<'_> {
     /// technique share everything up to their example sentences; samples of one prompt share it
     /// all) is not evaluated again: the sequence holding it is copied into this slot's KV stream
     /// (`llama_memory_seq_cp`) and the cells after the prefix dropped, or, when the slot itself
-    /// holds it, only the cells after it are dropped. At least the last token is evaluated, for its logits. Errors: a prompt that
-    /// does not fit one sequence's share of the context; a grammar llama.cpp cannot parse; a
+    /// holds it, only the cells after it are dropped. At least the last token is evaluated, for
+    /// its logits. Errors: a prompt that does not fit one sequence's share of the context; a grammar llama.cpp cannot parse; a
     /// failed decode (the slot is then emptied).
     pub fn start(&mut self, slot: usize, r: &Request<'_>) -> Result<()> {
         assert!(
@@ -447,34 +447,17 @@ impl Session<'_> {
             .expect("a session has at least one slot");
         let shared = shared.min(last);
         let seq = slot as i32;
-        let kept = if from == slot {
-            self.ctx
-                .clear_kv_cache_seq(Some(slot as u32), Some(shared as u32), None)
-        } else {
-            self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None)
-        }
-        .map_err(|e| fail("freeing a sequence", e.to_string()))?;
-        if !kept {
-            return Err(fail("freeing a sequence", "partial removal refused".into()));
-        }
-        self.slots[slot].resident.clear();
         if from != slot && shared > 0 {
-            // Across KV streams llama.cpp copies a whole sequence (its buffers, at the next
-            // decode); the cells from the shared prefix on are then dropped again.
+            // Across KV streams llama.cpp copies a whole sequence, replacing what this slot held
+            // (its buffers at the next decode); the cells from the shared prefix on are then
+            // dropped below.
             self.ctx
                 .copy_kv_cache_seq(from as i32, seq, None, None)
                 .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
-            let trimmed = self
-                .ctx
-                .clear_kv_cache_seq(Some(slot as u32), Some(shared as u32), None)
-                .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
-            if !trimmed {
-                return Err(fail(
-                    "sharing a prompt prefix",
-                    "partial removal refused".into(),
-                ));
-            }
         }
+        // This slot's cells from the shared prefix on (all of them when it shares nothing).
+        self.remove_cells(slot, shared, "freeing a sequence")?;
+        self.slots[slot].resident.clear();
         self.shared_prefix_tokens += shared as u64;
         let mut batch = LlamaBatch::new(N_BATCH, 1);
         for (ci, chunk) in tokens[shared..].chunks(N_BATCH).enumerate() {
@@ -909,21 +892,14 @@ pub fn run(
             continue;
         }
         // A slot left free below a busy one splits the batch (see `Session::compact`).
-        let moved = match session.compact() {
-            Ok(moves) => moves,
-            Err(e) => {
-                for (_, (i, cost)) in std::mem::take(&mut in_flight) {
-                    finish(i, cost, Err(e.clone()), outcomes)?;
-                }
-                session.reset();
-                continue;
+        let stepped = session.compact().and_then(|moves| {
+            for (from, to) in moves {
+                let call = in_flight.remove(&from).expect("a call in flight there");
+                in_flight.insert(to, call);
             }
-        };
-        for (from, to) in moved {
-            let call = in_flight.remove(&from).expect("a call in flight there");
-            in_flight.insert(to, call);
-        }
-        match session.step() {
+            session.step()
+        });
+        match stepped {
             Ok(done) => {
                 for (slot, answer) in done {
                     let (i, cost) = in_flight.remove(&slot).expect("a call in flight there");
@@ -931,7 +907,7 @@ pub fn run(
                 }
             }
             Err(e) => {
-                // Every call in flight is lost with the failed decode; the rest go on.
+                // Every call in flight is lost with the failed move or decode; the rest go on.
                 for (_, (i, cost)) in std::mem::take(&mut in_flight) {
                     finish(i, cost, Err(e.clone()), outcomes)?;
                 }
@@ -1186,6 +1162,15 @@ mod tests {
         }
     }
 
+    /// A call of `prompt` decoded greedily (seed 1), at most `max_tokens`, no grammar.
+    fn greedy(prompt: &str, max_tokens: u32) -> Request<'_> {
+        Request {
+            prompt,
+            sampling: sampling(1, 0.0, max_tokens),
+            grammar: None,
+        }
+    }
+
     #[test]
     fn parallel_sequences_answer_each_call_as_asked() {
         let model = LocalModel::load(&smollm2(), 2, 1024).unwrap();
@@ -1244,11 +1229,7 @@ mod tests {
         let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
         let a = format!("{head}Name one tool that does this.");
         let b = format!("{head}Name one operating system where this happens.");
-        let req = |prompt| Request {
-            prompt,
-            sampling: sampling(1, 0.0, 16),
-            grammar: None,
-        };
+        let req = |prompt| greedy(prompt, 16);
         let mixed = s.generate_batch(&[req(&a), req(&b)]).unwrap();
         let shared = s.shared_prefix_tokens;
         // The chat template's opening and the whole head, at least.
@@ -1280,11 +1261,7 @@ mod tests {
             "Name one malware family.".to_string(),
             format!("{head}Name one operating system where this happens."),
         );
-        let req = |prompt, max_tokens| Request {
-            prompt,
-            sampling: sampling(1, 0.0, max_tokens),
-            grammar: None,
-        };
+        let req = greedy;
         s.start(0, &req(&a, 2)).unwrap();
         s.start(1, &req(&b, 24)).unwrap();
         assert_eq!((s.busy(), s.free_slot()), (2, None));
@@ -1327,11 +1304,7 @@ mod tests {
             format!("{head}Name one operating system where this happens."),
             "Name one malware family and say what it does.".to_string(),
         );
-        let req = |prompt, max_tokens| Request {
-            prompt,
-            sampling: sampling(1, 0.0, max_tokens),
-            grammar: None,
-        };
+        let req = greedy;
         s.start(0, &req(&a, 1)).unwrap();
         s.start(1, &req("Name one malware family.", 1)).unwrap();
         s.start(2, &req(&c, 24)).unwrap();

@@ -675,18 +675,16 @@ mod tests {
             threads: 2,
             ..Default::default()
         };
-        let key = |g: &GeneratorConfig| {
+        let resolve = |g: &GeneratorConfig| {
             let replay = GeneratorConfig {
                 name: "r".into(),
                 provider: ProviderKind::Replay,
                 of: Some("x".into()),
                 ..Default::default()
             };
-            Generator::resolve("r", &[g.clone(), replay])
-                .unwrap()
-                .call_id("p", 0, 5)
-                .key
+            Generator::resolve("r", &[g.clone(), replay]).unwrap()
         };
+        let key = |g: &GeneratorConfig| resolve(g).call_id("p", 0, 5).key;
         let base = key(&g);
         let other_context = key(&GeneratorConfig {
             context: 4096,
@@ -713,18 +711,11 @@ mod tests {
         // The per-sequence KV streams are named beside the batch size, so answers decoded in the
         // unified cache of earlier versions are not taken for theirs.
         let identity = |parallel| {
-            let replay = GeneratorConfig {
-                name: "r".into(),
-                provider: ProviderKind::Replay,
-                of: Some("x".into()),
-                ..Default::default()
-            };
             let local = GeneratorConfig {
                 parallel,
                 ..g.clone()
             };
-            serde_json::to_value(Generator::resolve("r", &[local, replay]).unwrap().identity)
-                .unwrap()
+            serde_json::to_value(resolve(&local).identity).unwrap()
         };
         assert_eq!(identity(4)["kv_cache"], "per-sequence");
         assert!(identity(1).get("kv_cache").is_none());
