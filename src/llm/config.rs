@@ -59,6 +59,12 @@ pub struct GeneratorConfig {
     /// On a CPU a batch of n sequences costs little more per step than one, so total tokens/s
     /// grow with n; samples of one prompt share its evaluation. Part of the call key when > 1.
     pub parallel: u32,
+    /// `local`: MiB of host memory for prompts' KV states kept across calls and rounds, so that a
+    /// prompt beginning like one evaluated before (a top-up round asks a cluster's prompt again
+    /// with another count) restores its cells instead of evaluating them again; llama-server's
+    /// `--cache-ram` (its default is 8192). 0: off. Not part of the call key: the restored
+    /// cells are the ones evaluated before.
+    pub cache_ram_mib: u64,
     /// `openai`: base URL of the API (…/v1).
     pub base_url: String,
     /// `openai`: the environment variable holding the API key (unset: no key is sent).
@@ -113,6 +119,7 @@ impl Default for GeneratorConfig {
             threads: 2,
             context: 2048,
             parallel: 1,
+            cache_ram_mib: 512,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             base_url: "https://api.openai.com/v1".into(),

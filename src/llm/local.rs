@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -125,6 +126,7 @@ impl LocalModel {
             parallel,
             slots: (0..parallel).map(|_| Slot::default()).collect(),
             shared_prefix_tokens: 0,
+            states: None,
         })
     }
 }
@@ -142,6 +144,174 @@ pub struct Session<'a> {
     /// Prompt tokens not evaluated because a prompt held in the KV cache began with them (see
     /// [`Session::start`]), over the session's life.
     pub shared_prefix_tokens: u64,
+    /// Prompt states kept beyond this session ([`Session::keep_prompts`]).
+    states: Option<Arc<PromptStates>>,
+}
+
+/// Prompts' KV states kept in host memory across sessions: llama-server's host-memory prompt
+/// cache (`--cache-ram`, llama.cpp PR #16391), for one generator. A session snapshots every prompt
+/// it evaluates (`llama_state_seq_get_data_ext`: the sequence's cells, about 23 KB a token for
+/// SmolLM2-135M); a later prompt that begins the same way, in this session or a later one (a
+/// top-up round asks a cluster's prompt again with another count in its last line), restores the
+/// longest such prefix into its sequence (`llama_state_seq_set_data_ext`) instead of evaluating it
+/// again. The least recently used states go first when the states would pass the limit.
+///
+/// The restored cells are the ones evaluated before, so an answer is what it would be had the
+/// prompt's cells stayed resident; which cells a prompt reuses changes how llama.cpp rounds, as
+/// prefix sharing between sequences does (see the module docs). States restore only into a
+/// context of the same shape (model, sequences per context); [`Session::start`] falls back to
+/// evaluating the prompt when llama.cpp refuses one.
+pub struct PromptStates {
+    /// Bytes of states held at most; 0: nothing is kept.
+    limit: usize,
+    inner: Mutex<StatesInner>,
+}
+
+#[derive(Default)]
+struct StatesInner {
+    /// In insertion order; `used` orders them for eviction.
+    entries: Vec<StoredPrompt>,
+    bytes: usize,
+    clock: u64,
+    /// Prompts started from a restored state, and the prompt tokens that spared evaluating.
+    restored: u64,
+    restored_tokens: u64,
+}
+
+struct StoredPrompt {
+    tokens: Vec<LlamaToken>,
+    state: SeqState,
+    used: u64,
+}
+
+/// What a [`PromptStates`] holds and has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptStatesUse {
+    pub prompts: usize,
+    pub bytes: usize,
+    pub restored: u64,
+    pub restored_tokens: u64,
+}
+
+impl std::fmt::Debug for PromptStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromptStates")
+            .field("limit", &self.limit)
+            .field("use", &self.usage())
+            .finish()
+    }
+}
+
+/// A stored prompt restores only when it spares more than this many tokens over the best
+/// prefix a sequence already holds: a restore copies the whole stored prompt's cells.
+const RESTORE_MIN_GAIN: usize = 8;
+
+impl PromptStates {
+    /// A store of at most `limit_mib` MiB of states (0: off).
+    pub fn new(limit_mib: u64) -> Self {
+        Self::with_limit(usize::try_from(limit_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+    }
+
+    /// A store of at most `limit` bytes of states.
+    fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            inner: Mutex::new(StatesInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatesInner> {
+        // A panic elsewhere leaves the entries consistent (each change is one push or remove).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// States held, their bytes, and the prompts restored from them so far.
+    pub fn usage(&self) -> PromptStatesUse {
+        let g = self.lock();
+        PromptStatesUse {
+            prompts: g.entries.len(),
+            bytes: g.bytes,
+            restored: g.restored,
+            restored_tokens: g.restored_tokens,
+        }
+    }
+
+    /// The longest prefix of `tokens` a stored prompt holds, in tokens (0: none).
+    fn longest(&self, tokens: &[LlamaToken]) -> usize {
+        self.lock()
+            .entries
+            .iter()
+            .map(|e| common_prefix(&e.tokens, tokens))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Restore into sequence `seq` of `ctx` the earliest stored prompt sharing `shared` tokens with
+    /// `tokens`; its cells replace the sequence's. False when none does or llama.cpp refuses.
+    fn restore(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        seq: i32,
+        tokens: &[LlamaToken],
+        shared: usize,
+    ) -> bool {
+        let mut g = self.lock();
+        g.clock += 1;
+        let now = g.clock;
+        let Some(e) = g
+            .entries
+            .iter_mut()
+            .find(|e| common_prefix(&e.tokens, tokens) >= shared)
+        else {
+            return false;
+        };
+        e.used = now;
+        if ctx.state_seq_set(&e.state, seq).is_err() {
+            return false;
+        }
+        g.restored += 1;
+        g.restored_tokens += shared as u64;
+        true
+    }
+
+    /// Whether a state for exactly these tokens is held (marking it used).
+    fn holds(&self, tokens: &[LlamaToken]) -> bool {
+        let mut g = self.lock();
+        g.clock += 1;
+        let now = g.clock;
+        match g.entries.iter_mut().find(|e| e.tokens == tokens) {
+            Some(e) => {
+                e.used = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keep the state of a prompt's tokens, dropping the least recently used states while the
+    /// total would pass the limit. A state larger than the limit is not kept.
+    fn insert(&self, tokens: Vec<LlamaToken>, state: SeqState) {
+        let size = state.byte_len() + tokens.len() * std::mem::size_of::<LlamaToken>();
+        if size > self.limit {
+            return;
+        }
+        let mut g = self.lock();
+        while g.bytes + size > self.limit {
+            let Some(oldest) = (0..g.entries.len()).min_by_key(|&i| g.entries[i].used) else {
+                break;
+            };
+            let e = g.entries.remove(oldest);
+            g.bytes -= e.state.byte_len() + e.tokens.len() * std::mem::size_of::<LlamaToken>();
+        }
+        g.clock += 1;
+        let used = g.clock;
+        g.bytes += size;
+        g.entries.push(StoredPrompt {
+            tokens,
+            state,
+            used,
+        });
+    }
 }
 
 /// One call of a batch: a user message, its sampling, and an optional GBNF grammar.
@@ -182,6 +352,13 @@ struct Slot {
 }
 
 impl Session<'_> {
+    /// Snapshot every prompt this session evaluates into `states`, and start a prompt from the
+    /// longest prefix held there when that spares more than the KV cache itself holds (see
+    /// [`PromptStates`]).
+    pub fn keep_prompts(&mut self, states: Arc<PromptStates>) {
+        self.states = Some(states);
+    }
+
     /// Answer one user message.
     pub fn generate(&mut self, prompt: &str, s: Sampling) -> Result<Answer> {
         self.generate_with(prompt, s, None)
@@ -445,9 +622,26 @@ impl Session<'_> {
             .map(|(i, s)| (i, common_prefix(&s.resident, &tokens)))
             .max_by_key(|&(i, n)| (n, i == slot, std::cmp::Reverse(i)))
             .expect("a session has at least one slot");
-        let shared = shared.min(last);
+        let mut shared = shared.min(last);
         let seq = slot as i32;
-        if from != slot && shared > 0 {
+        // A longer prefix kept in host memory: its cells replace this slot's (llama.cpp removes
+        // them first, also when it then refuses the state, so this slot's own prefix is gone).
+        let stored = self
+            .states
+            .as_ref()
+            .map_or(0, |st| st.longest(&tokens).min(last));
+        let mut restored = false;
+        if stored > shared + RESTORE_MIN_GAIN
+            && let Some(st) = &self.states
+        {
+            restored = st.restore(&mut self.ctx, seq, &tokens, stored);
+            if restored {
+                shared = stored;
+            } else if from == slot {
+                shared = 0;
+            }
+        }
+        if !restored && from != slot && shared > 0 {
             // Across KV streams llama.cpp copies a whole sequence, replacing what this slot held
             // (its buffers at the next decode); the cells from the shared prefix on are then
             // dropped below.
@@ -472,6 +666,14 @@ impl Session<'_> {
                 let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
                 return Err(fail("prompt decode", e.to_string()));
             }
+        }
+        // The prompt's cells, for later prompts that begin the same way (once per prompt).
+        if let Some(states) = &self.states
+            && states.limit > 0
+            && !states.holds(&tokens)
+            && let Ok(state) = self.ctx.state_seq_get(seq, LlamaStateSeqFlags::empty())
+        {
+            states.insert(tokens.clone(), state);
         }
         let n_ctx = self.ctx.n_ctx() as usize / self.parallel as usize;
         let mut st = Stream {
@@ -785,6 +987,11 @@ pub fn run(
     let model = LocalModel::load(path, cfg.threads, cfg.context)?;
     let parallel = cfg.parallel.max(1);
     let mut session = model.session_for(parallel)?;
+    let states = generator.prompt_states.clone();
+    let before = states.as_ref().map(|s| s.usage());
+    if let Some(s) = &states {
+        session.keep_prompts(s.clone());
+    }
     let grammars: Vec<Option<String>> = jobs
         .iter()
         .map(|job| {
@@ -887,6 +1094,19 @@ pub fn run(
         }
         if in_flight.is_empty() {
             if queue.is_empty() {
+                if let (Some(s), Some(before)) = (&states, before) {
+                    let now = s.usage();
+                    if now.restored > before.restored {
+                        progress.log(format!(
+                            "generate {}: {} prompts started from a prompt state kept in memory ({} tokens not evaluated again); {} states held, {:.0} MiB",
+                            generator.name,
+                            now.restored - before.restored,
+                            now.restored_tokens - before.restored_tokens,
+                            now.prompts,
+                            now.bytes as f64 / (1u64 << 20) as f64
+                        ));
+                    }
+                }
                 return Ok(());
             }
             continue;
@@ -1249,6 +1469,99 @@ mod tests {
             "the copied cells hold what evaluation would"
         );
         assert_ne!(text(&mixed[0]), text(&mixed[1]));
+    }
+
+    #[test]
+    fn a_prompt_kept_in_memory_restores_in_a_later_session_as_evaluation_would() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let states = Arc::new(PromptStates::new(64));
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
+        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let text = |r: &Result<Answer>| r.as_ref().unwrap().text.clone();
+        // A first round: two samples of one prompt, one state kept.
+        {
+            let mut s = model.session_for(2).unwrap();
+            s.keep_prompts(states.clone());
+            s.generate_batch(&[greedy(&first, 4), greedy(&first, 4)])
+                .unwrap();
+        }
+        let kept = states.usage();
+        assert_eq!((kept.prompts, kept.restored), (1, 0));
+        // A later round in a new context asks the prompt again with another count: everything
+        // before the count comes from the kept state.
+        let mut s = model.session_for(2).unwrap();
+        s.keep_prompts(states.clone());
+        let (a, b) = (
+            s.prompt_tokens(&first).unwrap(),
+            s.prompt_tokens(&again).unwrap(),
+        );
+        let restored = s.generate_batch(&[greedy(&again, 16)]).unwrap();
+        let u = states.usage();
+        assert_eq!(u.restored, 1);
+        assert_eq!(u.restored_tokens, common_prefix(&a, &b) as u64);
+        assert!(u.restored_tokens > 25, "{} tokens", u.restored_tokens);
+        assert_eq!(u.prompts, 2, "the new prompt is kept too");
+        // The same prompt evaluated whole, in a session that keeps nothing.
+        let plain = model
+            .session_for(2)
+            .unwrap()
+            .generate_batch(&[greedy(&again, 16)])
+            .unwrap();
+        assert_eq!(
+            text(&restored[0]),
+            text(&plain[0]),
+            "the restored cells hold what evaluation would"
+        );
+        assert_eq!(states.usage().restored, 1);
+    }
+
+    #[test]
+    fn the_least_recently_used_prompt_state_goes_first_at_the_limit() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let prompt =
+            |i: usize, n: usize| format!("{head}Case {i}. Answer with a list of {n} tools.");
+        let tokens = |p: &str| model.session().unwrap().prompt_tokens(p).unwrap();
+        // Tokens a prompt was spared by a restore.
+        let run = |states: &Arc<PromptStates>, p: &str| {
+            let before = states.usage().restored_tokens;
+            let mut s = model.session().unwrap();
+            s.keep_prompts(states.clone());
+            s.generate_with(p, sampling(1, 0.0, 1), None).unwrap();
+            states.usage().restored_tokens - before
+        };
+        // The size of one state, from a store without limit.
+        let sized = Arc::new(PromptStates::new(64));
+        run(&sized, &prompt(1, 3));
+        let one = sized.usage().bytes;
+        // Room for two states of about that size (the prompts differ by a digit), not three.
+        let states = Arc::new(PromptStates::with_limit(one * 5 / 2));
+        assert_eq!(run(&states, &prompt(1, 3)), 0);
+        // Case 2 begins as case 1 up to its number.
+        let head_len = common_prefix(&tokens(&prompt(1, 3)), &tokens(&prompt(2, 3)));
+        assert_eq!(run(&states, &prompt(2, 3)), head_len as u64);
+        // Case 1 again: all but its last token restored (evaluated for its logits), and used,
+        // not stored twice.
+        let n1 = tokens(&prompt(1, 3)).len();
+        assert_eq!(run(&states, &prompt(1, 3)), (n1 - 1) as u64);
+        assert_eq!(states.usage().prompts, 2);
+        // A third prompt evicts case 2, the least recently used.
+        run(&states, &prompt(3, 3));
+        assert_eq!(states.usage().prompts, 2);
+        let to_count =
+            |i: usize| common_prefix(&tokens(&prompt(i, 3)), &tokens(&prompt(i, 2))) as u64;
+        assert_eq!(run(&states, &prompt(1, 2)), to_count(1), "case 1 is held");
+        assert_eq!(
+            run(&states, &prompt(2, 2)),
+            head_len as u64,
+            "case 2 is gone: only the head is restored"
+        );
+        assert!(to_count(2) > head_len as u64);
+        // Off: nothing kept.
+        let off = Arc::new(PromptStates::new(0));
+        run(&off, &prompt(1, 3));
+        assert_eq!(off.usage().prompts, 0);
     }
 
     #[test]

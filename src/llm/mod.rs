@@ -124,6 +124,9 @@ pub struct Generator {
     pub config: GeneratorConfig,
     /// `local`: the GGUF path.
     pub model_path: Option<PathBuf>,
+    /// `local` with `cache_ram_mib` > 0: prompts' KV states kept in memory across the calls of
+    /// every round this generator answers (see [`local::PromptStates`]); shared by clones.
+    pub prompt_states: Option<std::sync::Arc<local::PromptStates>>,
 }
 
 impl Generator {
@@ -223,6 +226,8 @@ impl Generator {
                     }),
             },
             config: source.clone(),
+            prompt_states: (provider == ProviderKind::Local && source.cache_ram_mib > 0)
+                .then(|| std::sync::Arc::new(local::PromptStates::new(source.cache_ram_mib))),
             model_path,
         })
     }
@@ -665,6 +670,50 @@ mod tests {
     }
 
     #[test]
+    fn a_local_generator_keeps_prompt_states_unless_told_not_to() {
+        // A GGUF is hashed on resolve; any file stands in for one here.
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = dir.path().join("m.gguf");
+        std::fs::write(&gguf, b"GGUF").unwrap();
+        let local = GeneratorConfig {
+            name: "x".into(),
+            model: gguf.display().to_string(),
+            ..Default::default()
+        };
+        let states = |g: &GeneratorConfig| {
+            Generator::resolve("x", std::slice::from_ref(g))
+                .unwrap()
+                .prompt_states
+                .map(|s| format!("{s:?}"))
+        };
+        assert_eq!(
+            states(&local).as_deref(),
+            Some(
+                "PromptStates { limit: 536870912, use: PromptStatesUse { prompts: 0, bytes: 0, restored: 0, restored_tokens: 0 } }"
+            ),
+            "512 MiB by default"
+        );
+        let off = GeneratorConfig {
+            cache_ram_mib: 0,
+            ..local.clone()
+        };
+        assert_eq!(states(&off), None);
+        let remote = GeneratorConfig {
+            provider: ProviderKind::Openai,
+            model: "m".into(),
+            ..local.clone()
+        };
+        assert_eq!(states(&remote), None);
+        // Clones share one store: a top-up round finds the first round's prompts.
+        let g = Generator::resolve("x", std::slice::from_ref(&local)).unwrap();
+        let c = g.clone();
+        assert!(std::sync::Arc::ptr_eq(
+            g.prompt_states.as_ref().unwrap(),
+            c.prompt_states.as_ref().unwrap()
+        ));
+    }
+
+    #[test]
     fn call_key_covers_the_local_context_but_not_the_threads() {
         let g = GeneratorConfig {
             name: "x".into(),
@@ -696,6 +745,11 @@ mod tests {
         });
         assert_ne!(base, other_context, "the context size is in the call key");
         assert_eq!(base, other_threads, "the thread count is not");
+        let other_cache_ram = key(&GeneratorConfig {
+            cache_ram_mib: 0,
+            ..g.clone()
+        });
+        assert_eq!(base, other_cache_ram, "nor the memory for prompt states");
         // Batched decoding rounds differently, so the batch size is in the key, and a
         // one-sequence generator keeps the key it had before `parallel` existed.
         let one = key(&GeneratorConfig {
