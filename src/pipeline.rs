@@ -1371,7 +1371,9 @@ fn synthesize(
 ) -> Result<SynthReady> {
     let m = cx.m;
     let ids = synth_stages(m, cx.shared, spec);
-    let generator = &m.generators[&spec.generator];
+    // Prompt states kept for this generation and its top-up rounds only: another chain's
+    // generation never depends on what this one evaluated.
+    let generator = &m.generators[&spec.generator].with_fresh_prompt_states();
     let template = &m.templates[&spec.template];
     let label = spec_label(spec);
     let load_catalog = || {

@@ -5,7 +5,8 @@
 //! Each call's seed is derived from the generator seed and the call key. With one sequence
 //! (`parallel = 1`) every call starts from an empty cache, so an answer does not depend on which
 //! calls ran before it. With parallel sequences, what a call is batched with and which prompt
-//! cells it reuses change how llama.cpp rounds, so a call can sample differently when the calls
+//! cells it reuses (held in the KV cache, or restored from [`PromptStates`] kept in memory) change
+//! how llama.cpp rounds, so a call can sample differently when the calls
 //! around it differ (a resumed run, another budget); a cold run of the same plan makes the same
 //! calls in the same order and gets the same answers.
 

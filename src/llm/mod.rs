@@ -124,8 +124,10 @@ pub struct Generator {
     pub config: GeneratorConfig,
     /// `local`: the GGUF path.
     pub model_path: Option<PathBuf>,
-    /// `local` with `cache_ram_mib` > 0: prompts' KV states kept in memory across the calls of
-    /// every round this generator answers (see [`local::PromptStates`]); shared by clones.
+    /// `local` with `parallel` > 1 and `cache_ram_mib` > 0: prompts' KV states kept in memory
+    /// across the calls of every round this generator answers (see [`local::PromptStates`]);
+    /// shared by clones. One sequence keeps none, so that its answers never depend on the calls
+    /// before them.
     pub prompt_states: Option<std::sync::Arc<local::PromptStates>>,
 }
 
@@ -226,10 +228,26 @@ impl Generator {
                     }),
             },
             config: source.clone(),
-            prompt_states: (provider == ProviderKind::Local && source.cache_ram_mib > 0)
+            prompt_states: (provider == ProviderKind::Local
+                && source.parallel > 1
+                && source.cache_ram_mib > 0)
                 .then(|| std::sync::Arc::new(local::PromptStates::new(source.cache_ram_mib))),
             model_path,
         })
+    }
+
+    /// This generator with an empty store of prompt states of its own (when it keeps any): one
+    /// generation and its top-up rounds share a store, and no other generation sees it, so that
+    /// what a generation's calls answer never depends on another generation run before it in the
+    /// same process (a replicate alone or after the others, a job array's task or one process).
+    pub fn with_fresh_prompt_states(&self) -> Self {
+        let mut g = self.clone();
+        if g.prompt_states.is_some() {
+            g.prompt_states = Some(std::sync::Arc::new(local::PromptStates::new(
+                g.config.cache_ram_mib,
+            )));
+        }
+        g
     }
 
     /// The cache id of one call.
@@ -670,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn a_local_generator_keeps_prompt_states_unless_told_not_to() {
+    fn parallel_local_generators_keep_prompt_states_unless_told_not_to() {
         // A GGUF is hashed on resolve; any file stands in for one here.
         let dir = tempfile::tempdir().unwrap();
         let gguf = dir.path().join("m.gguf");
@@ -678,6 +696,7 @@ mod tests {
         let local = GeneratorConfig {
             name: "x".into(),
             model: gguf.display().to_string(),
+            parallel: 4,
             ..Default::default()
         };
         let states = |g: &GeneratorConfig| {
@@ -698,19 +717,28 @@ mod tests {
             ..local.clone()
         };
         assert_eq!(states(&off), None);
+        // One sequence: every call from an empty cache, whatever ran before it.
+        let one = GeneratorConfig {
+            parallel: 1,
+            ..local.clone()
+        };
+        assert_eq!(states(&one), None);
         let remote = GeneratorConfig {
             provider: ProviderKind::Openai,
             model: "m".into(),
             ..local.clone()
         };
         assert_eq!(states(&remote), None);
-        // Clones share one store: a top-up round finds the first round's prompts.
+        // Clones share one store (a top-up round finds the first round's prompts); each
+        // generation starts one of its own.
         let g = Generator::resolve("x", std::slice::from_ref(&local)).unwrap();
-        let c = g.clone();
-        assert!(std::sync::Arc::ptr_eq(
-            g.prompt_states.as_ref().unwrap(),
-            c.prompt_states.as_ref().unwrap()
-        ));
+        let store = |g: &Generator| g.prompt_states.clone().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&store(&g), &store(&g.clone())));
+        let fresh = g.with_fresh_prompt_states();
+        assert!(!std::sync::Arc::ptr_eq(&store(&g), &store(&fresh)));
+        assert_eq!(format!("{:?}", store(&fresh)), format!("{:?}", store(&g)));
+        let none = Generator::resolve("x", std::slice::from_ref(&one)).unwrap();
+        assert!(none.with_fresh_prompt_states().prompt_states.is_none());
     }
 
     #[test]
