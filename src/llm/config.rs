@@ -59,13 +59,13 @@ pub struct GeneratorConfig {
     /// On a CPU a batch of n sequences costs little more per step than one, so total tokens/s
     /// grow with n; samples of one prompt share its evaluation. Part of the call key when > 1.
     pub parallel: u32,
-    /// `local` with `parallel` > 1: MiB of host memory for prompts' KV states kept across calls
-    /// and rounds, so that a prompt beginning like one evaluated before (a top-up round asks a
-    /// cluster's prompt again with another count) restores its cells instead of evaluating them
-    /// again; llama-server's `--cache-ram` (its default is 8192). 0: off. Not part of the call
-    /// key, as the prefix sharing between sequences is not: the restored cells are the ones
-    /// evaluated before. One sequence keeps no states, so that its answers never depend on the
-    /// calls before them.
+    /// `local` with `parallel` > 1: MiB of host memory for prompts' KV states kept across the
+    /// calls of one generation and its top-up rounds, so that a prompt beginning like one
+    /// evaluated before (a top-up round asks a cluster's prompt again with another count)
+    /// restores its cells instead of evaluating them again; llama-server's `--cache-ram` (its
+    /// default is 8192). 0: off. Not part of the call key, as the prefix sharing between
+    /// sequences is not: the restored cells are the ones evaluated before. One sequence keeps no
+    /// states, so that its answers never depend on the calls before them.
     pub cache_ram_mib: u64,
     /// `openai`: base URL of the API (…/v1).
     pub base_url: String,

@@ -128,6 +128,7 @@ impl LocalModel {
             slots: (0..parallel).map(|_| Slot::default()).collect(),
             shared_prefix_tokens: 0,
             states: None,
+            copy_pending: false,
         })
     }
 }
@@ -142,11 +143,16 @@ pub struct Session<'a> {
     parallel: u32,
     /// One per sequence: what its KV cells hold, and the call in flight there.
     slots: Vec<Slot>,
-    /// Prompt tokens not evaluated because a prompt held in the KV cache began with them (see
-    /// [`Session::start`]), over the session's life.
+    /// Prompt tokens not evaluated because a prompt held in the KV cache, or kept in
+    /// [`PromptStates`], began with them (see [`Session::start`]), over the session's life.
     pub shared_prefix_tokens: u64,
     /// Prompt states kept beyond this session ([`Session::keep_prompts`]).
     states: Option<Arc<PromptStates>>,
+    /// A stream copy (`copy_kv_cache_seq`) is queued: llama.cpp applies it at the next decode,
+    /// over whatever the destination stream's buffers hold then, so no state is restored until
+    /// a decode has run (a restore writes the buffers at once and the copy would overwrite it).
+    /// [`Session::reset`] does not drop queued copies either.
+    copy_pending: bool,
 }
 
 /// Prompts' KV states kept in host memory across sessions: llama-server's host-memory prompt
@@ -259,17 +265,20 @@ impl PromptStates {
         let mut g = self.lock();
         g.clock += 1;
         let now = g.clock;
-        let Some(e) = g
+        let Some(i) = g
             .entries
-            .iter_mut()
-            .find(|e| common_prefix(&e.tokens, tokens) >= shared)
+            .iter()
+            .position(|e| common_prefix(&e.tokens, tokens) >= shared)
         else {
             return false;
         };
-        e.used = now;
-        if ctx.state_seq_set(&e.state, seq).is_err() {
+        if ctx.state_seq_set(&g.entries[i].state, seq).is_err() {
+            // A state llama.cpp refuses once it refuses again: dropped.
+            let e = g.entries.remove(i);
+            g.bytes -= e.state.byte_len() + e.tokens.len() * std::mem::size_of::<LlamaToken>();
             return false;
         }
+        g.entries[i].used = now;
         g.restored += 1;
         g.restored_tokens += shared as u64;
         true
@@ -354,8 +363,8 @@ struct Slot {
 
 impl Session<'_> {
     /// Snapshot every prompt this session evaluates into `states`, and start a prompt from the
-    /// longest prefix held there when that spares more than the KV cache itself holds (see
-    /// [`PromptStates`]).
+    /// longest prefix held there when it is more than `RESTORE_MIN_GAIN` (8) tokens longer than
+    /// the longest prefix a sequence of the KV cache holds (see [`PromptStates`]).
     pub fn keep_prompts(&mut self, states: Arc<PromptStates>) {
         self.states = Some(states);
     }
@@ -572,6 +581,7 @@ impl Session<'_> {
             self.ctx
                 .copy_kv_cache_seq(from as i32, to as i32, None, None)
                 .map_err(|e| fail("moving a sequence", e.to_string()))?;
+            self.copy_pending = true;
             self.remove_cells(from, 0, "moving a sequence")?;
             let moved = std::mem::take(&mut self.slots[from]);
             self.slots[to] = moved;
@@ -625,14 +635,16 @@ impl Session<'_> {
             .expect("a session has at least one slot");
         let mut shared = shared.min(last);
         let seq = slot as i32;
-        // A longer prefix kept in host memory: its cells replace this slot's (llama.cpp removes
-        // them first, also when it then refuses the state, so this slot's own prefix is gone).
+        // A longer prefix kept in host memory, unless a queued stream copy could overwrite it:
+        // its cells replace this slot's (when llama.cpp refuses the state it may have removed
+        // them already, so this slot's own prefix is taken as gone).
         let stored = self
             .states
             .as_ref()
             .map_or(0, |st| st.longest(&tokens).min(last));
         let mut restored = false;
         if stored > shared + RESTORE_MIN_GAIN
+            && !self.copy_pending
             && let Some(st) = &self.states
         {
             restored = st.restore(&mut self.ctx, seq, &tokens, stored);
@@ -649,6 +661,7 @@ impl Session<'_> {
             self.ctx
                 .copy_kv_cache_seq(from as i32, seq, None, None)
                 .map_err(|e| fail("sharing a prompt prefix", e.to_string()))?;
+            self.copy_pending = true;
         }
         // This slot's cells from the shared prefix on (all of them when it shares nothing).
         self.remove_cells(slot, shared, "freeing a sequence")?;
@@ -667,6 +680,7 @@ impl Session<'_> {
                 let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
                 return Err(fail("prompt decode", e.to_string()));
             }
+            self.copy_pending = false;
         }
         // The prompt's cells, for later prompts that begin the same way (once per prompt).
         if let Some(states) = &self.states
@@ -718,6 +732,7 @@ impl Session<'_> {
             self.ctx
                 .decode(&mut batch)
                 .map_err(|e| fail("decode", e.to_string()))?;
+            self.copy_pending = false;
             let vocab = self.model.model.vocab();
             for slot in &mut self.slots {
                 if let Some(st) = &mut slot.stream
@@ -1563,6 +1578,78 @@ mod tests {
         let off = Arc::new(PromptStates::new(0));
         run(&off, &prompt(1, 3));
         assert_eq!(off.usage().prompts, 0);
+    }
+
+    /// A store holding `first`, from a session of its own.
+    fn states_holding(model: &LocalModel, first: &str) -> Arc<PromptStates> {
+        let states = Arc::new(PromptStates::new(64));
+        let mut s = model.session_for(2).unwrap();
+        s.keep_prompts(states.clone());
+        s.generate_batch(&[greedy(first, 1)]).unwrap();
+        assert_eq!(states.usage().prompts, 1);
+        states
+    }
+
+    #[test]
+    fn a_kept_prompt_restores_into_a_slot_while_another_call_decodes() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
+        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let other = "Name one malware family.";
+        let states = states_holding(&model, &first);
+        let mut s = model.session_for(2).unwrap();
+        s.keep_prompts(states.clone());
+        s.start(0, &greedy(other, 24)).unwrap();
+        s.step().unwrap();
+        // Slot 1 starts from the kept state while slot 0 is mid-answer.
+        s.start(1, &greedy(&again, 6)).unwrap();
+        assert_eq!(states.usage().restored, 1);
+        let mut answers = BTreeMap::new();
+        while s.busy() > 0 {
+            answers.extend(s.step().unwrap());
+        }
+        // The same two calls in a session that keeps nothing: each answer as there.
+        let plain = model
+            .session_for(2)
+            .unwrap()
+            .generate_batch(&[greedy(other, 24), greedy(&again, 6)])
+            .unwrap();
+        assert_eq!(answers[&1].text, plain[1].as_ref().unwrap().text);
+        assert_eq!(answers[&0].text, plain[0].as_ref().unwrap().text);
+        assert_eq!(
+            answers[&1].prompt_tokens,
+            plain[1].as_ref().unwrap().prompt_tokens
+        );
+    }
+
+    #[test]
+    fn no_state_is_restored_under_a_queued_stream_copy() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
+        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let states = states_holding(&model, &first);
+        let mut s = model.session_for(2).unwrap();
+        s.keep_prompts(states.clone());
+        // A call in slot 1 moved down into slot 0: the copy of its stream waits for a decode,
+        // and emptying the session does not cancel it (llama.cpp zeroes the buffers, so the
+        // copy would write zeros over a state restored into slot 0 now).
+        s.start(1, &greedy("Name one malware family.", 24)).unwrap();
+        assert_eq!(s.compact().unwrap(), vec![(1, 0)]);
+        s.reset();
+        let answer = s.generate_with(&again, sampling(1, 0.0, 8), None).unwrap();
+        let alone = model
+            .session()
+            .unwrap()
+            .generate_with(&again, sampling(1, 0.0, 8), None)
+            .unwrap();
+        assert_eq!(answer.text, alone.text, "the prompt's cells are its own");
+        assert_eq!(states.usage().restored, 0, "evaluated, not restored");
+        // Once a decode has run, restoring works again.
+        let next = s.generate_with(&again, sampling(1, 0.0, 8), None).unwrap();
+        assert_eq!(states.usage().restored, 1);
+        assert_eq!(next.text, alone.text);
     }
 
     #[test]

@@ -125,8 +125,9 @@ pub struct Generator {
     /// `local`: the GGUF path.
     pub model_path: Option<PathBuf>,
     /// `local` with `parallel` > 1 and `cache_ram_mib` > 0: prompts' KV states kept in memory
-    /// across the calls of every round this generator answers (see [`local::PromptStates`]);
-    /// shared by clones. One sequence keeps none, so that its answers never depend on the calls
+    /// across calls (see [`local::PromptStates`]); shared by clones. The pipeline gives each
+    /// generation a store of its own for its first and top-up rounds
+    /// ([`Generator::with_fresh_prompt_states`]). One sequence keeps none, so that its answers never depend on the calls
     /// before them.
     pub prompt_states: Option<std::sync::Arc<local::PromptStates>>,
 }
