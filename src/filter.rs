@@ -35,7 +35,9 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// Version 15: a list number glued to an item's start ("3.The malware…") or to its end ("…;
 /// 2.", "…systems.” 5.") is stripped, and an item that then ends unfinished — on `;` or `,`,
 /// or on a word no sentence ends with ("This is a type of.", "…but be able to.") — is `cut-off`.
-pub const FILTER_VERSION: u32 = 15;
+/// Version 16: the meta filter finds a template's placeholder left in ("[insert name here]"),
+/// other list items pointed at ("Another part of the list…") and "the answer is".
+pub const FILTER_VERSION: u32 = 16;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the

@@ -218,6 +218,12 @@ static FRAME: LazyLock<Regex> = LazyLock::new(|| {
         r"|(?i)^\d+ (?:other|others|more|additional|further) (?:reports?|examples?|details|ways|sentences|items|that)\b",
         r"|(?i)\bthe report will\b|(?i)\blater in the report\b|(?i)\bthe list of reports\b",
         r"|(?i)^a new line\b|(?i)\blist of \d+ items\b",
+        // Found by a cold read of 685 kept sentences (three replicates, stop 24); none of the
+        // 36,967 distinct real sentences of TRAM and CTI-to-MITRE matches: a template's
+        // placeholder left in ("[insert name or company here]", "[briefly describe…]"), other
+        // list items pointed at, and an answer talking about itself.
+        r"|(?i)\[(?:insert|briefly|topic|type|specific|name|company|describe)\b",
+        r"|(?i)\b(?:part of|addition to) the list\b|(?i)\bthe answer is\b",
     ))
     .expect("valid regex")
 });
@@ -438,6 +444,27 @@ mod tests {
             attack_reference("The attack used port 1012 over TCP."),
             None
         );
+    }
+
+    #[test]
+    fn placeholders_pointers_to_other_list_items_and_an_answer_about_itself_are_meta() {
+        // SmolLM2-135M under the shipped settings (stop 24's cold read, replicates 0 and 1).
+        assert_all_meta(&[
+            "A malware expert revealed [briefly describe what they did to protect their network].",
+            "A group of cybersecurity experts have decided to improve [insert name or company here].",
+            "A team of cyber security professionals, in a study conducted on [topic] for [type], has found that [specific aspect.",
+            "Another part of the list includes a threat actor using a local method to send data into a staging location.",
+            "2045: A file-sharing website's new addition to the list of things that can be hidden in Windows.",
+            "The answer is no because none were added.",
+        ]);
+        // Real sentences with square brackets, lists and responses stay.
+        assert_none_meta(&[
+            "The marker consists of \u{201c}@[request argument]@\u{201d}.",
+            "MINIXL redacted GET /****/[redacted].rar 80 209.58.",
+            "The response is a Json object with zero or more tasks in it.",
+            "The malware adds the file to the list of programs allowed through the firewall.",
+            "The backdoor checks the answer from the C2 server before it continues.",
+        ]);
     }
 
     #[test]
