@@ -1389,6 +1389,14 @@ fn synthesize(
         Some(entry) => {
             let mut g: Generation = entry.read_json("generation.json")?;
             mark_cached(&mut g.calls);
+            let u = g.usage();
+            cx.progress.log(format!(
+                "generate {label}: {} calls for {} techniques, {} prompt + {} completion tokens (from the cache)",
+                u.calls,
+                g.requested.len(),
+                u.prompt_tokens,
+                u.completion_tokens
+            ));
             (g, ids.generate.key.clone())
         }
         None => {
@@ -1647,7 +1655,7 @@ fn synthesize(
         });
     let requested: usize = generation.requested.values().sum();
     cx.progress.log(format!(
-        "filter {label}: {} sentences parsed, {} kept of {} requested; removed: {}",
+        "filter {label}: {} sentences parsed, {} kept of {} requested; removed: {}{}",
         data.sentences.len(),
         data.kept,
         requested,
@@ -1659,6 +1667,11 @@ fn synthesize(
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        },
+        if outcome == Outcome::Hit {
+            " (from the cache)"
+        } else {
+            ""
         }
     ));
     let summary = SynthSummary {

@@ -150,11 +150,36 @@ fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
     assert_eq!(cache_entries(&s, "train"), 0, "nothing trained");
     assert!(s.files_under("results").is_empty(), "no run folder");
 
-    // Again, to standard output, from the cache: no new call, the same lines.
-    let o = s.cmd(&["generate", m.to_str().unwrap(), "--quiet"]);
+    // Again, to standard output, from the cache: no new call, the same lines, and a log that
+    // says where the calls and the filter's verdicts came from.
+    let first_log = stderr(&o);
+    let o = s.cmd(&["generate", m.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(server.requests().len(), 1);
     assert_eq!(stdout(&o), std::fs::read_to_string(&out).unwrap());
+    let line = |log: &str, prefix: &str| -> String {
+        log.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {log}"))
+            .to_string()
+    };
+    let warm = stderr(&o);
+    assert_eq!(
+        line(&warm, "filter "),
+        format!("{} (from the cache)", line(&first_log, "filter "))
+    );
+    // "generate X: 1 calls: 1 made, …; P prompt + C completion tokens (…)" the first time.
+    let made = first_log
+        .lines()
+        .find(|l| l.starts_with("generate ") && l.contains(" made, "))
+        .unwrap_or_else(|| panic!("no made line in {first_log}"));
+    let (head, rest) = made.split_once(": 1 calls: 1 made, ").expect("a made line");
+    let tokens = rest.split("; ").nth(1).unwrap().split(" (").next().unwrap();
+    assert!(tokens.ends_with(" completion tokens"), "{made}");
+    assert_eq!(
+        line(&warm, "generate "),
+        format!("{head}: 1 calls for 1 techniques, {tokens} (from the cache)")
+    );
 }
 
 #[test]
