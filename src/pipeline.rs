@@ -1467,10 +1467,21 @@ fn synthesize(
                     String::new()
                 },
                 if u.made > 0 && secs > 0.0 && u.estimated_answers == 0 {
+                    // A local model loads in the stage; a remote one's time is the server's and
+                    // the network's. Short stages (a test server) get a decimal.
                     format!(
-                        " ({:.1} completion tokens/s over the stage's {:.0} s, model load included)",
+                        " ({:.1} completion tokens/s over the stage's {}{})",
                         new_tokens as f64 / secs,
-                        secs
+                        if secs < 10.0 {
+                            format!("{secs:.1} s")
+                        } else {
+                            format!("{secs:.0} s")
+                        },
+                        if generator.provider == llm::config::ProviderKind::Local {
+                            ", model load included"
+                        } else {
+                            ""
+                        }
                     )
                 } else {
                     String::new()

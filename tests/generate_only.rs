@@ -176,6 +176,11 @@ fn generate_writes_kept_sentences_with_provenance_and_trains_nothing() {
     let (head, rest) = made.split_once(": 1 calls: 1 made, ").expect("a made line");
     let tokens = rest.split("; ").nth(1).unwrap().split(" (").next().unwrap();
     assert!(tokens.ends_with(" completion tokens"), "{made}");
+    // A remote model has no load time in the stage.
+    assert!(
+        made.contains(" completion tokens/s over the stage's ") && !made.contains("model load"),
+        "{made}"
+    );
     assert_eq!(
         line(&warm, "generate "),
         format!("{head}: 1 calls for 1 techniques, {tokens} (from the cache)")
