@@ -191,6 +191,13 @@ struct StoredPrompt {
     used: u64,
 }
 
+impl StoredPrompt {
+    /// What it holds in memory, as counted against the limit: the state and its tokens.
+    fn bytes(&self) -> usize {
+        self.state.byte_len() + self.tokens.len() * std::mem::size_of::<LlamaToken>()
+    }
+}
+
 /// What a [`PromptStates`] holds and has done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptStatesUse {
@@ -275,7 +282,7 @@ impl PromptStates {
         if ctx.state_seq_set(&g.entries[i].state, seq).is_err() {
             // A state llama.cpp refuses once it refuses again: dropped.
             let e = g.entries.remove(i);
-            g.bytes -= e.state.byte_len() + e.tokens.len() * std::mem::size_of::<LlamaToken>();
+            g.bytes -= e.bytes();
             return false;
         }
         g.entries[i].used = now;
@@ -301,7 +308,12 @@ impl PromptStates {
     /// Keep the state of a prompt's tokens, dropping the least recently used states while the
     /// total would pass the limit. A state larger than the limit is not kept.
     fn insert(&self, tokens: Vec<LlamaToken>, state: SeqState) {
-        let size = state.byte_len() + tokens.len() * std::mem::size_of::<LlamaToken>();
+        let entry = StoredPrompt {
+            tokens,
+            state,
+            used: 0,
+        };
+        let size = entry.bytes();
         if size > self.limit {
             return;
         }
@@ -311,16 +323,12 @@ impl PromptStates {
                 break;
             };
             let e = g.entries.remove(oldest);
-            g.bytes -= e.state.byte_len() + e.tokens.len() * std::mem::size_of::<LlamaToken>();
+            g.bytes -= e.bytes();
         }
         g.clock += 1;
         let used = g.clock;
         g.bytes += size;
-        g.entries.push(StoredPrompt {
-            tokens,
-            state,
-            used,
-        });
+        g.entries.push(StoredPrompt { used, ..entry });
     }
 }
 
@@ -1398,6 +1406,15 @@ mod tests {
         }
     }
 
+    /// What the prompts of several tests share.
+    const HEAD: &str = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+
+    /// A prompt asking for a list of `n` tools: two counts differ only near the end, as a
+    /// cluster's first-round and top-up prompts do.
+    fn asking(n: usize) -> String {
+        format!("{HEAD}Answer with a numbered list of {n} tools that do this.")
+    }
+
     /// A call of `prompt` decoded greedily (seed 1), at most `max_tokens`, no grammar.
     fn greedy(prompt: &str, max_tokens: u32) -> Request<'_> {
         Request {
@@ -1462,7 +1479,7 @@ mod tests {
     fn a_prompt_sharing_a_prefix_with_an_earlier_one_reuses_its_cells() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
         let mut s = model.session_for(2).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let head = HEAD;
         let a = format!("{head}Name one tool that does this.");
         let b = format!("{head}Name one operating system where this happens.");
         let req = |prompt| greedy(prompt, 16);
@@ -1491,9 +1508,7 @@ mod tests {
     fn a_prompt_kept_in_memory_restores_in_a_later_session_as_evaluation_would() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
         let states = Arc::new(PromptStates::new(64));
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
-        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
-        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let (first, again) = (asking(3), asking(2));
         let text = |r: &Result<Answer>| r.as_ref().unwrap().text.clone();
         // A first round: two samples of one prompt, one state kept.
         {
@@ -1535,7 +1550,7 @@ mod tests {
     #[test]
     fn the_least_recently_used_prompt_state_goes_first_at_the_limit() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let head = HEAD;
         let prompt =
             |i: usize, n: usize| format!("{head}Case {i}. Answer with a list of {n} tools.");
         let tokens = |p: &str| model.session().unwrap().prompt_tokens(p).unwrap();
@@ -1593,9 +1608,7 @@ mod tests {
     #[test]
     fn a_kept_prompt_restores_into_a_slot_while_another_call_decodes() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
-        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
-        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let (first, again) = (asking(3), asking(2));
         let other = "Name one malware family.";
         let states = states_holding(&model, &first);
         let mut s = model.session_for(2).unwrap();
@@ -1626,9 +1639,7 @@ mod tests {
     #[test]
     fn no_state_is_restored_under_a_queued_stream_copy() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
-        let first = format!("{head}Answer with a numbered list of 3 tools that do this.");
-        let again = format!("{head}Answer with a numbered list of 2 tools that do this.");
+        let (first, again) = (asking(3), asking(2));
         let states = states_holding(&model, &first);
         let mut s = model.session_for(2).unwrap();
         s.keep_prompts(states.clone());
@@ -1656,7 +1667,7 @@ mod tests {
     fn a_finished_sequence_takes_the_next_call_while_the_others_decode() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
         let mut s = model.session_for(2).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let head = HEAD;
         let (a, b, c) = (
             format!("{head}Name one tool that does this."),
             "Name one malware family.".to_string(),
@@ -1699,7 +1710,7 @@ mod tests {
     fn calls_moved_into_lower_free_slots_decode_on_from_their_own_cells() {
         let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
         let mut s = model.session_for(4).unwrap();
-        let head = "You are a threat intelligence analyst. The behaviour: adversaries hide files and directories so that users do not see them. ";
+        let head = HEAD;
         let (a, c, d) = (
             format!("{head}Name one tool that does this."),
             format!("{head}Name one operating system where this happens."),
