@@ -903,6 +903,7 @@ mod tests {
                 grammar: None,
                 item_decay: None,
                 repeat_penalty: None,
+                banned_words: None,
             },
             template: "t".into(),
             requested: [("T1".to_string(), 3usize)].into_iter().collect(),

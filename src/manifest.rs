@@ -1277,6 +1277,22 @@ fn validate_augment(
                     "applies to `local` generators (llama.cpp's penalties sampler); the OpenAI API has no such parameter".into(),
                 ));
             }
+            if !g.banned_words.is_empty() && g.provider == ProviderKind::Openai {
+                return Err(e(
+                    &k("banned_words"),
+                    "applies to `local` generators (a logit of −∞ for the model's own tokens); an OpenAI endpoint's `logit_bias` takes the server tokenizer's token ids, which synthcti does not know; remove it".into(),
+                ));
+            }
+            for (i, w) in g.banned_words.iter().enumerate() {
+                if w.is_empty() || w.chars().count() > 40 || w.chars().any(char::is_whitespace) {
+                    return Err(e(
+                        &format!("{}.{i}", k("banned_words")),
+                        format!(
+                            "{w:?} is not a word: each entry must be one word of 1 to 40 characters without spaces (e.g. \"you\")"
+                        ),
+                    ));
+                }
+            }
             if g.parallel > 1 && g.provider == ProviderKind::Openai {
                 return Err(e(
                     &k("parallel"),

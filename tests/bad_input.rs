@@ -339,6 +339,59 @@ fn repeat_penalty_on_an_openai_generator_is_rejected() {
 }
 
 #[test]
+fn banned_words_on_an_openai_generator_are_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"remote\"",
+        &format!("{REMOTE}banned_words = [\"you\"]\n"),
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "generator.0.banned_words",
+            "`local` generators",
+            "token ids",
+        ],
+    );
+}
+
+#[test]
+fn a_banned_word_with_a_space_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nbanned_words = [\"you\", \"this list\"]\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &["generator.0.banned_words.1", "\"this list\" is not a word"],
+    );
+}
+
+#[test]
+fn an_empty_banned_word_is_rejected() {
+    let (s, m) = synthetic_sandbox(
+        "generator = \"tiny\"",
+        "[[generator]]\nname = \"tiny\"\nprovider = \"local\"\nbanned_words = [\"\"]\n",
+    );
+    assert_rejected(
+        &s,
+        &m,
+        &[],
+        2,
+        &[
+            "generator.0.banned_words.0",
+            "is not a word",
+            "1 to 40 characters",
+        ],
+    );
+}
+
+#[test]
 fn item_decay_on_an_unstructured_generator_is_rejected() {
     let (s, m) = synthetic_sandbox(
         "generator = \"tiny\"",

@@ -59,6 +59,16 @@ pub struct GeneratorConfig {
     /// On a CPU a batch of n sequences costs little more per step than one, so total tokens/s
     /// grow with n; samples of one prompt share its evaluation. Part of the call key when > 1.
     pub parallel: u32,
+    /// `local`: words the model may not write. Every vocabulary token that is one of them after
+    /// a space, in any letter case (` you`, ` You`, ` YOU`), has its logit set to −∞ before
+    /// sampling: Hugging Face transformers' `bad_words_ids` for one-token words, llama.cpp's
+    /// `--logit-bias TOKEN-inf`. A word the model writes as several tokens is not banned (the log
+    /// names it); a word at the very start of a line, with no space before it, is another token
+    /// and is not banned either. For words the filter drops a sentence for anyway (the meta
+    /// filter's first and second person, "sentence"): the model writes another word instead of a
+    /// sentence that would be thrown away. Part of the call key when not empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub banned_words: Vec<String>,
     /// `local` with `parallel` > 1: MiB of host memory for prompts' KV states kept across the
     /// calls of one generation and its top-up rounds, so that a prompt beginning like one
     /// evaluated before (a top-up round asks a cluster's prompt again with another count)
@@ -122,6 +132,7 @@ impl Default for GeneratorConfig {
             context: 2048,
             parallel: 1,
             cache_ram_mib: 512,
+            banned_words: Vec::new(),
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             base_url: "https://api.openai.com/v1".into(),

@@ -95,6 +95,40 @@ impl LocalModel {
         })
     }
 
+    /// The tokens of the vocabulary that are one of `words` after a space, in any letter case
+    /// (for `you`: ` you`, ` You`, ` YOU` where the vocabulary has them), in token-id order,
+    /// and the words that have no such token (the model writes them as several tokens, so a
+    /// one-token ban cannot reach them). Compared as text: a token's piece (special tokens
+    /// excluded) less its one leading space, lower-cased, against the word lower-cased.
+    pub fn word_tokens(&self, words: &[String]) -> (Vec<LlamaToken>, Vec<String>) {
+        let wanted: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+        let mut found = vec![false; wanted.len()];
+        let vocab = self.model.vocab();
+        let mut tokens = Vec::new();
+        for id in 0..self.model.n_vocab() {
+            let t = LlamaToken(id);
+            let piece = vocab.token_to_piece(t, false, None);
+            let Some(word) = piece.strip_prefix(b" ") else {
+                continue;
+            };
+            let Ok(word) = std::str::from_utf8(word) else {
+                continue;
+            };
+            let word = word.to_lowercase();
+            if let Some(i) = wanted.iter().position(|w| *w == word) {
+                found[i] = true;
+                tokens.push(t);
+            }
+        }
+        let missing = wanted
+            .into_iter()
+            .zip(found)
+            .filter(|(_, f)| !f)
+            .map(|(w, _)| w)
+            .collect();
+        (tokens, missing)
+    }
+
     /// A context for a series of calls, one sequence at a time.
     pub fn session(&self) -> Result<Session<'_>> {
         self.session_for(1)
@@ -129,6 +163,7 @@ impl LocalModel {
             shared_prefix_tokens: 0,
             states: None,
             copy_pending: false,
+            banned_words: Vec::new(),
         })
     }
 }
@@ -153,6 +188,8 @@ pub struct Session<'a> {
     /// a decode has run (a restore writes the buffers at once and the copy would overwrite it).
     /// [`Session::reset`] does not drop queued copies either.
     copy_pending: bool,
+    /// Tokens no call of this session samples ([`Session::ban`]).
+    banned_words: Vec<LlamaToken>,
 }
 
 /// Prompts' KV states kept in host memory across sessions: llama-server's host-memory prompt
@@ -377,6 +414,13 @@ impl Session<'_> {
         self.states = Some(states);
     }
 
+    /// Never sample these tokens in any call of this session (their logits are set to −∞, as
+    /// for [`Sampling::ignore_eos`]); the `banned_words` of a generator, through
+    /// [`LocalModel::word_tokens`].
+    pub fn ban(&mut self, tokens: Vec<LlamaToken>) {
+        self.banned_words = tokens;
+    }
+
     /// Answer one user message.
     pub fn generate(&mut self, prompt: &str, s: Sampling) -> Result<Answer> {
         self.generate_with(prompt, s, None)
@@ -485,15 +529,15 @@ impl Session<'_> {
             }
             None => None,
         };
-        let banned = if s.ignore_eos {
+        let mut banned = self.banned_words.clone();
+        if s.ignore_eos {
             let vocab = self.model.model.vocab();
-            (0..self.model.model.n_vocab())
-                .map(LlamaToken)
-                .filter(|&t| vocab.is_eog(t))
-                .collect()
-        } else {
-            Vec::new()
-        };
+            banned.extend(
+                (0..self.model.model.n_vocab())
+                    .map(LlamaToken)
+                    .filter(|&t| vocab.is_eog(t)),
+            );
+        }
         Ok(CallSampler {
             chain,
             grammar,
@@ -819,7 +863,7 @@ struct CallSampler {
     grammar: Option<LlamaSampler>,
     /// The item length penalty's start (characters), factor and the period token.
     item_decay: Option<(usize, f32, LlamaToken)>,
-    /// Tokens never sampled ([`Sampling::ignore_eos`]).
+    /// Tokens never sampled ([`Session::ban`], [`Sampling::ignore_eos`]).
     banned: Vec<LlamaToken>,
 }
 
@@ -1015,6 +1059,24 @@ pub fn run(
     let before = states.as_ref().map(|s| s.usage());
     if let Some(s) = &states {
         session.keep_prompts(s.clone());
+    }
+    if let Some(words) = &generator.identity.banned_words {
+        let (tokens, missing) = model.word_tokens(words);
+        progress.log(format!(
+            "generator {}: banned_words: {} tokens for {} words{}",
+            generator.name,
+            tokens.len(),
+            words.len() - missing.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not one token after a space in this model, so not banned: {}",
+                    missing.join(", ")
+                )
+            }
+        ));
+        session.ban(tokens);
     }
     let grammars: Vec<Option<String>> = jobs
         .iter()
@@ -1330,6 +1392,75 @@ mod tests {
         assert_eq!(runs.completion_tokens, 48, "{runs:?}");
         // Greedy: the same answer up to where the model stopped.
         assert!(runs.text.starts_with(&stops.text), "{stops:?} {runs:?}");
+    }
+
+    #[test]
+    fn a_banned_word_is_every_case_of_its_token_after_a_space() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let words = ["You".to_string(), "sentence".into(), "qzxqzxqzx".into()];
+        let (tokens, missing) = model.word_tokens(&words);
+        assert_eq!(missing, ["qzxqzxqzx"]);
+        let vocab = model.model.vocab();
+        let mut pieces: Vec<String> = tokens
+            .iter()
+            .map(|&t| String::from_utf8(vocab.token_to_piece(t, false, None)).unwrap())
+            .collect();
+        pieces.sort();
+        // Each spelling the vocabulary has as one token, and nothing else (not " your", not
+        // "you" without the space, not " sentences").
+        for piece in [" You", " you", " sentence"] {
+            assert!(pieces.iter().any(|p| p == piece), "{piece:?} in {pieces:?}");
+        }
+        assert!(
+            pieces
+                .iter()
+                .all(|p| [" you", " sentence"].contains(&p.to_lowercase().as_str())),
+            "{pieces:?}"
+        );
+        // The tokens the tokenizer gives " You" and " sentence" are among them.
+        for text in [" You", " sentence"] {
+            let t = vocab.tokenize(text.as_bytes(), false, false);
+            assert_eq!(t.len(), 1, "{text:?}");
+            assert!(tokens.contains(&t[0]), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_banned_word_is_never_sampled_and_the_model_writes_on_without_it() {
+        let model = LocalModel::load(&smollm2(), 2, 512).unwrap();
+        let mut s = model.session().unwrap();
+        let prompt = "Finish this sentence of advice to a reader: \"To keep your accounts safe, you should\"";
+        let free = s.generate(prompt, sampling(0, 0.0, 40)).unwrap();
+        let addressed = |t: &str| {
+            let t = t.to_lowercase();
+            t.contains(" you ") || t.contains(" your ") || t.starts_with("you")
+        };
+        assert!(addressed(&free.text), "the prompt draws `you`: {free:?}");
+        let (tokens, missing) = model.word_tokens(&["you".into(), "your".into()]);
+        assert!(missing.is_empty());
+        s.ban(tokens.clone());
+        let banned = s.generate(prompt, sampling(0, 0.0, 40)).unwrap();
+        assert!(banned.completion_tokens > 5, "{banned:?}");
+        let vocab = model.model.vocab();
+        let written = vocab.tokenize(banned.text.as_bytes(), false, false);
+        assert!(
+            !written.iter().any(|t| tokens.contains(t)),
+            "{banned:?} holds a banned token"
+        );
+        assert_ne!(free.text, banned.text);
+        // Greedy: the same answer up to the first banned token the free answer chose.
+        let first = free.text.to_lowercase().find(" you").unwrap();
+        assert_eq!(
+            free.text[..first],
+            banned.text[..first],
+            "{free:?} {banned:?}"
+        );
+        // The session's other calls are banned too; an empty list lifts the ban.
+        s.ban(Vec::new());
+        assert_eq!(
+            s.generate(prompt, sampling(0, 0.0, 40)).unwrap().text,
+            free.text
+        );
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub struct Identity {
     /// Absent otherwise, so other keys are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_decay: Option<ItemDecay>,
+    /// Local generators with `banned_words`: the words, lower case, sorted, each once (the ban
+    /// is case-insensitive, so `You` and `you` are one key). Absent otherwise, so other keys are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub banned_words: Option<Vec<String>>,
 }
 
 /// The exponential length penalty of a local structured generator's list items (part of its
@@ -227,6 +232,17 @@ impl Generator {
                         start: source.item_decay_start,
                         factor: source.item_decay_factor,
                     }),
+                banned_words: (source.provider == ProviderKind::Local
+                    && !source.banned_words.is_empty())
+                .then(|| {
+                    source
+                        .banned_words
+                        .iter()
+                        .map(|w| w.to_lowercase())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect()
+                }),
             },
             config: source.clone(),
             prompt_states: (provider == ProviderKind::Local
@@ -809,6 +825,44 @@ mod tests {
                 ..g.clone()
             })
         );
+    }
+
+    #[test]
+    fn banned_words_are_in_the_call_key_once_each_whatever_their_case_or_order() {
+        let g = GeneratorConfig {
+            name: "x".into(),
+            provider: ProviderKind::Local,
+            model: "blake3:00ff".into(),
+            ..Default::default()
+        };
+        let resolve = |words: &[&str]| {
+            let local = GeneratorConfig {
+                banned_words: words.iter().map(|w| w.to_string()).collect(),
+                ..g.clone()
+            };
+            let replay = GeneratorConfig {
+                name: "r".into(),
+                provider: ProviderKind::Replay,
+                of: Some("x".into()),
+                ..Default::default()
+            };
+            Generator::resolve("r", &[local, replay]).unwrap()
+        };
+        let key = |words: &[&str]| resolve(words).call_id("p", 0, 5).key;
+        // No ban: the key of a generator from before the setting existed.
+        assert!(
+            serde_json::to_value(&resolve(&[]).identity)
+                .unwrap()
+                .get("banned_words")
+                .is_none()
+        );
+        assert_eq!(
+            resolve(&["You", "sentence", "you"]).identity.banned_words,
+            Some(vec!["sentence".to_string(), "you".to_string()])
+        );
+        assert_eq!(key(&["You", "sentence"]), key(&["sentence", "you", "YOU"]));
+        assert_ne!(key(&[]), key(&["you"]));
+        assert_ne!(key(&["you"]), key(&["you", "your"]));
     }
 
     #[test]
