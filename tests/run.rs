@@ -292,8 +292,19 @@ fn a_run_killed_mid_training_resumes_from_the_cache() {
             .map(|d| d.count())
             .unwrap_or(0)
     };
+    // Cell 1's log line comes after its evaluate entry, and cell 2 may already be training on
+    // the other worker by then: wait for the line too, or a kill in between finds no cell line.
+    let cell_logged = || {
+        std::fs::read_to_string(s.path("results/killed/run.log")).is_ok_and(|l| {
+            l.lines()
+                .any(|l| l.starts_with("cell ") && l.contains("macro-F1"))
+        })
+    };
     let start = std::time::Instant::now();
-    while !(train_entries() == 1 && s.path("cache/entries/evaluate").is_dir() && in_progress() > 0)
+    while !(train_entries() == 1
+        && s.path("cache/entries/evaluate").is_dir()
+        && in_progress() > 0
+        && cell_logged())
     {
         assert!(
             child.try_wait().unwrap().is_none(),
