@@ -867,6 +867,21 @@ struct CellCtx<'a> {
     device: &'a Device,
     progress: &'a Progress,
     shared: &'a Shared,
+    /// The replicate, when the run has several (`experiment.replicates` > 1): its chains' labels
+    /// in the log and `timings.json` carry it ([`CellCtx::chain_label`]).
+    replicate: Option<usize>,
+}
+
+impl CellCtx<'_> {
+    /// A synthetic chain's label ([`spec_label`]), prefixed `r<replicate>-` when the run has
+    /// several replicates (as `synthetic.csv` names chains), so that each replicate's generate
+    /// lines and times read apart.
+    fn chain_label(&self, spec: &SynthSpec) -> String {
+        match self.replicate {
+            Some(r) => format!("r{r}-{}", spec_label(spec)),
+            None => spec_label(spec),
+        }
+    }
 }
 
 /// A classifier trained in this process (not read back from the cache).
@@ -1375,7 +1390,7 @@ fn synthesize(
     // generation never depends on what this one evaluated.
     let generator = &m.generators[&spec.generator].with_fresh_prompt_states();
     let template = &m.templates[&spec.template];
-    let label = spec_label(spec);
+    let label = cx.chain_label(spec);
     let load_catalog = || {
         catalog
             .get_or_init(|| match &cx.shared.attack_path {
@@ -2057,6 +2072,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
             device: &device,
             progress: &progress,
             shared: &rep.shared,
+            replicate: (n_reps > 1).then_some(r),
         };
         let tag = |label: String| {
             if n_reps > 1 {
@@ -2076,7 +2092,7 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
         let mut kept_data: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
         let mut unusable: BTreeMap<SynthSpec, Synthetic> = BTreeMap::new();
         for (spec, cl) in &rep.clusters {
-            let res = match timer.time("synthesize", &spec_label(spec), || {
+            let res = match timer.time("synthesize", &cx.chain_label(spec), || {
                 synthesize(&cx, spec, cl, &catalog, &budgets)
             }) {
                 Ok(x) => match x.data.nothing_kept() {
@@ -2093,7 +2109,10 @@ pub fn run(m: &Manifest, cache: &Cache, opts: &RunOptions) -> Result<RunOutcome>
                 Err(e) => Err(e.message),
             };
             if let Err(why) = &res {
-                progress.log(format!("synthetic data {} failed: {why}", spec_label(spec)));
+                progress.log(format!(
+                    "synthetic data {} failed: {why}",
+                    cx.chain_label(spec)
+                ));
             }
             ready.insert(spec.clone(), res);
         }
@@ -2445,6 +2464,7 @@ pub fn synthesize_only(
             device: &device,
             progress,
             shared: &sh,
+            replicate: (n_reps > 1).then_some(r),
         };
         for (spec, cl) in &clusters {
             let res = match synthesize(&cx, spec, cl, &catalog, &budgets) {
@@ -2455,10 +2475,10 @@ pub fn synthesize_only(
                 Err(e) => Err(e.message),
             };
             if let Err(why) = &res {
-                progress.log(tag(&format!(
+                progress.log(format!(
                     "synthetic data {} failed: {why}",
-                    spec_label(spec)
-                )));
+                    cx.chain_label(spec)
+                ));
             }
             out.push((r, spec.clone(), res));
         }

@@ -366,23 +366,35 @@ pub fn summary_md(results: &[CellResult], failed: &[(String, String)]) -> String
             .to_string(),
     );
     s.push('\n');
-    let mut chains: Vec<&crate::record::SynthSummary> = results
+    // Each chain once, with the replicate it belongs to: replicates generate apart (their own
+    // split and generator seed), so a run of several has one row per replicate and chain.
+    let mut chains: Vec<(usize, &crate::record::SynthSummary)> = results
         .iter()
-        .filter_map(|r| r.synthetic.as_ref())
+        .filter_map(|r| r.synthetic.as_ref().map(|c| (r.cell.replicate, c)))
         .collect();
-    chains.sort_by_key(|c| {
+    chains.sort_by_key(|(rep, c)| {
         (
             c.k,
             c.template.clone(),
             c.generator.clone(),
             c.per_technique,
+            *rep,
         )
     });
-    chains.dedup_by(|a, b| a.filter_key == b.filter_key);
+    chains.dedup_by(|a, b| a.1.filter_key == b.1.filter_key);
+    let replicates = chains.iter().any(|(rep, _)| *rep > 0);
     if !chains.is_empty() {
-        s.push_str("\n## Synthetic data\n\n| k | template | generator | per technique | targets | requested | kept | LLM calls (made / cached / failed / skipped) | tokens (prompt + completion) |\n|---|---|---|---|---|---|---|---|---|\n");
-        let any_estimated = chains.iter().any(|c| c.usage.estimated_tokens > 0);
-        for c in chains {
+        let (rep_head, rep_rule) = if replicates {
+            ("replicate | ", "---|")
+        } else {
+            ("", "")
+        };
+        s.push_str(&format!("\n## Synthetic data\n\n| {rep_head}k | template | generator | per technique | targets | requested | kept | LLM calls (made / cached / failed / skipped) | tokens (prompt + completion) |\n|{rep_rule}---|---|---|---|---|---|---|---|---|\n"));
+        let any_estimated = chains.iter().any(|(_, c)| c.usage.estimated_tokens > 0);
+        for (rep, c) in chains {
+            if replicates {
+                s.push_str(&format!("| {rep} "));
+            }
             let u = &c.usage;
             let estimated = if u.estimated_tokens > 0 {
                 format!(" ({} estimated)", u.estimated_tokens)

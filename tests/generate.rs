@@ -282,6 +282,52 @@ fn openai_429_then_200_waits_as_retry_after_says() {
     assert_eq!(synthetic_row(&run_dir)["synthetic_kept"], "3");
 }
 
+/// Two replicates generate apart: the log's generate lines, `timings.json` and the synthetic data
+/// table of `summary.md` name each replicate's chain, not one label twice.
+#[test]
+fn each_replicates_chain_is_named_apart_in_the_log_timings_and_summary() {
+    let server = llm_server::start(|n, _| Reply::sentences(3, n));
+    let (s, m) = sandbox(ONE_CALL, &remote(&server.url, ""));
+    let run_dir = run_ok(&s, &m, "results/r", &["--set", "experiment.replicates=2"]);
+    assert_eq!(server.requests().len(), 2, "one call per replicate");
+    let log = run_log(&run_dir);
+    for r in 0..2 {
+        assert!(
+            log.contains(&format!(
+                "generate r{r}-k1-cluster-guided-remote-n3: 1 calls for 1 techniques"
+            )),
+            "{log}"
+        );
+    }
+    let timings: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(run_dir.join("timings.json")).unwrap()).unwrap();
+    let chains: Vec<&str> = timings
+        .iter()
+        .filter(|t| t["stage"] == "synthesize")
+        .map(|t| t["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "r0-k1-cluster-guided-remote-n3",
+            "r1-k1-cluster-guided-remote-n3"
+        ]
+    );
+    let md = std::fs::read_to_string(run_dir.join("summary.md")).unwrap();
+    assert!(
+        md.contains("| replicate | k | template | generator | per technique |"),
+        "{md}"
+    );
+    for r in 0..2 {
+        assert!(
+            md.contains(&format!(
+                "| {r} | 1 | cluster-guided | remote | 3 | 1 | 3 | 3 |"
+            )),
+            "{md}"
+        );
+    }
+}
+
 #[test]
 fn openai_repeated_500s_give_up_after_the_cap_and_a_rerun_retries() {
     let server = llm_server::start(|_, _| {
