@@ -187,6 +187,45 @@ pub fn augment_label(c: &CellSpec) -> String {
 }
 
 /// The setup paragraph's table: what a reader needs to reproduce the run.
+/// Settings of an `openai` generator only (the HTTP client's).
+const OPENAI_SETTINGS: &[&str] = &[
+    "base_url",
+    "concurrency",
+    "max_retries",
+    "timeout_s",
+    "backoff_s",
+    "max_backoff_s",
+];
+
+/// Settings of a `local` generator only (llama.cpp's).
+const LOCAL_SETTINGS: &[&str] = &[
+    "top_k",
+    "threads",
+    "context",
+    "parallel",
+    "cache_ram_mib",
+    "repeat_penalty",
+    "repeat_last_n",
+    "banned_words",
+    "item_decay_start",
+    "item_decay_factor",
+];
+
+/// Whether a `[[generator]]` setting (as `manifest.resolved.toml` spells it, every default
+/// written out) means anything to a generator of `provider`: the HTTP client's settings only to
+/// `openai`, llama.cpp's only to `local`, `item_chars` only with `structured`, `of` only to a
+/// `replay`, which takes everything else from the generator it replays.
+fn generator_setting_applies(provider: &str, structured: bool, key: &str) -> bool {
+    match provider {
+        "replay" => matches!(key, "provider" | "of" | "budget_calls" | "budget_tokens"),
+        _ if key == "of" => false,
+        _ if key == "item_chars" => structured,
+        "openai" => !LOCAL_SETTINGS.contains(&key),
+        "local" => !OPENAI_SETTINGS.contains(&key),
+        _ => true,
+    }
+}
+
 fn setup_md(run_dir: &Path, results: &[CellResult], groups: &[Group], b: Bootstrap) -> String {
     let manifest_text = std::fs::read_to_string(run_dir.join("manifest.resolved.toml")).ok();
     let manifest: toml::Table = manifest_text
@@ -288,16 +327,47 @@ fn setup_md(run_dir: &Path, results: &[CellResult], groups: &[Group], b: Bootstr
             if !used_generators.contains(&name) {
                 continue;
             }
+            let provider = g
+                .get("provider")
+                .and_then(|p| p.as_str())
+                .unwrap_or("local");
+            let structured = g
+                .get("structured")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             let desc: Vec<String> = g
                 .iter()
                 .filter(|(k, _)| !k.contains("key") && *k != "name")
+                .filter(|(k, _)| generator_setting_applies(provider, structured, k))
                 .map(|(k, v)| format!("{k}={}", inline(v)))
                 .collect();
             rows.push((format!("generator `{name}`"), desc.join(", ")));
         }
-        let augment = table("augment");
+        // The clustering's embedding settings that its `embedding` does not use are left out.
+        let embedding = manifest
+            .get("augment")
+            .and_then(|a| a.get("embedding"))
+            .and_then(|e| e.as_str())
+            .unwrap_or("tfidf-svd")
+            .to_string();
+        let augment = manifest
+            .get("augment")
+            .and_then(|v| v.as_table())
+            .map(|t| {
+                t.iter()
+                    .filter(|(_, v)| !v.is_table() && !v.is_array())
+                    .filter(|(k, _)| match k.as_str() {
+                        "encoder" => embedding == "encoder",
+                        "svd_dim" => embedding == "tfidf-svd",
+                        _ => true,
+                    })
+                    .map(|(k, v)| format!("{k}={}", inline(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         if !used_generators.is_empty() && !augment.is_empty() {
-            rows.push(("augment".into(), augment.replace(" = ", "=")));
+            rows.push(("augment".into(), augment));
         }
     }
     let mut kinds: Vec<&str> = groups
@@ -491,6 +561,44 @@ pub fn summary_md(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_setup_row_of_a_generator_lists_only_settings_its_provider_uses() {
+        let keys = [
+            "provider",
+            "model",
+            "temperature",
+            "threads",
+            "parallel",
+            "banned_words",
+            "base_url",
+            "concurrency",
+            "item_chars",
+            "of",
+            "budget_calls",
+        ];
+        // The settings each provider's row leaves out.
+        let left_out = |provider, structured| -> Vec<&str> {
+            keys.into_iter()
+                .filter(|k| !generator_setting_applies(provider, structured, k))
+                .collect()
+        };
+        assert_eq!(left_out("local", true), ["base_url", "concurrency", "of"]);
+        assert_eq!(
+            left_out("local", false),
+            ["base_url", "concurrency", "item_chars", "of"]
+        );
+        assert_eq!(
+            left_out("openai", false),
+            ["threads", "parallel", "banned_words", "item_chars", "of"]
+        );
+        // A replay takes everything else from the generator it replays.
+        let kept: Vec<&str> = keys
+            .into_iter()
+            .filter(|k| generator_setting_applies("replay", false, k))
+            .collect();
+        assert_eq!(kept, ["provider", "of", "budget_calls"]);
+    }
 
     #[test]
     fn mean_and_sample_sd() {
