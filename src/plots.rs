@@ -94,6 +94,11 @@ pub struct Figure {
     pub series: Vec<Series>,
     /// What a reader should know to read it.
     pub caption: String,
+    /// Names written in the plot above the points near these x positions (within a factor
+    /// 1.2; the model-size figure names each classifier over its size); empty for the other
+    /// figures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub x_names: Vec<(f64, String)>,
 }
 
 /// A confusion matrix: `rows[i][j]` = test sentences of gold `classes[i]` predicted as
@@ -218,6 +223,7 @@ pub fn figures(
                 })
                 .collect(),
             caption: "Each point is a class (mean over paired replicates), its bar the 95% paired bootstrap interval over test sentences; a class without real train sentences is drawn at 1.".into(),
+            x_names: Vec::new(),
         });
     }
 
@@ -254,6 +260,30 @@ pub fn figures(
                 arms.push(a);
             }
         }
+        // Each classifier configuration named once, with its size (the axis alone, log scale
+        // over a decade or two, may carry a single tick). Its arms differ a little in size (a
+        // fastText model has a row per word the added sentences bring), so the name sits at
+        // their geometric middle and gives the range.
+        let mut sizes: Vec<(String, f64, f64)> = Vec::new();
+        for g in &groups {
+            let (c, x) = (classifier_label(g), size(g).max(1.0));
+            match sizes.iter_mut().find(|(n, _, _)| *n == c) {
+                Some((_, lo, hi)) => (*lo, *hi) = (lo.min(x), hi.max(x)),
+                None => sizes.push((c, x, x)),
+            }
+        }
+        let mut x_names: Vec<(f64, String)> = sizes
+            .into_iter()
+            .map(|(c, lo, hi)| {
+                let n = if count_label(lo) == count_label(hi) {
+                    count_label(lo)
+                } else {
+                    format!("{}–{}", count_label(lo), count_label(hi))
+                };
+                ((lo * hi).sqrt(), format!("{c}, {n}"))
+            })
+            .collect();
+        x_names.sort_by(|a, b| a.0.total_cmp(&b.0));
         let series = arms
             .iter()
             .map(|a| {
@@ -279,6 +309,7 @@ pub fn figures(
             log_x: true,
             series,
             caption: "Mean over replicates; bars: 95% bootstrap interval over test sentences, pooled over replicates. Trained parameters: for `encoder-frozen` only the head is trained.".into(),
+            x_names,
         });
     }
 
@@ -344,6 +375,7 @@ pub fn figures(
             log_x: false,
             series,
             caption: "Mean over replicates with 95% bootstrap intervals; dashed: the classifier without extra sentences.".into(),
+            x_names: Vec::new(),
         });
     }
 
@@ -416,6 +448,19 @@ fn y_range(f: &Figure) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A count as an axis or a name writes it: `1.2M`, `35k`, `512`, `2.5`.
+fn count_label(x: f64) -> String {
+    if x.abs() >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x.abs() >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 fn draw_figure<DB: DrawingBackend>(f: &Figure, root: &DrawingArea<DB, Shift>) -> DrawResult<()> {
     root.fill(&WHITE).map_err(err)?;
     let xs: Vec<f64> = f
@@ -443,17 +488,7 @@ fn draw_figure<DB: DrawingBackend>(f: &Figure, root: &DrawingArea<DB, Shift>) ->
                 .label_style(("sans-serif", 14))
                 .x_labels(8)
                 .y_labels(8)
-                .x_label_formatter(&|x: &f64| {
-                    if x.abs() >= 1e6 {
-                        format!("{:.1}M", x / 1e6)
-                    } else if x.abs() >= 1e4 {
-                        format!("{:.0}k", x / 1e3)
-                    } else if x.fract() == 0.0 {
-                        format!("{x:.0}")
-                    } else {
-                        format!("{x:.1}")
-                    }
-                })
+                .x_label_formatter(&|x: &f64| count_label(*x))
                 .y_label_formatter(&|y: &f64| format!("{y:.2}"))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
@@ -504,6 +539,39 @@ fn draw_figure<DB: DrawingBackend>(f: &Figure, root: &DrawingArea<DB, Shift>) ->
                     .map_err(err)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+            }
+            // Each name above the highest point or interval at its x; a name less than half an
+            // order of magnitude right of the one before goes a line higher (up to two), so
+            // that neighbours do not print over each other.
+            let mut level = 0usize;
+            let mut before: Option<f64> = None;
+            for (x, name) in &f.x_names {
+                level = match before {
+                    Some(b) if f.log_x && *x / b < 10f64.sqrt() => (level + 1) % 3,
+                    _ => 0,
+                };
+                before = Some(*x);
+                let top = f
+                    .series
+                    .iter()
+                    .flat_map(|s| s.points.iter())
+                    // The points of its configuration: within a factor 1.2 of the name's x.
+                    .filter(|p| (p.x / *x).ln().abs() < 1.2f64.ln())
+                    .map(|p| p.hi.unwrap_or(p.y).max(p.y))
+                    .fold(f64::MIN, f64::max);
+                if top == f64::MIN {
+                    continue;
+                }
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        name.clone(),
+                        (*x, top + (ymax - ymin) * (0.01 + 0.045 * level as f64)),
+                        ("sans-serif", 13)
+                            .into_font()
+                            .color(&BLACK.mix(0.8))
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                    )))
+                    .map_err(err)?;
             }
             chart
                 .configure_series_labels()
@@ -752,6 +820,7 @@ mod tests {
                 reference: false,
             }],
             caption: String::new(),
+            x_names: Vec::new(),
         }
     }
 
@@ -809,6 +878,24 @@ mod tests {
             (lo + 0.33).abs() < 1e-12 && (hi - 0.33).abs() < 1e-12,
             "{lo} {hi}"
         );
+    }
+
+    #[test]
+    fn named_x_positions_are_written_above_their_points() {
+        let named = Figure {
+            x_names: vec![(2.0, "linear, 2".into()), (200.0, "fasttext, 200".into())],
+            ..fig()
+        };
+        let svg = svg_of((960, 600), |r| draw_figure(&named, r)).unwrap();
+        assert!(svg.contains("linear, 2") && svg.contains("fasttext, 200"));
+        assert!(
+            !svg_of((960, 600), |r| draw_figure(&fig(), r))
+                .unwrap()
+                .contains("fasttext, 200")
+        );
+        assert_eq!(count_label(1_234_567.0), "1.2M");
+        assert_eq!(count_label(35_200.0), "35k");
+        assert_eq!(count_label(512.0), "512");
     }
 
     #[test]
