@@ -2,7 +2,7 @@
 //! from the field), served from 127.0.0.1, through `synthcti generate` (the synthetic data alone)
 //! and `synthcti run`. Absent / null `usage` is covered by `tests/generate.rs`
 //! (`token_budget_holds_when_*`), 404 by `every_call_404_…`, 429 and 500 by `openai_429_…` and
-//! `openai_repeated_500s_…`.
+//! `openai_repeated_500s_…` (a context error's 500 here).
 
 mod common;
 use common::llm_server::{self, Reply};
@@ -171,6 +171,28 @@ fn an_error_object_inside_a_200_answer_is_an_error_naming_the_servers_message() 
         "{err}"
     );
     assert_eq!(cache_entries(&s, "llm-call"), 0, "an error is not cached");
+}
+
+#[test]
+fn a_context_error_500_that_outlasts_its_retries_names_the_servers_message_and_what_to_raise() {
+    // llama-server's shape: HTTP 500 with a numeric `code`, which async-openai's typed error
+    // does not read (the field saw the raw JSON as the message, with no advice).
+    let server = llm_server::start(|_, _| {
+        Reply::status(
+            500,
+            r#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#,
+        )
+    });
+    let (s, m) = sandbox(&server.url);
+    let o = generate(&s, &m);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(server.requests().len(), 3, "1 try + max_retries = 2");
+    let err = stderr(&o);
+    assert!(
+        err.contains("T1027 cluster 0 sample 0 failed: HTTP 500: the server answered with an error (type server_error, code 500): Context size has been exceeded.; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"),
+        "{err}"
+    );
+    assert!(!err.contains(r#"{"error""#), "no raw JSON: {err}");
 }
 
 #[test]

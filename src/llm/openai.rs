@@ -232,17 +232,35 @@ fn scrub(msg: &str, key: &str) -> String {
     }
 }
 
+/// One line for a failed call: the server's own error message where it sent one (also when
+/// async-openai could not read the error object, as for llama-server's numeric `code`), with
+/// advice when it is about the context size.
 fn describe_error(e: &OpenAIError) -> String {
     match e {
-        OpenAIError::JSONDeserialize(err, content) => format!(
-            "malformed response body ({err}): {}",
-            super::preview(content, 200)
-        ),
-        OpenAIError::ApiError(api) => format!(
-            "HTTP {}: API error: {}",
-            api.status_code.as_u16(),
-            api.api_error.message
-        ),
+        OpenAIError::JSONDeserialize(err, content) => {
+            match super::openai_answer::error_body(content) {
+                Some(server) => format!("the server answered with an error{}", server.describe()),
+                None => format!(
+                    "malformed response body ({err}): {}",
+                    super::preview(content, 200)
+                ),
+            }
+        }
+        // An error object async-openai could not read (llama-server's numeric `code`) arrives
+        // as its raw body in `message`.
+        OpenAIError::ApiError(api) => {
+            let (status, message) = (api.status_code.as_u16(), &api.api_error.message);
+            match super::openai_answer::error_body(message) {
+                Some(server) => format!(
+                    "HTTP {status}: the server answered with an error{}",
+                    server.describe()
+                ),
+                None => format!(
+                    "HTTP {status}: API error: {message}{}",
+                    super::openai_answer::context_advice(message)
+                ),
+            }
+        }
         OpenAIError::Reqwest(err) => without_url(err),
         other => other.to_string(),
     }

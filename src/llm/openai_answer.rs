@@ -59,6 +59,59 @@ pub struct ServerError {
     pub code: Option<serde_json::Value>,
 }
 
+impl ServerError {
+    /// ` (type T, code C): message`, the type and code where the server sent them, and advice
+    /// when the message is about the context size (llama-server, Ollama and vLLM word it
+    /// "context size", "context length" or "maximum context").
+    pub fn describe(&self) -> String {
+        let mut what = vec![];
+        if let Some(k) = &self.kind {
+            what.push(format!("type {k}"));
+        }
+        if let Some(c) = self.code.as_ref().filter(|c| !c.is_null()) {
+            what.push(format!("code {c}"));
+        }
+        let message = self.message.as_deref().unwrap_or("(no message)");
+        format!(
+            "{}: {message}{}",
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", what.join(", "))
+            },
+            context_advice(message)
+        )
+    }
+}
+
+/// Advice for a server error about the context size, or nothing.
+pub fn context_advice(message: &str) -> &'static str {
+    let m = message.to_lowercase();
+    if [
+        "context size",
+        "context length",
+        "maximum context",
+        "context window",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+    {
+        "; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"
+    } else {
+        ""
+    }
+}
+
+/// An error body a server sent (`{"error": {...}}`), read leniently: `code` may be a number, a
+/// string or null, any field may be missing. `None` when the body is not such an object.
+pub fn error_body(body: &str) -> Option<ServerError> {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: ServerError,
+    }
+    serde_json::from_str::<Wrapped>(body).ok().map(|w| w.error)
+}
+
 /// The usable part of a response: the text, why it stopped, and the token counts when the server
 /// sent non-zero ones (prompt, completion).
 #[derive(Debug, Clone, PartialEq)]
@@ -75,21 +128,9 @@ impl ChatResponse {
     /// (with `finish_reason=length`: says to raise the generator's `max_tokens`).
     pub fn reply(&self, max_tokens: u32) -> Result<Reply, String> {
         if let Some(e) = &self.error {
-            let mut what = vec![];
-            if let Some(k) = &e.kind {
-                what.push(format!("type {k}"));
-            }
-            if let Some(c) = e.code.as_ref().filter(|c| !c.is_null()) {
-                what.push(format!("code {c}"));
-            }
             return Err(format!(
-                "the server answered HTTP 200 with an error{}: {}",
-                if what.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", what.join(", "))
-                },
-                e.message.as_deref().unwrap_or("(no message)")
+                "the server answered HTTP 200 with an error{}",
+                e.describe()
             ));
         }
         let choice = self
@@ -203,8 +244,31 @@ mod tests {
         let e = reply(r#"{"error":{"code":400,"message":"the request exceeds the available context size. try increasing the context size or enable context shift","type":"exceed_context_size_error","n_prompt_tokens":1407,"n_ctx":256}}"#).unwrap_err();
         assert_eq!(
             e,
-            "the server answered HTTP 200 with an error (type exceed_context_size_error, code 400): the request exceeds the available context size. try increasing the context size or enable context shift"
+            "the server answered HTTP 200 with an error (type exceed_context_size_error, code 400): the request exceeds the available context size. try increasing the context size or enable context shift; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"
         );
+    }
+
+    #[test]
+    fn an_error_body_reads_with_a_numeric_code_and_only_context_errors_get_context_advice() {
+        // llama-server's context error: `code` a number, which async-openai's typed error
+        // rejects.
+        let e = error_body(
+            r#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.describe(),
+            " (type server_error, code 500): Context size has been exceeded.; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"
+        );
+        let boom = error_body(r#"{"error":{"message":"boom"}}"#).unwrap();
+        assert_eq!(boom.describe(), ": boom");
+        assert!(error_body("<html>Bad Gateway</html>").is_none());
+        assert!(error_body(r#"{"choices":[]}"#).is_none());
+        assert_eq!(
+            context_advice("This model's maximum context length is 8192 tokens"),
+            context_advice("context size exceeded")
+        );
+        assert_eq!(context_advice("rate limited"), "");
     }
 
     #[test]
