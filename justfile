@@ -27,11 +27,13 @@ test: setup
     cargo test
 
 # Benchmarks: training time, warm rerun, peak memory and macro-F1 against scikit-learn on the same
-# splits; local generation speed beside llama.cpp's own llama-bench when it is installed.
+# splits; local generation speed beside llama.cpp's own llama-bench when it is installed; cold
+# generation time beside the plain settings and the code issue 11 was filed against.
 bench runs="5": models
     bash benches/bench.sh {{runs}}
     bash benches/core.sh 2
     bash benches/generate.sh {{runs}}
+    bash benches/gentime.sh 3
     bash benches/encoder.sh 3
     bash benches/albert.sh 3
     bash benches/linear.sh {{runs}}
