@@ -1286,9 +1286,9 @@ fn validate_augment(
             for (i, w) in g.banned_words.iter().enumerate() {
                 if w.is_empty() || w.chars().count() > 40 || w.chars().any(char::is_whitespace) {
                     return Err(e(
-                        &format!("{}.{i}", k("banned_words")),
+                        &k("banned_words"),
                         format!(
-                            "{w:?} is not a word: each entry must be one word of 1 to 40 characters without spaces (e.g. \"you\")"
+                            "entry {i}, {w:?}, is not a word: each entry must be one word of 1 to 40 characters without spaces (e.g. \"you\")"
                         ),
                     ));
                 }

@@ -368,7 +368,10 @@ fn a_banned_word_with_a_space_is_rejected() {
         &m,
         &[],
         2,
-        &["generator.0.banned_words.1", "\"this list\" is not a word"],
+        &[
+            "generator.0.banned_words",
+            "entry 1, \"this list\", is not a word",
+        ],
     );
 }
 
@@ -384,8 +387,8 @@ fn an_empty_banned_word_is_rejected() {
         &[],
         2,
         &[
-            "generator.0.banned_words.0",
-            "is not a word",
+            "generator.0.banned_words",
+            "entry 0, \"\", is not a word",
             "1 to 40 characters",
         ],
     );

@@ -351,7 +351,7 @@ fn openai_repeated_500s_give_up_after_the_cap_and_a_rerun_retries() {
     assert!(log.contains("HTTP 500, giving up after 2 retries"), "{log}");
     assert!(log.contains("T1027 cluster 0 sample 0 failed"), "{log}");
     assert!(
-        log.contains("0 of 1 LLM calls succeeded (1 failed, 0 skipped over budget); last error: HTTP 500: API error:"),
+        log.contains("0 of 1 LLM calls succeeded (1 failed, 0 skipped over budget); last error: HTTP 500: the server answered with an error (type server_error): boom. Check the generator `remote`"),
         "{log}"
     );
     assert_eq!(

@@ -189,7 +189,7 @@ fn a_context_error_500_that_outlasts_its_retries_names_the_servers_message_and_w
     assert_eq!(server.requests().len(), 3, "1 try + max_retries = 2");
     let err = stderr(&o);
     assert!(
-        err.contains("T1027 cluster 0 sample 0 failed: HTTP 500: the server answered with an error (type server_error, code 500): Context size has been exceeded.; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"),
+        err.contains("T1027 cluster 0 sample 0 failed: HTTP 500: the server answered with an error (type server_error, code 500): Context size has been exceeded; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"),
         "{err}"
     );
     assert!(!err.contains(r#"{"error""#), "no raw JSON: {err}");

@@ -255,10 +255,15 @@ fn describe_error(e: &OpenAIError) -> String {
                     "HTTP {status}: the server answered with an error{}",
                     server.describe()
                 ),
-                None => format!(
-                    "HTTP {status}: API error: {message}{}",
-                    super::openai_answer::context_advice(message)
-                ),
+                None => {
+                    let advice = super::openai_answer::context_advice(message);
+                    let message = if advice.is_empty() {
+                        message.as_str()
+                    } else {
+                        message.trim_end_matches('.')
+                    };
+                    format!("HTTP {status}: API error: {message}{advice}")
+                }
             }
         }
         OpenAIError::Reqwest(err) => without_url(err),

@@ -72,14 +72,20 @@ impl ServerError {
             what.push(format!("code {c}"));
         }
         let message = self.message.as_deref().unwrap_or("(no message)");
+        let advice = context_advice(message);
         format!(
-            "{}: {message}{}",
+            "{}: {}{advice}",
             if what.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", what.join(", "))
             },
-            context_advice(message)
+            // "…exceeded; the prompt…", not "…exceeded.; the prompt…".
+            if advice.is_empty() {
+                message
+            } else {
+                message.trim_end_matches('.')
+            }
         )
     }
 }
@@ -258,7 +264,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             e.describe(),
-            " (type server_error, code 500): Context size has been exceeded.; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"
+            " (type server_error, code 500): Context size has been exceeded; the prompt and `max_tokens` do not fit the model's context on the server: raise the server's context (llama-server `-c`, Ollama `num_ctx`, vLLM `--max-model-len`), or lower this generator's `max_tokens` or `augment.per_call`"
         );
         let boom = error_body(r#"{"error":{"message":"boom"}}"#).unwrap();
         assert_eq!(boom.describe(), ": boom");
