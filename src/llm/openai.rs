@@ -255,15 +255,10 @@ fn describe_error(e: &OpenAIError) -> String {
                     "HTTP {status}: the server answered with an error{}",
                     server.describe()
                 ),
-                None => {
-                    let advice = super::openai_answer::context_advice(message);
-                    let message = if advice.is_empty() {
-                        message.as_str()
-                    } else {
-                        message.trim_end_matches('.')
-                    };
-                    format!("HTTP {status}: API error: {message}{advice}")
-                }
+                None => format!(
+                    "HTTP {status}: API error: {}",
+                    super::openai_answer::with_context_advice(message)
+                ),
             }
         }
         OpenAIError::Reqwest(err) => without_url(err),

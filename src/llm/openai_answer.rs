@@ -71,22 +71,24 @@ impl ServerError {
         if let Some(c) = self.code.as_ref().filter(|c| !c.is_null()) {
             what.push(format!("code {c}"));
         }
-        let message = self.message.as_deref().unwrap_or("(no message)");
-        let advice = context_advice(message);
         format!(
-            "{}: {}{advice}",
+            "{}: {}",
             if what.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", what.join(", "))
             },
-            // "…exceeded; the prompt…", not "…exceeded.; the prompt…".
-            if advice.is_empty() {
-                message
-            } else {
-                message.trim_end_matches('.')
-            }
+            with_context_advice(self.message.as_deref().unwrap_or("(no message)"))
         )
+    }
+}
+
+/// A server's error message, followed by [`context_advice`] when it is about the context size
+/// (its final period dropped first: "…exceeded; the prompt…", not "…exceeded.; the prompt…").
+pub fn with_context_advice(message: &str) -> String {
+    match context_advice(message) {
+        "" => message.to_string(),
+        advice => format!("{}{advice}", message.trim_end_matches('.')),
     }
 }
 
