@@ -271,6 +271,66 @@ static TEXT_REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
 const TEXT_PLACE_NOT_BEFORE: &[&str] =
     &["of", "by", "from", "published", "titled", "on", "released"];
 
+/// Discourse about the writing rather than about an attack, in eight families: a question ("What
+/// tool was used to bypass UAC? 3.", "What is the nature of this malware…"); a pointer back or
+/// ahead into the text ("As previously mentioned, …", "…as described above", "Includes the
+/// following new information: …"); details announced as a label ("Additional details need to
+/// discuss…", "One more detail: …"); the response, the question or the topic as the subject
+/// ("The response ended with the same question…", "The response has only a single number in
+/// it…"); the document or a report as the thing written ("The document provides tips…", "This
+/// is a report that…", "Insecurity report: …"); the writer's "we" planning the text ("we need
+/// to", "we are going to discuss", "What can we do…"); an instruction to the writer ("Include…",
+/// "Update the document…", "Remember to…", "It should have a number 1."); and the text's own
+/// section ("In this section…", "This challenge…").
+///
+/// Written from the blind reads of stop 25 (908 distinct kept sentences of four generations, 32
+/// of them meta, all of which it matches) and the blind read of stop 26 (467 kept sentences of
+/// `tram.toml`'s replicates 1 and 2, 5 meta, all matched). Both counts are by construction; the
+/// measurement is the next read. It matches 4 of the 837 sentences those reads found fine. Of
+/// the 36,967 distinct real sentences of TRAM and CTI-to-MITRE it flags 373 that the other meta
+/// patterns do not (1.0%: mostly a blog's questions, "How do packers work?", and its "we will
+/// discuss…"), so [`is_meta`] flags 1,063 (2.9%) where it flagged 690 (`tests/filters_on_real.rs`).
+/// "The task" is not in it: Scheduled Task sentences use it; nor "in question" ("the sample in
+/// question"), nor "described below" or "listed below", which reports use for their own tables.
+static DISCOURSE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        // A question: a question mark at the end (a list number may follow), or a question's
+        // opening without one.
+        r"(?i)\?\s*(?:\d{1,2}\.?)?\s*$",
+        r"|(?i)^(?:what|how|why|who)\s+(?:\w+\s+)?(?:is|are|was|were|can|could|do|does|did|should|would|will)\b",
+        // A pointer back or ahead into the text.
+        r"|(?i)\b(?:previously|earlier|above|before)[\s-]mentioned\b|\bmentioned (?:above|earlier|previously|before)\b",
+        r"|(?i)\b(?:described|discussed|explained|outlined) (?:above|earlier)\b",
+        r"|(?i)\bas (?:mentioned|noted|described|discussed|stated|explained)\b|\bthe following new\b",
+        // Details announced.
+        r"|(?i)^(?:a few |some )?(?:additional|further|more) (?:details?|information)\b|\bnew information\b|^(?:one more|another) detail\b",
+        // The response and the question: together, or the question, topic or reader alone
+        // (not "in question", see `is_discourse`). A number is not enough: a C2 response holds one.
+        r"|(?i)\b(?:responses?|answers?)\b.*\b(?:questions?|topics?|digits?)\b",
+        r"|(?i)\b(?:questions?|topics?|digits?)\b.*\b(?:responses?|answers?)\b",
+        r"|(?i)(?P<in_question>\bin question\b)|\bquestions?\b|\btopics?\b|\breaders?\b|\btips\b|\bplease\b|\bthe user is asked\b",
+        // The document or a report as the thing written.
+        r"|(?i)\bthe document (?:provides|highlights|is designed|adds|discusses|describes|explains|focuses|outlines|offers|presents|aims|includes a list|gives)\b",
+        r"|(?i)\b(?:a detailed|this|a) report (?:on|that|about|includes)\b|\bthis is a report\b|^[\w -]{0,30}\breport:\s",
+        // The writer's "we" planning the text.
+        r"|(?i)\bwe (?:need to|should|are going to|will (?:discuss|look|describe|explain|cover|see))\b|\bwhat (?:can we|we call)\b",
+        // An instruction to the writer.
+        r"|(?-i:^(?:Include|Includes the following|Update|Remember|Please|Share|Add|Write|Make sure|Continue|To continue)\b)",
+        r"|(?i)^it should (?:have|be|include|contain)\b|\bexamples? (?:can|could|will|would) be (?:provided|given|shown)\b",
+        // The text's own section.
+        r"|(?i)\bin this (?:section|article|chapter|page|challenge|exercise)\b|\bthis (?:challenge|exercise)\b",
+    ))
+    .expect("valid regex")
+});
+
+/// Whether a sentence is discourse about the writing ([`DISCOURSE`]). `sentence`: trimmed,
+/// leading punctuation removed (the pattern anchors some phrases at its start).
+fn is_discourse(sentence: &str) -> bool {
+    DISCOURSE
+        .captures_iter(sentence)
+        .any(|c| c.name("in_question").is_none())
+}
+
 /// Whether a sentence refers to a text ([`TEXT_REFERENCE`]). `sentence`: trimmed, leading
 /// punctuation removed (the pattern anchors some phrases at its start).
 fn refers_to_a_text(sentence: &str) -> bool {
@@ -318,6 +378,7 @@ pub fn is_meta(sentence: &str) -> bool {
         || in_person(sentence)
         || FRAME.is_match(body)
         || refers_to_a_text(body)
+        || is_discourse(body)
 }
 
 /// Jinja tags of a template: comments, expressions and statements.
@@ -623,6 +684,58 @@ mod tests {
         // The price: real sentences that point at their own report are matched too (0.55%).
         assert!(is_meta(
             "Also thanks to @svch0st, @pigerlin, and @0xtornado for reviewing this report."
+        ));
+    }
+
+    #[test]
+    fn discourse_about_the_writing_is_meta() {
+        // SmolLM2-135M under the shipped settings and two trials, kept by filter version 16 and
+        // marked meta in blind reads (stops 25 and 26).
+        assert_all_meta(&[
+            "What tool was used to bypass UAC in Windows 10? 3.",
+            "What can we do about it? We need to ensure that our own protection is made.",
+            "What is the nature of this type of malware, that uses Group Policy Modification for defense-evasion.",
+            "What can be said about a threat actor who creates groups to control user settings.",
+            "As previously mentioned, this malware needs to decrypt those values.",
+            "The example mentioned earlier is a typical way that attackers may retrieve credentials.",
+            "Using a remote service to gain unauthorized access, as explained on this page.",
+            "Includes the following new information: 1) Using a cracked version of PDQ Inventory.",
+            "Additional details need to discuss how it was able to reach the target.",
+            "One more detail: Some other technologies used to protect an enterprise network.",
+            "A few additional details about the Cloud Deployment Management (DEM) and the Azure Arc.",
+            "The response has only a single number in it, but we need to add a 3rd digit.",
+            "The response ended with the same question asked for more information about each topic.",
+            "The document provides tips on encryption methods used to protect documents.",
+            "The document is designed to provide a detailed and technical analysis.",
+            "A Threat to Credentials In Files: This is a report that goes beyond traditional malware.",
+            "Insecurity report: Change to an enumeration of four (4) threats.",
+            "In this section, we are going to discuss how to open a TransactionTrans.",
+            "Include reference list of new threats against the Equation Editor of Microsoft Office.",
+            "Update the document with specific information about using vulnerability analysis.",
+            "Remember to remember the message \"first checks to see if the registry already contains.",
+            "To continue, please provide a list of 1 new set of questions in the narrative format below.",
+            "It should have a number 1.",
+            "A similar example can be provided in a different context by examining this behavior.",
+            "\u{201c}What is the malware that caused the attack? 4.",
+        ]);
+        // Real report sentences near the patterns stay: the scheduled task, the sample in
+        // question, the C2 server's response, a question's words inside a statement.
+        assert_none_meta(&[
+            "As soon as they have completed the task, they send it to the infected host via email.",
+            "Hence, the analysis showed that the sample in question is a version of the Graphite malware.",
+            "The response gets decrypted with the IcedID decryption routine,",
+            "When the file is executed, the ThiefQuest code is executed first.",
+            "The document contains a macro that downloads the second stage.",
+            "Once the victim opens the document, the macro runs.",
+            "We observed the actor staging archives in a recycle bin folder.",
+            "Use of hidden files that could be used by attackers to avoid detection.",
+            "The implant reports the number of drives to its C2 server.",
+            "The report was exfiltrated to a server in the reports folder.",
+        ]);
+        // The price: a blog's own questions and plans are real sentences too (1.0%).
+        assert!(is_meta("How do packers work?"));
+        assert!(is_meta(
+            "In this blog post, we will discuss Unpacking of GuLoader\u{2019}s shellcodes."
         ));
     }
 
