@@ -37,11 +37,11 @@ use crate::similarity::{SparseVec, Tfidf, cosine, nearest};
 /// or on a word no sentence ends with ("This is a type of.", "…but be able to.") — is `cut-off`.
 /// Version 16: the meta filter finds a template's placeholder left in ("[insert name here]"),
 /// other list items pointed at ("Another part of the list…") and "the answer is".
-/// Version 17: the meta filter finds discourse about the writing (`junk::DISCOURSE`): questions,
+/// Version 18: the meta filter finds discourse about the writing (`junk::DISCOURSE`): questions,
 /// pointers into the text ("As previously mentioned…"), details announced, the response or the
 /// question as the subject, the document as the thing written, the writer's plans and
-/// instructions to the writer.
-pub const FILTER_VERSION: u32 = 17;
+/// instructions to the writer. (17, a broader first draft, was never released.)
+pub const FILTER_VERSION: u32 = 18;
 
 /// The filter stage's parameters, which are exactly its cache key (inputs: the generation's key,
 /// the split's key — train sentences for the real-duplicate filters, test sentences for the
