@@ -4,7 +4,9 @@
 //! the name (classifier and its settings, seed, augmentation); cells left over on both sides are
 //! then matched by classifier kind, augmentation and seed when that pairs exactly one cell on
 //! each side (two runs of one manifest with a different `--set dim=…`), and the settings that
-//! differ are listed. A matched pair gets macro-F1 of each run and the delta B − A with a 95%
+//! differ are listed: the cell spec's, then the run-wide ones of the two runs'
+//! `manifest.resolved.toml` that shape the cell (the split, the filter, `per_call`, the
+//! generator's sampling; see `shapes`). A matched pair gets macro-F1 of each run and the delta B − A with a 95%
 //! paired bootstrap interval over test sentences ([`crate::stats`], the bootstrap settings of
 //! run A's `[study]`) when both cells were scored on the same test sentences (same rows, texts
 //! and gold labels, in the same order) over the same class set L; otherwise the row says why
@@ -16,6 +18,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::manifest::{AugmentKind, CellSpec};
 use crate::output::Table;
 use crate::record::CellResult;
 use crate::stats::{Bootstrap, Interval, Paired};
@@ -106,6 +109,106 @@ fn differences(a: &CellResult, b: &CellResult) -> String {
         .join("; ")
 }
 
+/// The run-wide settings a run folder's `manifest.resolved.toml` holds outside the cell spec,
+/// flattened to `section.key` (`split.seed`, `augment.filter.near_duplicate`), each generator's
+/// under its name (`generator.smollm2.temperature`). Paths of the data folder and the templates
+/// folder are left out (the data's identity is its content, which the test-sentence check sees).
+/// Empty when the file is missing or unreadable (a run of an older synthcti).
+fn run_settings(run_dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(v) = std::fs::read_to_string(run_dir.join("manifest.resolved.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return out;
+    };
+    for section in ["data", "split", "augment"] {
+        if let Some(x) = v.get(section) {
+            leaves(section, x, &mut out);
+        }
+    }
+    for g in v
+        .get("generator")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = g.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+        leaves(&format!("generator.{name}"), g, &mut out);
+    }
+    out.remove("data.dir");
+    out.remove("augment.templates_dir");
+    out
+}
+
+/// Whether a run-wide setting (a key of [`run_settings`]) shapes a cell: the data and the split
+/// shape every cell; the targets and `count` every augmented one; the rest of `[augment]` (the
+/// filter, `per_call`, `top_up`, the clustering) and its generator's settings a synthetic one.
+/// The settings a cell spec holds itself (`kind`, `k`, `template`, `generator`,
+/// `per_technique`) are compared there.
+fn shapes(key: &str, augment: AugmentKind, generator: Option<&str>) -> bool {
+    const IN_SPEC: &[&str] = &[
+        "augment.kind",
+        "augment.k",
+        "augment.template",
+        "augment.generator",
+        "augment.per_technique",
+    ];
+    if key.starts_with("data.") || key.starts_with("split.") {
+        return true;
+    }
+    if augment == AugmentKind::None || IN_SPEC.contains(&key) {
+        return false;
+    }
+    if key.starts_with("augment.targets.") || key == "augment.count" {
+        return true;
+    }
+    match generator {
+        Some(name) if augment == AugmentKind::Synthetic => {
+            key.starts_with("augment.")
+                || key
+                    .strip_prefix("generator.")
+                    .and_then(|k| k.strip_prefix(name))
+                    .is_some_and(|rest| rest.starts_with('.'))
+        }
+        _ => false,
+    }
+}
+
+/// `section.key: a → b` for every run-wide setting that differs between the runs and shapes
+/// the cell ([`shapes`]).
+fn run_differences(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    cell: &CellSpec,
+) -> Vec<String> {
+    differing(
+        a,
+        b,
+        cell.augment,
+        cell.synthetic.as_ref().map(|s| s.generator.as_str()),
+    )
+}
+
+/// [`run_differences`] for a cell of arm `augment` whose synthetic data came from `generator`.
+fn differing(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    augment: AugmentKind,
+    generator: Option<&str>,
+) -> Vec<String> {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k) && shapes(k, augment, generator))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or("—".into());
+            format!("{k}: {} → {}", show(a), show(b))
+        })
+        .collect()
+}
+
 /// Why two cells cannot be compared on the same test sentences, or their intervals.
 fn paired(
     a_dir: &Path,
@@ -180,6 +283,7 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Vec<Row>> {
     let (a, _) = crate::report::read_run(run_a)?;
     let (b, _) = crate::report::read_run(run_b)?;
     let boot = crate::study::bootstrap_of_run(run_a)?;
+    let (settings_a, settings_b) = (run_settings(run_a), run_settings(run_b));
     let mut pairs: Vec<(Option<&CellResult>, Option<&CellResult>, &str)> = Vec::new();
     let mut b_left: Vec<&CellResult> = b.iter().collect();
     let mut a_left: Vec<&CellResult> = Vec::new();
@@ -224,7 +328,13 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Vec<Row>> {
         };
         match (x, y) {
             (Some(x), Some(y)) => {
-                row.differs = differences(x, y);
+                let cell_level = differences(x, y);
+                let run_level = run_differences(&settings_a, &settings_b, &x.cell);
+                row.differs = std::iter::once(cell_level)
+                    .filter(|d| !d.is_empty())
+                    .chain(run_level)
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 match paired(run_a, x, run_b, y, boot)? {
                     Ok((d, t)) => {
                         row.delta = Some(d);
@@ -289,4 +399,61 @@ pub fn table(rows: &[Row]) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn run_wide_settings_count_for_the_cells_they_shape() {
+        let syn = |k| shapes(k, AugmentKind::Synthetic, Some("smollm2"));
+        let none = |k| shapes(k, AugmentKind::None, None);
+        let over = |k| shapes(k, AugmentKind::Oversample, None);
+        // The split shapes every cell.
+        assert!(none("split.seed") && over("split.seed") && syn("data.min_examples"));
+        // The filter, per_call and the generator's sampling shape a synthetic cell only.
+        assert!(syn("augment.filter.near_duplicate") && syn("augment.per_call"));
+        assert!(syn("generator.smollm2.temperature"));
+        assert!(!syn("generator.gpt.temperature") && !syn("generator.smollm2x.seed"));
+        assert!(!none("augment.filter.near_duplicate") && !over("augment.per_call"));
+        // The targets shape every augmented arm.
+        assert!(over("augment.targets.below") && !none("augment.targets.below"));
+        // What the cell spec holds is compared there.
+        assert!(!syn("augment.k") && !syn("augment.generator"));
+    }
+
+    #[test]
+    fn run_wide_differences_name_the_full_key_and_both_values() {
+        let a = settings(&[
+            ("augment.filter.near_duplicate", "0.9"),
+            ("augment.per_call", "7"),
+            ("generator.smollm2.temperature", "0.8"),
+            ("split.seed", "42"),
+        ]);
+        let b = settings(&[
+            ("augment.filter.near_duplicate", "0.1"),
+            ("augment.per_call", "7"),
+            ("generator.smollm2.temperature", "0.1"),
+            ("split.seed", "42"),
+            ("augment.top_up", "1"),
+        ]);
+        assert_eq!(
+            differing(&a, &b, AugmentKind::Synthetic, Some("smollm2")),
+            [
+                "augment.filter.near_duplicate: 0.9 → 0.1",
+                "augment.top_up: — → 1",
+                "generator.smollm2.temperature: 0.8 → 0.1",
+            ]
+        );
+        // A baseline cell of the same runs: nothing run-wide shapes it.
+        assert!(differing(&a, &b, AugmentKind::None, None).is_empty());
+    }
 }

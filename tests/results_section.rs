@@ -260,6 +260,8 @@ fn compare_pairs_cells_by_configuration_and_says_what_is_not_comparable() {
     assert_eq!(ac.len(), 2);
     for r in &ac {
         assert_eq!(r["matched_by"], "configuration");
+        // The cells' specs are the same; the run-wide split seed is not.
+        assert_eq!(r["differs"], "split.seed: 7 → 8");
         assert!(r["status"].starts_with("not comparable: "), "{r:?}");
         assert_eq!(r["delta_macro_f1"], "");
     }
