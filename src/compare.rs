@@ -6,8 +6,8 @@
 //! each side (two runs of one manifest with a different `--set dim=…`), and the settings that
 //! differ are listed: the cell spec's, then the run-wide ones of the two runs'
 //! `manifest.resolved.toml` that shape the cell (the split, the filter, `per_call`, the
-//! generator's sampling; see `shapes`). A matched pair gets macro-F1 of each run and the delta B − A with a 95%
-//! paired bootstrap interval over test sentences ([`crate::stats`], the bootstrap settings of
+//! generator's sampling; see `shapes`). A matched pair gets macro-F1 of each run and the delta
+//! B − A with a 95% paired bootstrap interval over test sentences ([`crate::stats`], the bootstrap settings of
 //! run A's `[study]`) when both cells were scored on the same test sentences (same rows, texts
 //! and gold labels, in the same order) over the same class set L; otherwise the row says why
 //! they are not comparable.
@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::manifest::{AugmentKind, CellSpec};
+use crate::manifest::AugmentKind;
 use crate::output::Table;
 use crate::record::CellResult;
 use crate::stats::{Bootstrap, Interval, Paired};
@@ -90,21 +90,26 @@ fn leaves(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String
     }
 }
 
-/// `key: a → b` for every leaf that differs.
+/// The keys of two flattened settings maps whose values differ (a key on one side only counts),
+/// in key order, with each side's value (`—` where it is missing).
+fn changed<'a>(
+    a: &'a BTreeMap<String, String>,
+    b: &'a BTreeMap<String, String>,
+) -> impl Iterator<Item = (&'a str, String, String)> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let show = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or("—".into());
+    keys.into_iter()
+        .filter(move |k| a.get(*k) != b.get(*k))
+        .map(move |k| (k.as_str(), show(a, k), show(b, k)))
+}
+
+/// `key: a → b` for every leaf of the two cell specs that differs (the leaf's last name).
 fn differences(a: &CellResult, b: &CellResult) -> String {
     let (mut la, mut lb) = (BTreeMap::new(), BTreeMap::new());
     leaves("", &spec_json(a), &mut la);
     leaves("", &spec_json(b), &mut lb);
-    let mut keys: Vec<&String> = la.keys().chain(lb.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| la.get(*k) != lb.get(*k))
-        .map(|k| {
-            let short = k.rsplit('.').next().unwrap_or(k);
-            let show = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or("—".into());
-            format!("{short}: {} → {}", show(&la), show(&lb))
-        })
+    changed(&la, &lb)
+        .map(|(k, x, y)| format!("{}: {x} → {y}", k.rsplit('.').next().unwrap_or(k)))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -176,36 +181,16 @@ fn shapes(key: &str, augment: AugmentKind, generator: Option<&str>) -> bool {
 }
 
 /// `section.key: a → b` for every run-wide setting that differs between the runs and shapes
-/// the cell ([`shapes`]).
+/// a cell of arm `augment` whose synthetic data came from `generator` ([`shapes`]).
 fn run_differences(
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-    cell: &CellSpec,
-) -> Vec<String> {
-    differing(
-        a,
-        b,
-        cell.augment,
-        cell.synthetic.as_ref().map(|s| s.generator.as_str()),
-    )
-}
-
-/// [`run_differences`] for a cell of arm `augment` whose synthetic data came from `generator`.
-fn differing(
     a: &BTreeMap<String, String>,
     b: &BTreeMap<String, String>,
     augment: AugmentKind,
     generator: Option<&str>,
 ) -> Vec<String> {
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k) && shapes(k, augment, generator))
-        .map(|k| {
-            let show = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or("—".into());
-            format!("{k}: {} → {}", show(a), show(b))
-        })
+    changed(a, b)
+        .filter(|(k, _, _)| shapes(k, augment, generator))
+        .map(|(k, x, y)| format!("{k}: {x} → {y}"))
         .collect()
 }
 
@@ -329,7 +314,12 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Vec<Row>> {
         match (x, y) {
             (Some(x), Some(y)) => {
                 let cell_level = differences(x, y);
-                let run_level = run_differences(&settings_a, &settings_b, &x.cell);
+                let run_level = run_differences(
+                    &settings_a,
+                    &settings_b,
+                    x.cell.augment,
+                    x.cell.synthetic.as_ref().map(|s| s.generator.as_str()),
+                );
                 row.differs = std::iter::once(cell_level)
                     .filter(|d| !d.is_empty())
                     .chain(run_level)
@@ -446,7 +436,7 @@ mod tests {
             ("augment.top_up", "1"),
         ]);
         assert_eq!(
-            differing(&a, &b, AugmentKind::Synthetic, Some("smollm2")),
+            run_differences(&a, &b, AugmentKind::Synthetic, Some("smollm2")),
             [
                 "augment.filter.near_duplicate: 0.9 → 0.1",
                 "augment.top_up: — → 1",
@@ -454,6 +444,6 @@ mod tests {
             ]
         );
         // A baseline cell of the same runs: nothing run-wide shapes it.
-        assert!(differing(&a, &b, AugmentKind::None, None).is_empty());
+        assert!(run_differences(&a, &b, AugmentKind::None, None).is_empty());
     }
 }
