@@ -329,7 +329,15 @@ pub fn compare(run_a: &Path, run_b: &Path) -> Result<Vec<Row>> {
                     Ok((d, t)) => {
                         row.delta = Some(d);
                         row.delta_target = t;
-                        row.status = "comparable".into();
+                        row.status = if t.is_none() && x.target_classes != y.target_classes {
+                            format!(
+                                "comparable; no target delta: the target techniques differ ({} in A, {} in B)",
+                                x.target_classes.len(),
+                                y.target_classes.len()
+                            )
+                        } else {
+                            "comparable".into()
+                        };
                     }
                     Err(why) => row.status = why,
                 }

@@ -265,6 +265,18 @@ fn compare_pairs_cells_by_configuration_and_says_what_is_not_comparable() {
         assert!(r["status"].starts_with("not comparable: "), "{r:?}");
         assert_eq!(r["delta_macro_f1"], "");
     }
+    // Other target techniques (none at all below 1): comparable over L, and the row says why
+    // the target delta is missing.
+    let d = s.path("results/d");
+    s.run_ok(&m, &d, &["-q", "--set", "augment.targets.below=1"]);
+    for r in read_csv_rows_str(&cmp(&a, &d, "csv")) {
+        assert_eq!(r["differs"], "", "{r:?}");
+        assert_eq!(r["delta_target_macro_f1"], "", "{r:?}");
+        assert!(
+            r["status"].starts_with("comparable; no target delta: the target techniques differ ("),
+            "{r:?}"
+        );
+    }
     let json: serde_json::Value = serde_json::from_str(&cmp(&a, &c, "json")).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2);
 
